@@ -1,0 +1,178 @@
+"""The data contract of ``../shared/DESIGN.md`` in one place: topic names, fixed value lists,
+the canonical id of a transaction, and the validator that decides what goes to the DLQ.
+
+Pure Python, no Faust import: the producer, the worker, the tests and the API share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "ANOMALIES",
+    "CATEGORIES",
+    "DLQ",
+    "ENRICHED",
+    "FIELDS",
+    "InvalidTransaction",
+    "MAX_AMOUNT",
+    "MAX_ID_LENGTH",
+    "PAYMENT_METHODS",
+    "STATUSES",
+    "TOPICS",
+    "TRANSACTIONS",
+    "canonical_id",
+    "parse_timestamp",
+    "validate",
+]
+
+# --- topics (names before the optional TOPIC_PREFIX) ----------------------------------------
+TRANSACTIONS = "transactions"
+ENRICHED = "transactions_enriched"
+ANOMALIES = "anomalies"
+DLQ = "transactions_dlq"
+TOPICS = (TRANSACTIONS, ENRICHED, ANOMALIES, DLQ)
+
+# --- fixed value lists ----------------------------------------------------------------------
+CATEGORIES = (
+    "electronics", "grocery", "fashion", "home_garden", "health_beauty", "sports_outdoors",
+    "toys_games", "books_media", "travel", "restaurants", "automotive", "digital_goods",
+)
+PAYMENT_METHODS = ("credit_card", "debit_card", "paypal", "apple_pay", "google_pay",
+                   "bank_transfer", "gift_card")
+STATUSES = ("approved", "declined", "pending", "refunded")
+
+MAX_AMOUNT = 1_000_000
+MAX_ID_LENGTH = 64
+MAX_CITY_LENGTH = 128
+
+#: Field name -> JSON type of a transaction, in contract order.
+FIELDS: dict[str, type] = {
+    "txn_id": str,
+    "user_id": str,
+    "amount": float,
+    "currency": str,
+    "timestamp": str,
+    "merchant_id": str,
+    "merchant_category": str,
+    "payment_method": str,
+    "status": str,
+    "location": dict,
+}
+
+#: Fields added by the stream processor (``transactions_enriched``).
+ENRICHED_FIELDS: dict[str, Any] = {
+    "user_txn_count": int,
+    "user_running_mean": float,
+    "user_running_std": float,
+    "z_score": (float, type(None)),
+    "is_anomaly": bool,
+    "user_daily_spend": float,
+    "processed_at": str,
+}
+
+#: Fields of an ``anomalies`` record.
+ANOMALY_FIELDS = ("txn_id", "user_id", "amount", "currency", "merchant_id", "merchant_category",
+                  "timestamp", "z_score", "mean_prev", "std_prev", "n_prev", "detected_at")
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_CATEGORY_SET = frozenset(CATEGORIES)
+_PAYMENT_SET = frozenset(PAYMENT_METHODS)
+_STATUS_SET = frozenset(STATUSES)
+
+
+class InvalidTransaction(ValueError):
+    """The message breaks the contract; ``str(exc)`` is the reason recorded in the DLQ."""
+
+
+def canonical_id(txn: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical content: every field but ``txn_id``, as compact JSON with
+    sorted keys. The same content always gives the same id."""
+    content = {k: v for k, v in txn.items() if k != "txn_id"}
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An ISO-8601 timestamp that carries a UTC offset, or InvalidTransaction."""
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidTransaction(f"timestamp {value[:40]!r} is not ISO-8601") from None
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise InvalidTransaction("timestamp has no UTC offset")
+    return ts
+
+
+def _text(txn: dict[str, Any], field: str, max_len: int = MAX_ID_LENGTH) -> str:
+    value = txn[field]
+    if not isinstance(value, str):
+        raise InvalidTransaction(f"{field} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidTransaction(f"{field} is empty")
+    if len(value) > max_len:
+        raise InvalidTransaction(f"{field} is longer than {max_len} characters")
+    return value
+
+
+def validate(raw: bytes | str) -> dict[str, Any]:
+    """Parse and check one ``transactions`` message. Returns the transaction as a dict, or raises
+    :class:`InvalidTransaction` whose message is the reason."""
+    try:
+        txn = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidTransaction(f"not valid JSON: {exc}") from None
+    if not isinstance(txn, dict):
+        raise InvalidTransaction(f"expected a JSON object, got {type(txn).__name__}")
+    missing = [f for f in FIELDS if f not in txn]
+    if missing:
+        raise InvalidTransaction(f"missing field(s): {', '.join(missing)}")
+    extra = sorted(set(txn) - set(FIELDS))
+    if extra:
+        raise InvalidTransaction(f"unexpected field(s): {', '.join(extra)[:200]}")
+
+    txn_id = txn["txn_id"]
+    if not isinstance(txn_id, str) or not _HEX64.fullmatch(txn_id):
+        raise InvalidTransaction("txn_id must be 64 lowercase hex characters")
+    _text(txn, "user_id")
+    _text(txn, "merchant_id")
+
+    amount = txn["amount"]
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        raise InvalidTransaction(f"amount must be a number, got {type(amount).__name__}")
+    if not math.isfinite(amount) or not 0 < amount <= MAX_AMOUNT:
+        raise InvalidTransaction(f"amount {amount!r} is not in (0, {MAX_AMOUNT}]")
+    if abs(amount * 100 - round(amount * 100)) > 1e-6 * max(1.0, amount):
+        raise InvalidTransaction(f"amount {amount!r} has more than two decimals")
+
+    currency = txn["currency"]
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
+        raise InvalidTransaction("currency must be an ISO 4217 code (three upper-case letters)")
+    if not isinstance(txn["timestamp"], str):
+        raise InvalidTransaction("timestamp must be a string")
+    parse_timestamp(txn["timestamp"])
+    if _text(txn, "merchant_category") not in _CATEGORY_SET:
+        raise InvalidTransaction(f"merchant_category {txn['merchant_category'][:40]!r} is unknown")
+    if _text(txn, "payment_method") not in _PAYMENT_SET:
+        raise InvalidTransaction(f"payment_method {txn['payment_method'][:40]!r} is unknown")
+    if _text(txn, "status") not in _STATUS_SET:
+        raise InvalidTransaction(f"status {txn['status'][:40]!r} is not one of {STATUSES}")
+
+    location = txn["location"]
+    if not isinstance(location, dict) or set(location) != {"city", "country"}:
+        raise InvalidTransaction('location must be an object {"city": ..., "country": ...}')
+    _text(location, "city", MAX_CITY_LENGTH)
+    country = location["country"]
+    if not isinstance(country, str) or not _COUNTRY.fullmatch(country):
+        raise InvalidTransaction("location.country must be ISO 3166-1 alpha-2 (two upper-case letters)")
+
+    if canonical_id(txn) != txn_id:
+        raise InvalidTransaction("txn_id is not the SHA-256 of the transaction's content")
+    return txn

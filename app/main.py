@@ -1,0 +1,35 @@
+"""The Faust application. ``txn ...`` (the console script) is its command line:
+``txn worker -l info`` is exactly ``faust -A app worker -l info``.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from app.settings import settings
+
+__all__ = ["app", "main"]
+
+app = faust.App(
+    settings.app_id,
+    broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
+    store="rocksdict://",
+    datadir=settings.data_dir,
+    topic_partitions=settings.topic_partitions,
+    autodiscover=["agents", "tables", "views"],
+    origin="app",
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    producer_acks=-1,
+    producer_compression_type="lz4",
+    consumer_auto_offset_reset="earliest",
+)
+
+
+def main() -> None:
+    """Entry point of the ``txn`` console script."""
+    app.main()
+
+
+# The app's own commands (``txn produce``, ...), registered on import; last, as they use ``app``.
+from app import commands  # noqa: E402, F401

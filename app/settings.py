@@ -1,0 +1,129 @@
+"""Every setting of the product, read once from the environment.
+
+The table in the README (and ``../shared/DESIGN.md``) lists them. ``load()`` reads a mapping
+(``os.environ`` by default) and raises :class:`SettingsError` naming the variable when a value is
+invalid; ``settings`` is the instance the rest of the code uses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import TypeVar
+
+__all__ = ["ENV_VARS", "Settings", "SettingsError", "load", "settings"]
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap_servers: str = "localhost:9092"
+    mongo_url: str = "mongodb://localhost:27017"
+    mongo_db: str = "txn_analytics"
+    anomaly_z_threshold: float = 3.0
+    anomaly_min_history: int = 5
+    topic_partitions: int = 8
+    target_tps: int = 1000
+    # Prefix of every topic name and of the Faust app id: lets tests and parallel
+    # environments share one broker without sharing topics, tables or consumer groups.
+    topic_prefix: str = ""
+    # The Faust worker's web server (table views, /health, /metrics).
+    web_host: str = "localhost"
+    web_port: int = 6066
+    # Where Faust keeps its RocksDB tables.
+    data_dir: str = "var/faust"
+    # The sink: a batch is written when it holds this many documents or is this old.
+    sink_batch_size: int = 2000
+    sink_batch_seconds: float = 0.5
+    # The API and the dashboard.
+    api_url: str = "http://localhost:8000"
+    api_key: str = ""
+    cors_origins: str = ""
+    worker_url: str = "http://localhost:6066"
+    dbt_interval_seconds: int = 60
+
+    @property
+    def app_id(self) -> str:
+        return f"{self.topic_prefix}txn-analytics"
+
+    def topic(self, name: str) -> str:
+        """The full name of one of the pipeline's topics."""
+        return f"{self.topic_prefix}{name}"
+
+
+def _parse(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T,
+           check: Callable[[T], bool] = lambda _: True, rule: str = "") -> T:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = parse(raw.strip())
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a valid {parse.__name__}{f' ({rule})' if rule else ''}"
+        ) from None
+    if not check(value):
+        raise SettingsError(f"{name}={raw!r} is invalid: it must be {rule}")
+    return value
+
+
+def _non_empty(value: str) -> bool:
+    return bool(value)
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    d = Settings()
+    positive: Callable[[int], bool] = lambda v: v > 0  # noqa: E731
+    values = dict(
+        kafka_bootstrap_servers=_parse(env, "KAFKA_BOOTSTRAP_SERVERS", str,
+                                       d.kafka_bootstrap_servers, _non_empty, "host:port[,...]"),
+        mongo_url=_parse(env, "MONGO_URL", str, d.mongo_url,
+                         lambda v: v.startswith(("mongodb://", "mongodb+srv://")),
+                         "a mongodb:// or mongodb+srv:// URL"),
+        mongo_db=_parse(env, "MONGO_DB", str, d.mongo_db,
+                        lambda v: bool(v) and not set(v) & set('/\\. "$'),
+                        "a MongoDB database name"),
+        anomaly_z_threshold=_parse(env, "ANOMALY_Z_THRESHOLD", float, d.anomaly_z_threshold,
+                                   lambda v: 0 < v < float("inf"), "a positive number"),
+        anomaly_min_history=_parse(env, "ANOMALY_MIN_HISTORY", int, d.anomaly_min_history,
+                                   lambda v: v >= 2, "an integer >= 2"),
+        topic_partitions=_parse(env, "TOPIC_PARTITIONS", int, d.topic_partitions,
+                                lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
+        target_tps=_parse(env, "TARGET_TPS", int, d.target_tps,
+                          lambda v: v >= 0, "an integer >= 0 (0 = as fast as possible)"),
+        topic_prefix=_parse(env, "TOPIC_PREFIX", str, d.topic_prefix,
+                            lambda v: all(c.isalnum() or c in "._-" for c in v),
+                            "letters, digits, '.', '_' or '-'"),
+        web_host=_parse(env, "WEB_HOST", str, d.web_host, _non_empty, "a host name"),
+        web_port=_parse(env, "WEB_PORT", int, d.web_port,
+                        lambda v: 0 < v < 65536, "a port number"),
+        data_dir=_parse(env, "DATA_DIR", str, d.data_dir, _non_empty, "a directory"),
+        sink_batch_size=_parse(env, "SINK_BATCH_SIZE", int, d.sink_batch_size, positive,
+                               "a positive integer"),
+        sink_batch_seconds=_parse(env, "SINK_BATCH_SECONDS", float, d.sink_batch_seconds,
+                                  lambda v: v > 0, "a positive number of seconds"),
+        api_url=_parse(env, "API_URL", str, d.api_url,
+                       lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
+        api_key=_parse(env, "API_KEY", str, d.api_key),
+        cors_origins=_parse(env, "CORS_ORIGINS", str, d.cors_origins),
+        worker_url=_parse(env, "WORKER_URL", str, d.worker_url,
+                          lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
+        dbt_interval_seconds=_parse(env, "DBT_INTERVAL_SECONDS", int, d.dbt_interval_seconds,
+                                    positive, "a positive integer"),
+    )
+    assert set(values) == {f.name for f in fields(Settings)}
+    return Settings(**values)
+
+
+#: The environment variables read by :func:`load`: each field's name in upper case.
+ENV_VARS: tuple[str, ...] = tuple(f.name.upper() for f in fields(Settings))
+
+settings = load()
