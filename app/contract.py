@@ -171,7 +171,8 @@ def validate(raw: bytes | str) -> dict[str, Any]:
     _text(location, "city", MAX_CITY_LENGTH)
     country = location["country"]
     if not isinstance(country, str) or not _COUNTRY.fullmatch(country):
-        raise InvalidTransaction("location.country must be ISO 3166-1 alpha-2 (two upper-case letters)")
+        raise InvalidTransaction(
+            "location.country must be ISO 3166-1 alpha-2 (two upper-case letters)")
 
     if canonical_id(txn) != txn_id:
         raise InvalidTransaction("txn_id is not the SHA-256 of the transaction's content")

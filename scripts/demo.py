@@ -65,10 +65,10 @@ def main() -> int:
 
     def stop(*_: object) -> None:
         print("\n[demo] stopping...", flush=True)
-        for part, proc in reversed(procs):
+        for _, proc in reversed(procs):
             if proc.poll() is None:
                 proc.terminate()
-        for part, proc in procs:
+        for _, proc in procs:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -86,7 +86,8 @@ def main() -> int:
             time.sleep(1)
         print("\n[demo] the pipeline is running (Ctrl-C stops it):", flush=True)
         for part, proc in procs:
-            print(f"  {part.name:<10} pid {proc.pid:<7} {part.where}   log: var/log/{part.name}.log")
+            print(f"  {part.name:<10} pid {proc.pid:<7} {part.where}"
+                  f"   log: var/log/{part.name}.log")
         print("  kafka      127.0.0.1:9092    ferretdb  mongodb://127.0.0.1:27017", flush=True)
         while True:
             for part, proc in procs:

@@ -244,7 +244,8 @@ def ferretdb_ready() -> bool:
 
 def start_ferretdb() -> None:
     if running_pid("ferretdb") is not None:
-        say(f"ferretdb: already running (pid {running_pid('ferretdb')}) on 127.0.0.1:{FERRETDB_PORT}")
+        pid = running_pid("ferretdb")
+        say(f"ferretdb: already running (pid {pid}) on 127.0.0.1:{FERRETDB_PORT}")
         return
     if port_open(FERRETDB_PORT):
         raise ServiceError(f"port {FERRETDB_PORT} is taken by a process this project did not start")
