@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from faust.cli import option
+
 from app.main import app
+from app.settings import settings
 
 __all__: list[str] = []
 
@@ -15,3 +23,84 @@ async def topics() -> None:
     for topic in (declared.transactions_topic, declared.enriched_topic,
                   declared.anomalies_topic, declared.dlq_topic):
         print(f"{topic.get_topic_name()}\tpartitions={topic.partitions}")
+
+
+def parse_start(value: str | None) -> int | None:
+    """``--start``: ISO-8601 (UTC when it has no offset) or epoch milliseconds -> epoch ms."""
+    if value is None or value == "":
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither ISO-8601 nor epoch milliseconds",
+                                 param_hint="--start") from None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return round(ts.timestamp() * 1000)
+
+
+@app.command(
+    option("--rate", type=float, default=None,
+           help="Transactions per second (default TARGET_TPS; --dry-run: 0). 0 = as fast as "
+                "possible."),
+    option("--count", type=int, default=None, help="Stop after this many (default: until "
+                                                   "Ctrl-C)."),
+    option("--duration", type=float, default=None, help="Stop after this many seconds."),
+    option("--seed", type=int, default=42, show_default=True, help="Seed of the data."),
+    option("--users", type=int, default=10_000, show_default=True, help="Users in the pool."),
+    option("--merchants", type=int, default=1_000, show_default=True,
+           help="Merchants in the pool."),
+    option("--anomaly-rate", type=float, default=0.002, show_default=True,
+           help="Share of injected amount outliers."),
+    option("--bad-rate", type=float, default=0.0, show_default=True,
+           help="Share of deliberately invalid messages (for the DLQ)."),
+    option("--truth", type=click.Path(dir_okay=False, writable=True), default=None,
+           help="Write one JSON line per injected anomaly to this file."),
+    option("--start", type=str, default=None,
+           help="Event time of sequence number 0: ISO-8601 or epoch ms (default: now, to the "
+                "second; printed at start so a run can be replayed)."),
+    option("--first-seq", type=int, default=0, show_default=True,
+           help="First sequence number (replay a range)."),
+    option("--time-scale", type=float, default=1.0, show_default=True,
+           help="Event seconds per wall-clock second at the asked rate."),
+    option("--topic", type=str, default=None,
+           help="Target topic (default: TOPIC_PREFIX + transactions)."),
+    option("--dry-run", is_flag=True, default=False,
+           help="Generate and serialise only; print the generation rate."),
+    option("--quiet", is_flag=True, default=False, help="No progress lines on stderr."),
+)
+async def produce(self: Any, rate: float | None, count: int | None, duration: float | None,
+                  seed: int, users: int, merchants: int, anomaly_rate: float, bad_rate: float,
+                  truth: str | None, start: str | None, first_seq: int, time_scale: float,
+                  topic: str | None, dry_run: bool, quiet: bool) -> None:
+    """Produce realistic transactions into Kafka (key = user_id, timestamp = event time)."""
+    from app import contract, producer
+
+    if rate is None:
+        rate = 0.0 if dry_run else float(settings.target_tps)
+    if rate < 0 or (count is not None and count < 0) or time_scale <= 0 or first_seq < 0:
+        raise click.UsageError("--rate, --count and --first-seq must be >= 0, "
+                               "--time-scale > 0")
+    step_us = producer.step_us_for(rate, time_scale, settings.target_tps)
+    factory = producer.TransactionFactory(
+        seed=seed, users=users, merchants=merchants, anomaly_rate=anomaly_rate,
+        bad_rate=bad_rate, start_ms=parse_start(start), step_us=step_us)
+    target = topic or settings.topic(contract.TRANSACTIONS)
+    start_iso = datetime.fromtimestamp(factory.start_ms / 1000, UTC).isoformat()
+    print(f"[produce] {'dry run' if dry_run else f'topic={target}'} rate={rate:g} seed={seed} "
+          f"users={users} merchants={merchants} start={start_iso} step_us={step_us} "
+          f"first_seq={first_seq} (replay: --seed {seed} --start {factory.start_ms} "
+          f"--rate {rate:g} --time-scale {time_scale:g} --first-seq N)",
+          file=sys.stderr, flush=True)
+    progress = None if quiet else sys.stderr
+    if dry_run:
+        summary = producer.generate(factory, rate=rate, count=count, duration=duration,
+                                    first_seq=first_seq, truth=truth, progress=progress)
+    else:
+        summary = producer.send(factory, target, rate=rate, count=count, duration=duration,
+                                first_seq=first_seq, truth=truth, progress=progress)
+    print(summary, flush=True)
+    if summary.errors:
+        raise SystemExit(1)
