@@ -50,6 +50,9 @@ worker: $(STAMP) ## the processing worker (Faust web on :6066)
 produce: $(STAMP) ## the producer at TARGET_TPS
 	$(TXN) produce
 
+dbt: $(STAMP) ## build the dbt marts once (models + tests; marts written back to MongoDB)
+	cd dbt && $(abspath $(VENV))/bin/dbt build --profiles-dir .
+
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy app agents tables views
