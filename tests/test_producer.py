@@ -1,0 +1,269 @@
+"""The producer's generator: contract, determinism, realism, bad messages, rate control.
+No services needed (app.producer imports without Faust and without a broker)."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+from datetime import datetime
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app import contract
+from app.producer import (
+    BAD_KINDS,
+    BLOCK,
+    COUNTRIES,
+    Summary,
+    TokenBucket,
+    TransactionFactory,
+    generate,
+    step_us_for,
+)
+
+START = 1_795_000_000_000  # 2026-11-18T11:06:40Z
+
+
+def small(seed: int, **kw: object) -> TransactionFactory:
+    args: dict = dict(seed=seed, users=60, merchants=25, start_ms=START)
+    args.update(kw)
+    return TransactionFactory(**args)
+
+
+@pytest.fixture(scope="module")
+def factory() -> TransactionFactory:
+    return TransactionFactory(seed=42, start_ms=START)
+
+
+property_settings = settings(max_examples=25, deadline=None,
+                             suppress_health_check=[HealthCheck.too_slow])
+
+
+@property_settings
+@given(seed=st.integers(0, 2**32 - 1), first=st.integers(0, 10**9),
+       anomaly_rate=st.sampled_from([0.0, 0.002, 0.5, 1.0]))
+def test_every_transaction_validates(seed: int, first: int, anomaly_rate: float) -> None:
+    f = small(seed, anomaly_rate=anomaly_rate)
+    for msg in f.messages(first, 300):
+        txn = contract.validate(msg.value)
+        assert msg.bad is None
+        assert txn["txn_id"] == msg.txn_id == contract.canonical_id(txn)
+        assert txn["user_id"] == msg.user_id == msg.key.decode()
+        assert contract.parse_timestamp(txn["timestamp"]).timestamp() * 1000 == msg.timestamp_ms
+        if anomaly_rate in (0.0, 1.0):
+            assert (msg.anomaly is not None) == (anomaly_rate == 1.0)
+
+
+@property_settings
+@given(seed=st.integers(0, 2**32 - 1), seqs=st.lists(st.integers(0, 10**12), min_size=1,
+                                                      max_size=20))
+def test_same_seed_same_bytes(seed: int, seqs: list[int]) -> None:
+    a, b = small(seed), small(seed)
+    for seq in seqs:
+        assert a.make(seq) == b.make(seq)
+
+
+@property_settings
+@given(seeds=st.lists(st.integers(0, 2**32 - 1), min_size=2, max_size=2, unique=True))
+def test_different_seeds_different_ids(seeds: list[int]) -> None:
+    a, b = (small(s) for s in seeds)
+    ids_a = {m.txn_id for m in a.messages(0, 500)}
+    ids_b = {m.txn_id for m in b.messages(0, 500)}
+    assert not ids_a & ids_b
+
+
+def test_ids_unique_in_a_run_of_a_million(factory: TransactionFactory) -> None:
+    ids = {m.txn_id for m in factory.messages(0, 1_000_000)}
+    assert len(ids) == 1_000_000
+
+
+def test_random_access_equals_stream_across_blocks(factory: TransactionFactory) -> None:
+    stream = list(factory.messages(BLOCK - 5, 10))
+    assert [factory.make(m.seq) for m in stream] == stream
+    assert [m.seq for m in stream] == list(range(BLOCK - 5, BLOCK + 5))
+
+
+def test_byte_for_byte_pinned(factory: TransactionFactory) -> None:
+    """The exact bytes of one transaction: a change of the generator shows up here (replays of
+    an older run would no longer give the same ids)."""
+    msg = factory.make(0)
+    txn = contract.validate(msg.value)
+    assert txn["timestamp"] == "2026-11-18T11:06:40.000+00:00"
+    assert msg.value.startswith(b'{"txn_id":"' + msg.txn_id.encode() + b'","amount":')
+    assert TransactionFactory(seed=42, start_ms=START).make(0).value == msg.value
+    # Pinned ids (seed 42, START, defaults): the same in every process and on every machine.
+    assert msg.txn_id == "b4585957e206f98c5417ace4e001f3d64bf21355ece3c28331bb8a11a1f5963f"
+    assert factory.make(123456).txn_id == (
+        "5903421713c8ec7d37544b03686dc37741c563add0b9506eca56a263d3ca2a20")
+
+
+def test_timestamps_move_forward() -> None:
+    f = small(3, step_us=250)
+    msgs = list(f.messages(0, 5000))
+    times = [m.timestamp_ms for m in msgs]
+    assert times == sorted(times)
+    assert times[0] == START and times[-1] == START + 4999 * 250 // 1000
+    parsed = [datetime.fromisoformat(orjson.loads(m.value)["timestamp"]) for m in msgs[::97]]
+    assert parsed == sorted(parsed)
+
+
+def test_time_scale_crosses_a_utc_day() -> None:
+    # 1000/s at 100x: 100 event seconds per wall second; 0.9 M seqs = 25 h of event time.
+    f = small(5, step_us=step_us_for(1000, 100))
+    days = {orjson.loads(f.make(seq).value)["timestamp"][:10] for seq in (0, 900_000)}
+    assert len(days) == 2
+
+
+def test_step_us_for() -> None:
+    assert step_us_for(1000) == 1000
+    assert step_us_for(10_000, 2) == 200
+    assert step_us_for(0, 1, default_rate=500) == 2000
+    assert step_us_for(0, 1, default_rate=0) == 1000
+
+
+def test_profiles_are_realistic(factory: TransactionFactory) -> None:
+    users = {u.user_id: u for u in factory.users}
+    currency_of = {c[0]: c[1] for c in COUNTRIES}
+    by_user: dict[str, list[dict]] = {}
+    for msg in factory.messages(0, 50_000):
+        txn = orjson.loads(msg.value)
+        by_user.setdefault(txn["user_id"], []).append(txn)
+    assert len(by_user) > 5_000
+    home = methods_ok = total = 0
+    for user_id, txns in by_user.items():
+        user = users[user_id]
+        assert user.currency == currency_of[user.country]
+        for txn in txns:
+            total += 1
+            assert txn["currency"] == user.currency
+            home += txn["location"] == {"city": user.city, "country": user.country}
+            methods_ok += txn["payment_method"] in user.methods
+    assert 0.93 < home / total < 0.99
+    assert methods_ok / total > 0.88
+    # Per user, normal amounts stay within the profile (z stays meaningful).
+    busiest = max(by_user.values(), key=len)
+    user = users[busiest[0]["user_id"]]
+    amounts = [t["amount"] for t in busiest]
+    assert len(amounts) > 30
+    assert abs(statistics.median(amounts) / user.typical - 1) < 0.2
+    statuses = Counter(orjson.loads(m.value)["status"] for m in factory.messages(0, 20_000))
+    assert statuses.most_common(1)[0][0] == "approved" and set(statuses) == set(contract.STATUSES)
+    assert {m.category for m in factory.merchants} <= set(contract.CATEGORIES)
+
+
+def test_anomalies_are_far_outside_the_profile() -> None:
+    f = TransactionFactory(seed=9, users=500, merchants=50, anomaly_rate=0.01, start_ms=START)
+    users = {u.user_id: u for u in f.users}
+    msgs = list(f.messages(0, 50_000))
+    anomalies = [m for m in msgs if m.anomaly]
+    assert 350 < len(anomalies) < 650
+    for msg in anomalies:
+        txn = contract.validate(msg.value)
+        user = users[msg.user_id]
+        truth = msg.anomaly
+        assert truth["txn_id"] == msg.txn_id and truth["seq"] == msg.seq
+        assert truth["amount"] == txn["amount"] and truth["kind"] == "amount_spike"
+        sigmas = (txn["amount"] / user.typical - 1) / user.spread
+        assert sigmas >= 9.9 or txn["amount"] == contract.MAX_AMOUNT
+    normal = [orjson.loads(m.value)["amount"] for m in msgs if not m.anomaly]
+    for amount, msg in zip(normal[:2000], [m for m in msgs if not m.anomaly][:2000],
+                           strict=True):
+        user = users[msg.user_id]
+        assert abs(amount / user.typical - 1) <= 2.5 * user.spread + 0.01
+
+
+EXPECTED_REASON = {
+    "bad_json": r"not valid JSON",
+    "missing_field": r"missing field",
+    "wrong_type": r"amount must be a number",
+    "negative_amount": r"amount -[\d.]+ is not in \(0,",
+    "bad_currency": r"currency must be an ISO 4217 code",
+    "oversize_string": r"merchant_id is longer than 64",
+}
+
+
+def test_bad_messages_are_invalid_in_the_listed_ways() -> None:
+    f = small(11, bad_rate=0.2)
+    seen: Counter[str] = Counter()
+    for msg in f.messages(0, 3000):
+        if msg.bad is None:
+            contract.validate(msg.value)
+            continue
+        seen[msg.bad] += 1
+        with pytest.raises(contract.InvalidTransaction) as err:
+            contract.validate(msg.value)
+        assert re.search(EXPECTED_REASON[msg.bad], str(err.value)), (msg.bad, str(err.value))
+        assert msg.anomaly is None and msg.key == msg.user_id.encode()
+    assert set(seen) == set(BAD_KINDS)
+    assert 450 < sum(seen.values()) < 750
+
+
+def test_bad_rate_leaves_the_good_messages_unchanged() -> None:
+    clean, dirty = small(12), small(12, bad_rate=0.3)
+    for a, b in zip(clean.messages(0, 2000), dirty.messages(0, 2000), strict=True):
+        if b.bad is None:
+            assert a == b
+
+
+def test_factory_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        TransactionFactory(users=0)
+    with pytest.raises(ValueError):
+        TransactionFactory(anomaly_rate=1.5)
+    with pytest.raises(ValueError):
+        TransactionFactory(step_us=-1)
+    with pytest.raises(ValueError):
+        next(small(1).messages(-1, 1))
+
+
+def test_token_bucket_holds_the_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(10_000, clock=lambda: now[0])
+    taken = 0
+    while now[0] < 10.0:
+        n = bucket.take(1000)
+        taken += n
+        now[0] += bucket.wait() if n == 0 else 0.0003
+    assert abs(taken - 100_000) <= 1000 + 1  # at most the bucket's capacity
+    assert abs(taken / now[0] / 10_000 - 1) < 0.02
+
+
+def test_token_bucket_caps_bursts() -> None:
+    now = [0.0]
+    bucket = TokenBucket(1000, clock=lambda: now[0])
+    now[0] = 60.0  # a long stall saves up at most 0.1 s of tokens
+    assert bucket.take(10**6) == 100
+    assert bucket.take(10) == 0 and bucket.wait() == pytest.approx(0.001)
+    with pytest.raises(ValueError):
+        TokenBucket(0)
+
+
+def test_generate_writes_the_truth_file(tmp_path) -> None:
+    f = small(21, anomaly_rate=0.05, bad_rate=0.05)
+    truth = tmp_path / "truth.jsonl"
+    summary = generate(f, count=4000, first_seq=100, truth=str(truth))
+    expected = [m.anomaly for m in f.messages(100, 4000) if m.anomaly]
+    lines = [orjson.loads(line) for line in truth.read_bytes().splitlines()]
+    assert lines == expected and len(lines) == summary.anomalies > 100
+    assert summary.sent == 4000 and summary.next_seq == 4100 and summary.errors == 0
+    assert summary.bad == sum(1 for m in f.messages(100, 4000) if m.bad)
+    assert re.match(r"sent=4000 rate=[\d.]+ errors=0 anomalies=\d+ bad=\d+ ", str(summary))
+
+
+def test_generate_honours_rate_and_duration() -> None:
+    summary = generate(small(2), rate=2000, duration=0.5)
+    assert 0.5 <= summary.seconds < 1.0
+    assert 600 <= summary.sent <= 1100  # ~1000; loose: the machine is shared
+
+
+def test_summary_text() -> None:
+    s = Summary(sent=10, errors=2, seconds=2.0, first_seq=0, next_seq=12, dry_run=True,
+                last_error="boom")
+    assert s.rate == 5.0
+    assert str(s).startswith("sent=10 rate=5.0 errors=2 ")
+    assert "dry_run=1" in str(s) and "last_error='boom'" in str(s)
+    assert Summary().rate == 0.0
