@@ -1,0 +1,38 @@
+# One image for every part of the pipeline; the Kubernetes manifests (k8s/) pick the command:
+#   txn worker -l info                       Faust processing worker (StatefulSet)
+#   txn sink -l info                         MongoDB sink worker (Deployment)
+#   uvicorn views.api:app --host 0.0.0.0 --port 8000                              API
+#   panel serve dashboards/app.py --address 0.0.0.0 --port 5006 ...               dashboard
+#   dbt build --project-dir dbt --profiles-dir dbt                                dbt (CronJob)
+# Build elsewhere (nothing in this repository needs Docker):
+#   docker build -t txn-analytics:0.1.0 .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies first (a layer that changes only with setup.cfg), then the code.
+COPY setup.cfg pyproject.toml README.md ./
+COPY app/ app/
+COPY agents/ agents/
+COPY tables/ tables/
+COPY views/ views/
+COPY dashboards/ dashboards/
+RUN pip install ".[api,dashboard,dbt]"
+
+# The dbt project is run from its folder (dbt build --project-dir dbt --profiles-dir dbt).
+COPY dbt/ dbt/
+
+# An unprivileged user (the manifests run as uid 10001); /data is the worker's RocksDB volume.
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /app txn \
+    && mkdir -p /data \
+    && chown -R txn:txn /app /data
+USER 10001
+ENV DATA_DIR=/data
+
+EXPOSE 6066 8000 5006
+CMD ["txn", "worker", "-l", "info"]
