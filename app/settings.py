@@ -29,6 +29,9 @@ class Settings:
     anomaly_z_threshold: float = 3.0
     anomaly_min_history: int = 5
     topic_partitions: int = 8
+    # Replicas of the topics Faust creates itself (table changelogs, repartitions); Faust
+    # also reads this variable on its own, so the sink's app gets it too. 3 on a real cluster.
+    topic_replication_factor: int = 1
     target_tps: int = 1000
     # Prefix of every topic name and of the Faust app id: lets tests and parallel
     # environments share one broker without sharing topics, tables or consumer groups.
@@ -97,6 +100,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                    lambda v: v >= 2, "an integer >= 2"),
         topic_partitions=_parse(env, "TOPIC_PARTITIONS", int, d.topic_partitions,
                                 lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
+        topic_replication_factor=_parse(env, "TOPIC_REPLICATION_FACTOR", int,
+                                        d.topic_replication_factor, lambda v: 1 <= v <= 32,
+                                        "an integer from 1 to 32"),
         target_tps=_parse(env, "TARGET_TPS", int, d.target_tps,
                           lambda v: v >= 0, "an integer >= 0 (0 = as fast as possible)"),
         topic_prefix=_parse(env, "TOPIC_PREFIX", str, d.topic_prefix,

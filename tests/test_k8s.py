@@ -288,7 +288,8 @@ def test_no_real_secret_is_committed() -> None:
     tracked = subprocess.run(["git", "ls-files", "k8s"], cwd=ROOT, capture_output=True,
                              text=True).stdout.split()
     for path in tracked or [str(p.relative_to(ROOT)) for p in K8S.rglob("*.yaml")]:
-        if path.startswith("k8s/crds/") or path == "k8s/secret.example.yaml":
+        if (path.startswith("k8s/crds/") or path == "k8s/secret.example.yaml"
+                or not path.endswith((".yaml", ".yml"))):
             continue
         for doc in yaml.safe_load_all((ROOT / path).read_text()):
             assert not (doc and doc.get("kind") == "Secret"), path
@@ -456,6 +457,8 @@ def test_topics_match_the_contract_and_the_partitions(docs: list[dict[str, Any]]
                   if "broker" in p["spec"]["roles"])
     for t in topics:
         assert t["spec"]["partitions"] == int(data["TOPIC_PARTITIONS"])
+        # The topics Faust creates itself (changelogs) get as many replicas as these.
+        assert t["spec"]["replicas"] == int(data["TOPIC_REPLICATION_FACTOR"])
         assert t["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
         assert int(t["spec"]["config"]["retention.ms"]) >= 24 * 3600 * 1000
         assert 1 <= t["spec"]["replicas"] <= brokers
