@@ -16,6 +16,7 @@ app = faust.App(
     store="rocksdict://",
     datadir=settings.data_dir,
     topic_partitions=settings.topic_partitions,
+    topic_replication_factor=settings.topic_replication_factor,
     autodiscover=["agents", "tables", "views"],
     origin="app",
     web_host=settings.web_host,
