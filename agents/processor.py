@@ -1,0 +1,226 @@
+"""The processing agent: ``transactions`` -> statistics, anomaly rule -> ``transactions_enriched``,
+``anomalies``; invalid messages -> ``transactions_dlq``.
+
+It works on batches (``stream.take_events``) and, for each batch:
+
+1. validates every message (:func:`app.contract.validate`, plus key == ``user_id``); invalid ones
+   become DLQ messages (original bytes, ``dlq.*`` headers);
+2. per user, in partition order, applies DESIGN.md's rule (:mod:`tables.welford`) to the state
+   read from the tables, skipping what a table already holds (each value remembers the source
+   offset of the last transaction in it: :mod:`tables.records`);
+3. publishes the enriched, anomaly and DLQ messages and waits until Kafka acknowledged them;
+4. writes the new table values and waits until their changelog messages are acknowledged;
+5. returns, and only then are the events acked (so their offsets can be committed).
+
+Steps 3-5 in this order are the crash guarantee (docs/stream-processing.md): whatever is
+committed is in the changelogs, whatever a table holds was published, and a replayed message
+is never folded twice. If steps 3-4 fail the process exits at once, so nothing of the batch is
+committed and the restarted worker does it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import orjson
+from faust.types import EventT
+
+from app.contract import InvalidTransaction, parse_timestamp, validate
+from app.main import app
+from app.settings import settings
+from app.topics import anomalies_topic, dlq_topic, enriched_topic, transactions_topic
+from tables import state
+from tables.records import DaySpend, UserState, cents
+from tables.welford import is_anomaly, update, z_score
+
+__all__ = ["BATCH_MAX", "BATCH_SECONDS", "Counters", "KafkaOutput", "Out", "counters",
+           "process", "process_batch"]
+
+log = logging.getLogger(__name__)
+
+#: A batch holds at most this many messages...
+BATCH_MAX = 2_000
+#: ...and waits at most this long for them (the latency a quiet stream adds).
+BATCH_SECONDS = 0.05
+
+ENRICHED = enriched_topic.get_topic_name()
+ANOMALIES = anomalies_topic.get_topic_name()
+DLQ = dlq_topic.get_topic_name()
+
+
+@dataclass
+class Counters:
+    """What this worker did since it started (``GET /metrics``)."""
+
+    processed: int = 0  # valid transactions folded into the statistics
+    replayed: int = 0  # redelivered messages the tables already held (after a crash)
+    enriched: int = 0
+    anomalies: int = 0
+    dlq: int = 0
+    errors: int = 0  # unexpected processing errors (the message went to the DLQ)
+    batches: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+counters = Counters()
+
+
+class Out(NamedTuple):
+    """One message to publish, already serialised."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None
+    timestamp: float | None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+class KafkaOutput:
+    """Publishes through the app's producer and waits for Kafka's acknowledgements."""
+
+    async def publish(self, messages: Sequence[Out]) -> None:
+        send = app.producer.send
+        pending = [await send(m.topic, m.key, m.value, m.partition, m.timestamp, m.headers)
+                   for m in messages]
+        for fut in pending:
+            await fut
+
+    async def tables_written(self) -> None:
+        await state.changelogs_written()
+
+
+#: Where a batch goes; unit tests put a recorder here.
+output: Any = KafkaOutput()
+
+
+def dlq_message(event: EventT, reason: str, failed_at: str) -> Out:
+    msg = event.message
+    headers = [("dlq.reason", reason.encode()), ("dlq.topic", str(msg.topic).encode()),
+               ("dlq.partition", str(msg.partition).encode()),
+               ("dlq.offset", str(msg.offset).encode()), ("dlq.failed_at", failed_at.encode())]
+    return Out(DLQ, msg.key, msg.value, msg.partition, msg.timestamp, headers)
+
+
+def _valid(event: EventT) -> dict[str, Any]:
+    msg = event.message
+    txn = validate(msg.value)
+    if msg.key != txn["user_id"].encode():
+        raise InvalidTransaction("message key is not the transaction's user_id")
+    return txn
+
+
+def _fold_user(user_id: str, items: list[tuple[EventT, dict[str, Any]]], now: str,
+               out: list[Out]) -> tuple[UserState | None, dict[Any, DaySpend]]:
+    """Apply one user's transactions of the batch, in partition order. Returns the user's new
+    state (None if unchanged) and the day windows to write back."""
+    threshold, min_history = settings.anomaly_z_threshold, settings.anomaly_min_history
+    user = before = state.get_user(user_id)
+    days: dict[Any, DaySpend] = {}
+    dirty_days: dict[Any, DaySpend] = {}
+    rewrite_user = False
+    for event, txn in items:
+        msg = event.message
+        offset = msg.offset
+        amount = txn["amount"]
+        key = state.day_key(user_id, parse_timestamp(txn["timestamp"]).timestamp())
+        day = days[key] if key in days else state.get_day(key)
+        new_stats, new_day = offset > user.offset, offset > day.offset
+        if not (new_stats and new_day):
+            # Redelivered after a crash: a table already holds it, so it was published.
+            # Write the values back anyway, in case the local store was ahead of the changelog.
+            counters.replayed += 1
+            rewrite_user = True
+            dirty_days[key] = day
+        if not (new_stats or new_day):
+            days[key] = day
+            continue
+        prev = user.stats
+        z = z_score(prev, amount, min_history)
+        anomaly = is_anomaly(z, threshold)
+        if new_stats:
+            user = UserState(update(prev, amount), z, offset)
+            counters.processed += 1
+        if new_day:
+            day = DaySpend(day.cents + cents(amount), day.count + 1, offset)
+        days[key] = dirty_days[key] = day
+        if not (new_stats and new_day):
+            continue
+        stats = user.stats
+        enriched = {**txn, "user_txn_count": stats.count, "user_running_mean": stats.mean,
+                    "user_running_std": stats.std, "z_score": z, "is_anomaly": anomaly,
+                    "user_daily_spend": day.amount, "processed_at": now}
+        out.append(Out(ENRICHED, msg.key, orjson.dumps(enriched), msg.partition,
+                       msg.timestamp))
+        counters.enriched += 1
+        if anomaly:
+            record = {f: txn[f] for f in ("txn_id", "user_id", "amount", "currency",
+                                          "merchant_id", "merchant_category", "timestamp")}
+            record.update(z_score=z, mean_prev=prev.mean, std_prev=prev.std,
+                          n_prev=prev.count, detected_at=now)
+            out.append(Out(ANOMALIES, msg.key, orjson.dumps(record), msg.partition,
+                           msg.timestamp))
+            counters.anomalies += 1
+    changed = user if (user is not before or rewrite_user) else None
+    return changed, dirty_days
+
+
+async def process_batch(events: Sequence[EventT]) -> None:
+    """Process one batch (see the module docstring). Returns when it is safe to ack it."""
+    now = datetime.now(UTC).isoformat()
+    out: list[Out] = []
+    by_user: dict[str, list[tuple[EventT, dict[str, Any]]]] = {}
+    for event in events:
+        try:
+            txn = _valid(event)
+        except InvalidTransaction as exc:
+            out.append(dlq_message(event, str(exc), now))
+            counters.dlq += 1
+            continue
+        by_user.setdefault(txn["user_id"], []).append((event, txn))
+
+    writes: list[tuple[EventT, str, UserState | None, dict[Any, DaySpend]]] = []
+    for user_id, items in by_user.items():
+        with state.in_partition_of(items[0][0]):
+            try:
+                user, days = _fold_user(user_id, items, now, out)
+            except Exception as exc:  # a bug must not stop the stream: park the messages
+                log.exception("processing error for user %r", user_id)
+                counters.errors += len(items)
+                counters.dlq += len(items)
+                out.extend(dlq_message(e, f"processing error: {exc!r}"[:500], now)
+                           for e, _ in items)
+                continue
+        writes.append((items[0][0], user_id, user, days))
+
+    try:
+        await output.publish(out)
+        for event, user_id, user, days in writes:
+            with state.in_partition_of(event):
+                if user is not None:
+                    state.put_user(user_id, user)
+                for key, day in days.items():
+                    state.put_day(key, day)
+        await output.tables_written()
+    except BaseException:
+        # Acking this batch now would commit offsets whose results may not be in Kafka.
+        # Crash instead: the restarted worker replays it (and skips what is already done).
+        log.critical("batch of %d messages could not be made durable: exiting", len(events),
+                     exc_info=True)
+        logging.shutdown()
+        os._exit(70)
+    counters.batches += 1
+
+
+@app.agent(transactions_topic)
+async def process(stream: Any) -> None:
+    """The processing agent (one per worker; partitions are split across workers)."""
+    async for events in stream.take_events(BATCH_MAX, within=BATCH_SECONDS):
+        await process_batch(events)

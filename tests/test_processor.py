@@ -1,0 +1,162 @@
+"""Unit tests of the processing agent with Faust's ``agent.test_context()`` (no broker): the
+enriched fields of a hand-checked sequence, the DLQ path, and replays after a crash.
+
+The agent's Kafka output is replaced by a recorder (``agents.processor.output``); the tables
+use Faust's in-memory store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from agents import processor
+from app.contract import canonical_id
+from app.main import app
+from tables import state
+from tables.records import UserState
+
+TS = "2026-11-25T10:00:00+00:00"
+TS_EPOCH = 1_795_600_800.0  # 2026-11-25T10:00:00Z
+
+
+def txn(user: str, amount: float, ts: str = TS, merchant: str = "m-1") -> dict[str, Any]:
+    body = {"user_id": user, "amount": amount, "currency": "EUR", "timestamp": ts,
+            "merchant_id": merchant, "merchant_category": "grocery",
+            "payment_method": "debit_card", "status": "approved",
+            "location": {"city": "Lyon", "country": "FR"}}
+    return {"txn_id": canonical_id(body), **body}
+
+
+class Recorder:
+    """Stands in for KafkaOutput: keeps what the agent publishes."""
+
+    def __init__(self) -> None:
+        self.messages: list[processor.Out] = []
+
+    async def publish(self, messages: list[processor.Out]) -> None:
+        self.messages.extend(messages)
+
+    async def tables_written(self) -> None:
+        state.user_stats.unacked.clear()
+        state._daily.unacked.clear()
+
+    def values(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(m.value) for m in self.messages if m.topic == topic]
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
+    if app.conf.store.scheme != "memory":
+        app.conf.store = "memory://"
+    for table in (state.user_stats, state._daily):
+        table.data.clear()
+    rec = Recorder()
+    monkeypatch.setattr(processor, "output", rec)
+    monkeypatch.setattr(processor, "counters", processor.Counters())
+    yield rec
+
+
+async def put_all(agent: Any, recorder: Recorder, items: list[tuple[bytes | None, bytes]],
+                  partition: int = 0, expect: int | None = None) -> None:
+    for key, value in items:
+        await agent.put(value=value, key=key, partition=partition, timestamp=TS_EPOCH,
+                        wait=False)
+    expect = len(items) if expect is None else expect
+    for _ in range(200):
+        if len(recorder.messages) >= expect:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"only {len(recorder.messages)} of {expect} messages published")
+
+
+def encoded(t: dict[str, Any]) -> tuple[bytes, bytes]:
+    return t["user_id"].encode(), orjson.dumps(t)
+
+
+async def test_enriched_fields_of_a_hand_checked_sequence(recorder: Recorder) -> None:
+    amounts = [10.0, 12.0, 11.0, 9.0, 13.0, 11.0, 50.0]
+    txns = [txn("alice", a) for a in amounts]
+    async with processor.process.test_context() as agent:
+        await put_all(agent, recorder, [encoded(t) for t in txns], expect=len(txns) + 1)
+    enriched = recorder.values(processor.ENRICHED)
+    assert [e["txn_id"] for e in enriched] == [t["txn_id"] for t in txns]
+    # counts, means, stds (sample) worked out by hand
+    assert [e["user_txn_count"] for e in enriched] == [1, 2, 3, 4, 5, 6, 7]
+    assert [e["user_running_mean"] for e in enriched][:6] == [10.0, 11.0, 11.0, 10.5, 11.0, 11.0]
+    assert math.isclose(enriched[6]["user_running_mean"], 116 / 7, rel_tol=1e-15)
+    assert enriched[0]["user_running_std"] == 0.0
+    assert math.isclose(enriched[1]["user_running_std"], math.sqrt(2))
+    assert math.isclose(enriched[4]["user_running_std"], math.sqrt(2.5))  # 10,12,11,9,13
+    # z is null until 5 earlier amounts; then (x - mean_prev) / std_prev
+    assert [e["z_score"] for e in enriched[:5]] == [None] * 5
+    assert enriched[5]["z_score"] == 0.0  # 11 vs mean 11
+    assert math.isclose(enriched[6]["z_score"], (50 - 11) / math.sqrt(2.0))  # history var 2
+    assert [e["is_anomaly"] for e in enriched] == [False] * 6 + [True]
+    assert [e["user_daily_spend"] for e in enriched] == [10, 22, 33, 42, 55, 66, 116]
+    assert all(e["processed_at"].endswith("+00:00") for e in enriched)
+    assert {k: enriched[0][k] for k in txns[0]} == txns[0]  # every transaction field kept
+    [anomaly] = recorder.values(processor.ANOMALIES)
+    assert anomaly["txn_id"] == txns[6]["txn_id"]
+    assert anomaly["n_prev"] == 6 and anomaly["mean_prev"] == 11.0
+    assert math.isclose(anomaly["std_prev"], math.sqrt(2.0))
+    assert anomaly["z_score"] == enriched[6]["z_score"]
+    user = state.UserState.decode(state.user_stats.data["alice"])
+    assert user.stats.count == 7 and user.offset == 6 and user.last_z == anomaly["z_score"]
+
+
+async def test_bad_message_goes_to_the_dlq_and_the_next_is_processed(recorder: Recorder
+                                                                     ) -> None:
+    good = txn("bob", 20.0)
+    tampered = {**txn("bob", 30.0), "amount": 31.0}
+    items = [(b"bob", b"{not json"), (b"bob", orjson.dumps(tampered)),
+             (b"carol", orjson.dumps(good)),  # key is not the user_id
+             encoded(good)]
+    async with processor.process.test_context() as agent:
+        await put_all(agent, recorder, items, partition=3)
+    dlq = [m for m in recorder.messages if m.topic == processor.DLQ]
+    assert [m.value for m in dlq] == [items[0][1], items[1][1], items[2][1]]
+    reasons = [dict(m.headers)["dlq.reason"].decode() for m in dlq]
+    assert "not valid JSON" in reasons[0]
+    assert "SHA-256" in reasons[1]
+    assert "user_id" in reasons[2]
+    headers = dict(dlq[1].headers)
+    assert headers["dlq.partition"] == b"3" and headers["dlq.offset"] == b"1"
+    assert set(headers) == {"dlq.reason", "dlq.topic", "dlq.partition", "dlq.offset",
+                            "dlq.failed_at"}
+    [enriched] = recorder.values(processor.ENRICHED)
+    assert enriched["txn_id"] == good["txn_id"] and enriched["user_txn_count"] == 1
+    assert processor.counters.dlq == 3 and processor.counters.processed == 1
+
+
+async def test_a_redelivered_message_is_not_applied_twice(recorder: Recorder) -> None:
+    """Offsets at or below a value's offset are already in it (a replay after a crash)."""
+    txns = [txn("dave", a, merchant=f"m{a}") for a in (5.0, 7.0, 9.0)]
+    async with processor.process.test_context() as agent:
+        await put_all(agent, recorder, [encoded(t) for t in txns])
+        before = UserState.decode(state.user_stats.data["dave"])
+        agent.sent_offset = 1  # the broker hands out offsets 1 and 2 again, then 3
+        await put_all(agent, recorder, [encoded(t) for t in [*txns[1:], txn("dave", 11.0)]],
+                      expect=4)
+    after = UserState.decode(state.user_stats.data["dave"])
+    assert before.stats.count == 3 and after.stats.count == 4
+    assert after.stats.mean == 8.0
+    enriched = recorder.values(processor.ENRICHED)
+    assert [e["user_txn_count"] for e in enriched] == [1, 2, 3, 4]
+    assert enriched[-1]["user_daily_spend"] == 32.0
+    assert processor.counters.replayed == 2
+
+
+async def test_days_are_utc_event_time_days(recorder: Recorder) -> None:
+    late = txn("erin", 4.0, ts="2026-11-24T23:30:00-02:00")  # 2026-11-25T01:30Z
+    early = txn("erin", 6.0, ts="2026-11-25T00:30:00+02:00")  # 2026-11-24T22:30Z
+    third = txn("erin", 1.5, ts="2026-11-25T23:59:59+00:00")
+    async with processor.process.test_context() as agent:
+        await put_all(agent, recorder, [encoded(t) for t in (late, early, third)])
+    assert [e["user_daily_spend"] for e in recorder.values(processor.ENRICHED)] == [
+        4.0, 6.0, 5.5]
