@@ -53,6 +53,13 @@ produce: $(STAMP) ## the producer at TARGET_TPS
 dbt: $(STAMP) ## build the dbt marts once (models + tests; marts written back to MongoDB)
 	cd dbt && $(abspath $(VENV))/bin/dbt build --profiles-dir .
 
+api: $(STAMP) ## the REST API (uvicorn views.api:app on :8000, docs at /docs)
+	$(PY) -m uvicorn views.api:app --host 127.0.0.1 --port $${API_PORT:-8000}
+
+dashboard: $(STAMP) ## the Panel dashboard (http://localhost:5006/app), reading the API at API_URL
+	$(VENV)/bin/panel serve dashboards/app.py --port $${DASHBOARD_PORT:-5006} \
+	  --allow-websocket-origin localhost:$${DASHBOARD_PORT:-5006}
+
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy app agents tables views

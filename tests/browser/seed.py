@@ -1,0 +1,106 @@
+"""Known documents for the dashboard's browser tests, written the way the sink writes them
+(docs/data-model.md): transactions, anomalies, the per-minute rollups and the DLQ, with the
+rollups computed from the transactions so every number on the page can be checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo.database import Database
+
+from app.contract import canonical_id
+
+__all__ = ["Seed", "anomaly_doc", "seed", "transaction"]
+
+
+def transaction(user_id: str, amount: float, when: datetime, merchant_id: str,
+                category: str, z_score: float | None = None,
+                is_anomaly: bool = False) -> dict[str, Any]:
+    """An enriched transaction document as the sink stores it."""
+    txn: dict[str, Any] = {
+        "user_id": user_id, "amount": amount, "currency": "EUR",
+        "timestamp": when.isoformat(), "merchant_id": merchant_id,
+        "merchant_category": category, "payment_method": "credit_card", "status": "approved",
+        "location": {"city": "Lyon", "country": "FR"},
+    }
+    txn["txn_id"] = canonical_id(txn)
+    return {**txn, "_id": txn["txn_id"], "timestamp": when, "day": when.strftime("%Y-%m-%d"),
+            "minute": when.replace(second=0, microsecond=0), "user_txn_count": 1,
+            "user_running_mean": amount, "user_running_std": 0.0, "z_score": z_score,
+            "is_anomaly": is_anomaly, "user_daily_spend": amount, "processed_at": when}
+
+
+def anomaly_doc(txn: dict[str, Any], z_score: float, mean_prev: float, std_prev: float,
+                n_prev: int) -> dict[str, Any]:
+    fields = ("txn_id", "user_id", "amount", "currency", "merchant_id", "merchant_category",
+              "timestamp", "day", "minute")
+    return {"_id": txn["txn_id"], **{f: txn[f] for f in fields}, "z_score": z_score,
+            "mean_prev": mean_prev, "std_prev": std_prev, "n_prev": n_prev,
+            "detected_at": txn["timestamp"] + timedelta(milliseconds=20)}
+
+
+@dataclass
+class Seed:
+    now: datetime
+    transactions: list[dict[str, Any]] = field(default_factory=list)
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    dlq: list[dict[str, Any]] = field(default_factory=list)
+
+    def user_spend(self, user_id: str, days: int = 30) -> float:
+        first = (self.now - timedelta(days=days - 1)).strftime("%Y-%m-%d")
+        return round(sum(t["amount"] for t in self.transactions
+                         if t["user_id"] == user_id and t["day"] >= first), 2)
+
+
+def _rollups(txns: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volume: dict[datetime, dict[str, Any]] = {}
+    merchants: dict[tuple[str, datetime], dict[str, Any]] = {}
+    for t in txns:
+        minute = t["minute"]
+        v = volume.setdefault(minute, {"_id": minute.isoformat(), "minute": minute,
+                                       "count": 0, "revenue": 0.0, "anomalies": 0})
+        m = merchants.setdefault((t["merchant_id"], minute), {
+            "_id": f"{t['merchant_id']}|{minute.isoformat()}", "merchant_id": t["merchant_id"],
+            "merchant_category": t["merchant_category"], "minute": minute,
+            "count": 0, "revenue": 0.0, "anomalies": 0})
+        for row in (v, m):
+            row["count"] += 1
+            row["revenue"] = round(row["revenue"] + t["amount"], 2)
+            row["anomalies"] += int(t["is_anomaly"])
+    return list(volume.values()), list(merchants.values())
+
+
+def seed(db: Database, now: datetime | None = None) -> Seed:
+    """Three users with a month of history, 40 transactions in the last half hour, three
+    anomalies in three categories, a merchant seen only three days ago, two DLQ entries."""
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    s = Seed(now=now)
+    merchants = [("m-alpha", "electronics"), ("m-bravo", "grocery"), ("m-charlie", "travel")]
+    for i in range(40):  # the last 30 minutes
+        merchant, category = merchants[i % 3]
+        s.transactions.append(transaction(f"user-{i % 3}", 10.0 + i, now - timedelta(
+            minutes=30 - i * 0.7), merchant, category, z_score=0.1))
+    for day in range(1, 29):  # daily history of user-0
+        s.transactions.append(transaction("user-0", 20.0 + day, now - timedelta(days=day),
+                                          "m-alpha", "electronics"))
+    s.transactions.append(transaction("user-2", 55.5, now - timedelta(days=3), "m-delta",
+                                      "books_media"))
+    for user, amount, z, (merchant, category), ago in [
+            ("user-0", 950.0, 9.25, merchants[0], 20), ("user-1", 480.0, 4.5, merchants[1], 10),
+            ("user-2", 700.25, 6.75, merchants[2], 5)]:
+        txn = transaction(user, amount, now - timedelta(minutes=ago, seconds=7), merchant,
+                          category, z_score=z, is_anomaly=True)
+        s.transactions.append(txn)
+        s.anomalies.append(anomaly_doc(txn, z, 30.0, 10.0, 12))
+    s.dlq = [{"_id": f"transactions:{p}:{p * 10}", "reason": "not valid JSON", "topic":
+              "transactions", "partition": p, "offset": p * 10, "failed_at": now,
+              "original": "{oops"} for p in range(2)]
+    volume, merchant_minutes = _rollups(s.transactions)
+    db.transactions.insert_many(s.transactions)
+    db.anomalies.insert_many(s.anomalies)
+    db.volume_minute.insert_many(volume)
+    db.merchant_minute.insert_many(merchant_minutes)
+    db.dlq.insert_many(s.dlq)
+    return s

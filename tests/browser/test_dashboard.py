@@ -1,0 +1,284 @@
+"""The dashboard in a real headless Chromium, over the real API (uvicorn views.api:app) over the
+real FerretDB: a unique database, empty at first, then seeded with known documents.
+
+The tests of this module share one API, one `panel serve` and one browser, and run in file
+order: the first one sees the empty database ("no data yet"), the later ones the seeded data.
+Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+
+from tests.browser.seed import Seed, anomaly_doc, seed, transaction
+from tests.procs import BIN, ROOT, Proc, free_port, wait_for
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+expect = playwright_sync.expect
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+ARTIFACTS = ROOT / "test-artifacts"
+API_KEY = "browser-test-key"
+WAIT_MS = 15_000
+
+
+# --- processes ----------------------------------------------------------------------------------
+def wait_up(url: str, proc: Proc, timeout: float = 60) -> None:
+    """Wait until ``url`` answers at all (any HTTP status counts)."""
+    def answered() -> bool:
+        if not proc.alive:
+            raise AssertionError(f"{proc.name} exited:\n{proc.log()}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+        return True
+    wait_for(answered, timeout, 0.2, f"{proc.name} at {url}")
+
+
+class Stack:
+    """The API and the dashboard, as child processes with their own environment."""
+
+    def __init__(self, db: pymongo.database.Database, log_dir: Path) -> None:
+        self.db = db
+        self.api_port, self.dash_port = free_port(), free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.page_url = f"http://localhost:{self.dash_port}/app"
+        env = {**os.environ, "MONGO_DB": db.name, "API_KEY": API_KEY, "API_URL": self.api_url,
+               # no worker: the user lookup shows that live statistics are unavailable
+               "WORKER_URL": f"http://127.0.0.1:{free_port()}"}
+        self.api = Proc("api", [sys.executable, "-m", "uvicorn", "views.api:app", "--host",
+                                "127.0.0.1", "--port", str(self.api_port)], env, log_dir)
+        self.dashboard = Proc("dashboard", [
+            str(BIN / "panel"), "serve", "dashboards/app.py", "--port", str(self.dash_port),
+            "--allow-websocket-origin", f"localhost:{self.dash_port}"], env, log_dir)
+
+    def start_api(self) -> None:
+        self.api.start()
+        wait_up(f"{self.api_url}/health", self.api)
+
+    def get(self, path: str) -> Any:
+        req = urllib.request.Request(f"{self.api_url}{path}", headers={"X-API-Key": API_KEY})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def db(mongo_client: pymongo.MongoClient) -> Iterator[pymongo.database.Database]:
+    name = f"test_dash_{uuid.uuid4().hex[:10]}"
+    yield mongo_client[name]
+    mongo_client.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def stack(db: pymongo.database.Database,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if not (ROOT / "views" / "api.py").exists():
+        pytest.skip("views/api.py is not there yet")
+    s = Stack(db, tmp_path_factory.mktemp("dashboard"))
+    try:
+        s.start_api()
+        s.dashboard.start()
+        wait_up(s.page_url, s.dashboard)
+        yield s
+    finally:
+        s.dashboard.stop()
+        s.api.stop()
+
+
+@pytest.fixture(scope="module")
+def seeded(stack: Stack) -> Seed:
+    return seed(stack.db)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any, stack: Stack) -> Iterator[Any]:
+    """A fresh page on the dashboard; fails the test if it asked anything of another host
+    (the page must work offline) or shows a traceback."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1200})
+    pg = context.new_page()
+    foreign: list[str] = []
+    pg.on("request", lambda r: foreign.append(r.url)
+          if not r.url.startswith(("http://localhost", "http://127.0.0.1", "ws://localhost",
+                                   "data:", "blob:")) else None)
+    pg.goto(stack.page_url)
+    yield pg
+    assert pg.get_by_text("Traceback").count() == 0
+    context.close()
+    assert foreign == []
+
+
+def bokeh_data(page: Any, name: str) -> dict[str, list[Any]]:
+    """The columns of the page's Bokeh ColumnDataSource called ``name``, as the browser has
+    them (what the chart draws)."""
+    data = page.evaluate("""name => {
+        for (const doc of Bokeh.documents) {
+            const m = doc.get_model_by_name(name);
+            if (m) {
+                const out = {};
+                const entries = m.data instanceof Map ? m.data.entries()
+                                                      : Object.entries(m.data);
+                for (const [k, v] of entries) out[k] = Array.from(v);
+                return out;
+            }
+        }
+        return null;
+    }""", name)
+    assert data is not None, f"no ColumnDataSource {name!r} on the page"
+    return dict(data)
+
+
+def expect_kpis(page: Any, summary: dict[str, Any]) -> None:
+    expect(page.locator(".kpi-tps_now")).to_contain_text(f"{summary['tps_now']:,.1f}",
+                                                         timeout=WAIT_MS)
+    expect(page.locator(".kpi-revenue_1h")).to_contain_text(f"{summary['revenue_1h']:,.2f}",
+                                                            timeout=WAIT_MS)
+    expect(page.locator(".kpi-anomalies_1h")).to_contain_text(
+        f"{summary['anomalies_1h']:,.0f}", timeout=WAIT_MS)
+    expect(page.locator(".kpi-dlq_count")).to_contain_text(f"{summary['dlq_count']:,.0f}",
+                                                          timeout=WAIT_MS)
+
+
+# --- tests --------------------------------------------------------------------------------------
+def test_empty_database_shows_no_data_yet(stack: Stack, page: Any) -> None:
+    expect(page.locator(".status")).to_contain_text("No data yet", timeout=WAIT_MS)
+    expect(page.locator(".anomaly-note")).to_contain_text("No anomalies yet")
+    expect(page.locator(".kpi-revenue_1h")).to_contain_text("0.00")
+
+
+def test_seeded_data_on_the_page(stack: Stack, seeded: Seed, page: Any) -> None:
+    # KPIs: the API's numbers, and the seeded ones
+    # (the API caches answers for a moment: wait until it has seen the seed)
+    summary = wait_for(lambda: (lambda s: s if s["count_1h"] == 43 else None)(
+        stack.get("/summary")), 10, 0.3, "the API to see the seeded documents")
+    assert summary["anomalies_1h"] == 3
+    assert summary["dlq_count"] == 2
+    assert summary["revenue_1h"] == round(sum(
+        t["amount"] for t in seeded.transactions if t["timestamp"] > seeded.now
+        - timedelta(hours=1)), 2)
+    expect_kpis(page, summary)
+    expect(page.locator(".status")).to_be_hidden(timeout=WAIT_MS)
+
+    # volume chart: the API's 60 minutes
+    volume = stack.get("/volume?minutes=60")["items"]
+    wait_for(lambda: sum(bokeh_data(page, "volume-source")["count"]) == 43, 10, 0.3,
+             "the volume chart")
+    assert len(bokeh_data(page, "volume-source")["count"]) == len(volume)
+
+    # anomaly table: the three seeded anomalies, newest first, with their z-scores
+    table = page.locator(".anomalies")
+    for a in seeded.anomalies:
+        expect(table).to_contain_text(a["user_id"], timeout=WAIT_MS)
+        expect(table).to_contain_text(f"{a['z_score']:.2f}")
+    rows = table.locator(".tabulator-row").all_inner_texts()
+    assert [next(u for u in ("user-0", "user-1", "user-2") if u in r) for r in rows] == [
+        "user-2", "user-1", "user-0"]  # newest first
+
+    # top merchants: the API's ranking in the chart, then the 7-day window
+    top = stack.get("/merchants/top?window=1h&by=revenue&limit=10")["items"]
+    wait_for(lambda: bokeh_data(page, "merchants-source")["merchant"] == [
+        m["merchant_id"] for m in reversed(top)], 10, 0.3, "the top-merchants chart")
+    assert "m-delta" not in bokeh_data(page, "merchants-source")["merchant"]
+    page.locator(".window-select").get_by_text("7d").click()
+    wait_for(lambda: "m-delta" in bokeh_data(page, "merchants-source")["merchant"], 10, 0.3,
+             "the 7d window")
+
+    # user lookup
+    page.locator(".user-input input").fill("user-0")
+    page.locator(".user-input input").press("Enter")
+    info = page.locator(".user-info")
+    expect(info).to_contain_text("User user-0", timeout=WAIT_MS)
+    expect(info).to_contain_text(f"{seeded.user_spend('user-0'):,.2f}")
+    expect(info).to_contain_text("Live statistics unavailable")
+    trend = stack.get("/users/user-0/trends?days=30")["days"]
+    wait_for(lambda: bokeh_data(page, "trend-source")["spend"] == [d["spend"] for d in trend],
+             10, 0.3, "the trend chart")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    # an unknown user gets a message, not an error
+    page.locator(".user-input input").fill("nobody-at-all")
+    page.locator(".user-input input").press("Enter")
+    expect(info).to_contain_text("nobody-at-all", timeout=WAIT_MS)
+    expect(info).not_to_contain_text("User user-0")
+
+    # the category filter asks the API for that category only
+    page.locator(".category-select select").select_option("grocery")
+    expect(table).not_to_contain_text("user-0", timeout=WAIT_MS)
+    expect(table).to_contain_text("user-1")
+    assert len(table.locator(".tabulator-row").all()) == 1
+    page.locator(".category-select select").select_option("all categories")
+    expect(table).to_contain_text("user-0", timeout=WAIT_MS)
+
+
+def test_new_anomaly_appears_without_reload(stack: Stack, seeded: Seed, page: Any) -> None:
+    table = page.locator(".anomalies")
+    expect(table).to_contain_text("user-2", timeout=WAIT_MS)
+    txn = transaction("user-new", 1234.5, datetime.now(UTC).replace(microsecond=0), "m-alpha",
+                      "electronics", z_score=11.5, is_anomaly=True)
+    stack.db.transactions.insert_one(txn)
+    stack.db.anomalies.insert_one(anomaly_doc(txn, 11.5, 40.0, 100.0, 30))
+    inserted = time.monotonic()
+    expect(table).to_contain_text("user-new", timeout=WAIT_MS)
+    print(f"new anomaly on the page after {time.monotonic() - inserted:.2f} s")
+    # newest first, and highlighted as new
+    first = table.locator(".tabulator-row").first
+    expect(first).to_contain_text("user-new")
+    expect(first).to_contain_text("11.50")
+    cell = first.locator('.tabulator-cell[tabulator-field="user_id"]')
+    assert cell.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(255, 243, 191)"
+    z_cell = first.locator('.tabulator-cell[tabulator-field="z_score"]')
+    assert z_cell.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(248, 196, 196)"
+    page.screenshot(path=str(ARTIFACTS / "dashboard-new-anomaly.png"), full_page=True)
+
+
+def test_api_down_then_back(stack: Stack, seeded: Seed, page: Any, browser: Any) -> None:
+    summary = stack.get("/summary")
+    expect_kpis(page, summary)
+    stack.api.stop()
+    try:
+        status = page.locator(".status")
+        expect(status).to_contain_text("The API is unreachable", timeout=WAIT_MS)
+        # the last data stays on the page
+        expect(page.locator(".kpi-dlq_count")).to_contain_text("2")
+        page.screenshot(path=str(ARTIFACTS / "dashboard-api-down.png"), full_page=True)
+        # a page opened while the API is down shows the message too, and no traceback
+        other = browser.new_page()
+        other.goto(stack.page_url)
+        expect(other.locator(".status")).to_contain_text("The API is unreachable",
+                                                         timeout=WAIT_MS)
+        assert other.get_by_text("Traceback").count() == 0
+    finally:
+        stack.start_api()
+    expect(status).to_be_hidden(timeout=WAIT_MS)
+    expect(other.locator(".status")).to_be_hidden(timeout=WAIT_MS)
+    expect_kpis(other, stack.get("/summary"))
+    other.close()
