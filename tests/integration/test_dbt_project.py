@@ -1,0 +1,43 @@
+"""The dbt project's copies of shared constants stay equal to the one place that owns them
+(app/contract.py, app/settings.py). No services needed."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from app.contract import (
+    ANOMALY_FIELDS,
+    CATEGORIES,
+    ENRICHED_FIELDS,
+    FIELDS,
+    PAYMENT_METHODS,
+    STATUSES,
+)
+from app.settings import Settings
+from tests.procs import ROOT
+
+DBT_DIR = ROOT / "dbt"
+
+
+def test_value_lists_equal_the_contract() -> None:
+    project = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())
+    assert project["vars"] == {"statuses": list(STATUSES),
+                               "merchant_categories": list(CATEGORIES),
+                               "payment_methods": list(PAYMENT_METHODS)}
+    assert project["flags"]["send_anonymous_usage_stats"] is False
+
+
+def test_profile_reads_the_settings_variables_with_their_defaults() -> None:
+    profile = (DBT_DIR / "profiles.yml").read_text()
+    defaults = dict(re.findall(r"env_var\('(MONGO_\w+)', '([^']*)'\)", profile))
+    assert defaults == {"MONGO_URL": Settings.mongo_url, "MONGO_DB": Settings.mongo_db}
+
+
+def test_source_fields_are_contract_fields() -> None:
+    sources = yaml.safe_load((DBT_DIR / "models" / "staging" / "__sources.yml").read_text())
+    tables = {t["name"]: set(t["config"]["fields"]) - {"_id"}
+              for t in sources["sources"][0]["tables"]}
+    assert tables["transactions"] <= set(FIELDS) | set(ENRICHED_FIELDS)
+    assert tables["anomalies"] <= set(ANOMALY_FIELDS)
