@@ -222,5 +222,7 @@ async def process_batch(events: Sequence[EventT]) -> None:
 @app.agent(transactions_topic)
 async def process(stream: Any) -> None:
     """The processing agent (one per worker; partitions are split across workers)."""
+    for topic in (enriched_topic, anomalies_topic, dlq_topic):  # created before any send
+        await topic.maybe_declare()
     async for events in stream.take_events(BATCH_MAX, within=BATCH_SECONDS):
         await process_batch(events)

@@ -13,7 +13,9 @@ __all__ = ["app", "main"]
 app = faust.App(
     settings.app_id,
     broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
-    store="rocksdict://",
+    # Faust's RocksDB store, on the rocksdict driver (python-rocksdb is not installed);
+    # faust-streaming 0.15.3 has no "rocksdict://" scheme.
+    store="rocksdb://",
     datadir=settings.data_dir,
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replication_factor,
@@ -24,6 +26,8 @@ app = faust.App(
     producer_acks=-1,
     producer_compression_type="lz4",
     consumer_auto_offset_reset="earliest",
+    # A SIGKILLed worker's partitions go back to the group after this, not Faust's 60 s.
+    broker_session_timeout=10.0,
 )
 
 

@@ -16,8 +16,10 @@ __all__ = ["anomalies_topic", "dlq_topic", "enriched_topic", "transactions_topic
 
 _common = dict(partitions=settings.topic_partitions, key_type=str, key_serializer="raw")
 
+# internal=True: the worker creates it (TOPIC_PARTITIONS partitions) before subscribing to it.
 transactions_topic = app.topic(
-    settings.topic(contract.TRANSACTIONS), value_type=bytes, value_serializer="raw", **_common
+    settings.topic(contract.TRANSACTIONS), value_type=bytes, value_serializer="raw",
+    internal=True, **_common
 )
 enriched_topic = app.topic(
     settings.topic(contract.ENRICHED), value_type=EnrichedTransaction, **_common

@@ -69,7 +69,8 @@ class DurableTable(faust.Table):
 
 def _table(name: str, **kwargs: Any) -> DurableTable:
     table = DurableTable(app, name=name, beacon=app.tables.beacon,
-                         partitions=settings.topic_partitions, value_type=bytes, **kwargs)
+                         partitions=settings.topic_partitions, value_type=bytes,
+                         options={"driver": "rocksdict"}, **kwargs)
     app.tables.add(table)
     return table
 
