@@ -12,3 +12,12 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# newman (Postman's CLI runner) for the API's collection test, project-local in .cache/npm.
+NEWMAN_VERSION=6.2.2
+NPM_DIR="$(cd "$(dirname "$0")/.." && pwd)/.cache/npm"
+if [ ! -x "$NPM_DIR/node_modules/.bin/newman" ]; then
+  command -v npm >/dev/null 2>&1 || { echo "[install] npm is missing (apt-get install npm)" >&2; exit 1; }
+  echo "[install] npm install newman@$NEWMAN_VERSION into .cache/npm"
+  mkdir -p "$NPM_DIR"
+  npm install --prefix "$NPM_DIR" --no-audit --no-fund --silent "newman@$NEWMAN_VERSION" >/dev/null
+fi

@@ -1,0 +1,353 @@
+"""The API against the real FerretDB, seeded with known documents: every number it answers equals
+a direct recomputation in Python (tests/test_api_data.py); pagination, validation, injection,
+abuse, API key, CORS, metrics and a database outage."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from app.contract import CATEGORIES
+from app.settings import load
+from tests.procs import free_port
+from tests.test_api_data import ODD_USERS, USERS, Seed, make_seed, parse_iso
+from views import queries
+from views.api import create_app
+from views.api_openapi import LIMITS
+
+pytestmark = pytest.mark.integration
+
+
+def _client(db_name: str, cache_seconds: float = 0, **env: str) -> TestClient:
+    settings = load({"MONGO_DB": db_name, "WORKER_URL": f"http://127.0.0.1:{free_port()}", **env})
+    return TestClient(create_app(settings, cache_seconds=cache_seconds))
+
+
+@pytest.fixture(scope="module")
+def shared_db(mongo_client) -> Iterator[Any]:
+    """One seeded database for the read-only tests of this module."""
+    db = mongo_client[f"test_api_{uuid.uuid4().hex[:10]}"]
+    seed = make_seed()
+    seed.write(db)
+    yield db, seed
+    mongo_client.drop_database(db.name)
+
+
+@pytest.fixture(scope="module")
+def seeded(shared_db) -> Seed:
+    return shared_db[1]
+
+
+@pytest.fixture(scope="module")
+def client(shared_db) -> Iterator[TestClient]:
+    with _client(shared_db[0].name) as c:
+        yield c
+
+
+@pytest.fixture
+def fresh(mongo_db) -> Seed:
+    """The same data in a database of the test's own, for tests that write to it."""
+    seed = make_seed()
+    seed.write(mongo_db)
+    return seed
+
+
+# --- numbers equal a recomputation ---------------------------------------------------------------
+@pytest.mark.parametrize("user_id", USERS)
+def test_trends_equal_recomputation(client, seeded, user_id) -> None:
+    resp = client.get(f"/users/{_quote(user_id)}/trends", params={"days": 35})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["user_id"] == user_id
+    days = [d["day"] for d in body["days"]]
+    assert len(days) == 35 and days == sorted(days)
+    assert days[-1] == datetime.now(UTC).date().isoformat() or \
+        days[-1] == (datetime.now(UTC) - timedelta(minutes=1)).date().isoformat()
+    expected = seeded.trends(user_id, days)
+    assert body["days"] == [{**e, "spend": pytest.approx(e["spend"])} for e in expected]
+    assert sum(d["count"] for d in body["days"]) > 0  # the seed gives every user some data
+    # The worker is not running: the answer says so instead of failing.
+    assert body["live"] is None and "not reachable" in body["live_error"]
+
+
+def test_trends_default_days_and_cap(client) -> None:
+    assert len(client.get("/users/alice/trends").json()["days"]) == 30
+    assert len(client.get("/users/alice/trends?days=100000").json()["days"]) == LIMITS["days"]
+
+
+def test_anomalies_pages_walk_the_whole_order(client, seeded) -> None:
+    ids, cursor, pages = [], None, 0
+    while True:
+        params: dict[str, Any] = {"limit": 7}
+        if cursor:
+            params["cursor"] = cursor
+        body = client.get("/anomalies", params=params).json()
+        assert len(body["items"]) <= 7
+        ids += [a["txn_id"] for a in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert ids == seeded.anomalies_ordered()
+    assert pages == -(-len(ids) // 7)  # no empty last page
+
+
+def test_anomaly_documents_are_complete(client, seeded) -> None:
+    first = client.get("/anomalies?limit=1").json()["items"][0]
+    doc = next(a for a in seeded.anomalies if a["_id"] == first["txn_id"])
+    assert first == {
+        "txn_id": doc["_id"], "user_id": doc["user_id"], "amount": doc["amount"],
+        "currency": doc["currency"], "merchant_id": doc["merchant_id"],
+        "merchant_category": doc["merchant_category"],
+        "timestamp": doc["timestamp"].isoformat(timespec="milliseconds"),
+        "z_score": doc["z_score"], "mean_prev": doc["mean_prev"], "std_prev": doc["std_prev"],
+        "n_prev": doc["n_prev"], "detected_at": doc["detected_at"].isoformat(
+            timespec="milliseconds")}
+
+
+@pytest.mark.parametrize("category", [CATEGORIES[0], CATEGORIES[3], CATEGORIES[-1]])
+def test_anomaly_filters(client, seeded, category) -> None:
+    since = seeded.now - timedelta(hours=30)
+    params = {"limit": 200, "category": category, "min_z": 6.5,
+              "since": since.isoformat().replace("+00:00", "Z")}
+    body = client.get("/anomalies", params=params).json()
+    assert [a["txn_id"] for a in body["items"]] == seeded.anomalies_ordered(category, 6.5, since)
+    assert body["next_cursor"] is None
+
+
+def test_pagination_is_stable_while_anomalies_arrive(fresh, mongo_db) -> None:
+    seeded = fresh
+    with _client(mongo_db.name) as client:
+        _walk_while_inserting(client, seeded, mongo_db)
+
+
+def _walk_while_inserting(client: TestClient, seeded: Seed, mongo_db: Any) -> None:
+    expected = seeded.anomalies_ordered()
+    body = client.get("/anomalies?limit=10").json()
+    ids = [a["txn_id"] for a in body["items"]]
+    # New anomalies arrive, newer than everything (and one sharing the first page's last time).
+    last_ts = next(a["timestamp"] for a in seeded.anomalies if a["_id"] == ids[-1])
+    new = [{**seeded.anomalies[0], "_id": f"new{i}", "txn_id": f"new{i}",
+            "timestamp": seeded.now + timedelta(seconds=i + 1)} for i in range(5)]
+    new.append({**seeded.anomalies[0], "_id": "0" * 64, "txn_id": "0" * 64, "timestamp": last_ts})
+    mongo_db.anomalies.insert_many(new)
+    cursor = body["next_cursor"]
+    while cursor:
+        body = client.get("/anomalies", params={"limit": 10, "cursor": cursor}).json()
+        ids += [a["txn_id"] for a in body["items"]]
+        cursor = body["next_cursor"]
+    # Nothing repeated, nothing skipped; the late one with an older key is found in order.
+    assert len(ids) == len(set(ids))
+    assert [i for i in ids if i != "0" * 64] == expected
+    assert "0" * 64 in ids and not any(i.startswith("new") for i in ids)
+
+
+@pytest.mark.parametrize("window,minutes", [("1h", 60), ("24h", 1440), ("7d", 10080)])
+@pytest.mark.parametrize("by", ["revenue", "count"])
+def test_merchants_top_equal_recomputation(client, seeded, window, minutes, by) -> None:
+    body = client.get("/merchants/top", params={"window": window, "by": by, "limit": 5}).json()
+    assert (body["window"], body["by"]) == (window, by)
+    expected = seeded.merchants_top(minutes, by, 5, parse_iso(body["as_of"]))
+    assert body["items"] == [{**e, "revenue": pytest.approx(e["revenue"])} for e in expected]
+    assert len(body["items"]) == 5
+
+
+def test_merchants_top_default(client, seeded) -> None:
+    body = client.get("/merchants/top").json()
+    assert (body["window"], body["by"]) == ("1h", "revenue")
+    expected = seeded.merchants_top(60, "revenue", 10, parse_iso(body["as_of"]))
+    assert [m["merchant_id"] for m in body["items"]] == [e["merchant_id"] for e in expected]
+
+
+@pytest.mark.parametrize("minutes", [1, 60, 200])
+def test_volume_equal_recomputation(client, seeded, minutes) -> None:
+    body = client.get("/volume", params={"minutes": minutes}).json()
+    assert body["minutes"] == minutes and len(body["items"]) == minutes
+    expected = seeded.volume(minutes, parse_iso(body["as_of"]))
+    assert [(parse_iso(i["minute"]), i["count"], i["revenue"], i["anomalies"])
+            for i in body["items"]] == [
+        (e["minute"], e["count"], pytest.approx(e["revenue"]), e["anomalies"]) for e in expected]
+
+
+def test_summary_equal_recomputation(client, seeded) -> None:
+    body = client.get("/summary").json()
+    as_of = parse_iso(body["as_of"])
+    hour = seeded.volume(60, as_of)
+    assert body["count_1h"] == sum(m["count"] for m in hour)
+    assert body["revenue_1h"] == pytest.approx(sum(m["revenue"] for m in hour))
+    assert body["anomalies_1h"] == sum(m["anomalies"] for m in hour)
+    assert body["tps_now"] == pytest.approx(hour[-2]["count"] / 60, abs=1e-3)
+    assert body["dlq_count"] == len(seeded.dlq)
+
+
+def test_health(client, shared_db) -> None:
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["mongo"]["ok"] is True
+    assert body["mongo"]["database"] == shared_db[0].name
+    assert body["worker"]["ok"] is False and body["worker"]["error"]
+
+
+# --- injection and abuse -----------------------------------------------------------------------
+def _quote(user_id: str) -> str:
+    from urllib.parse import quote
+    return quote(user_id, safe="")
+
+
+@pytest.mark.parametrize("user_id", ['{"$ne": null}', '{"$gt": ""}', "$where", "[$ne]",
+                                     "' || 1==1", "null"])
+def test_operator_looking_ids_are_plain_strings(client, seeded, user_id) -> None:
+    resp = client.get(f"/users/{_quote(user_id)}/trends?days=40")
+    assert resp.status_code == 200
+    expected = sum(1 for t in seeded.transactions if t["user_id"] == user_id)
+    assert sum(d["count"] for d in resp.json()["days"]) == expected
+    if user_id not in ODD_USERS:
+        assert expected == 0  # an operator never matches other users' transactions
+
+
+def test_query_operators_in_parameters_are_rejected(client) -> None:
+    for url in ["/anomalies?category[$ne]=x", "/anomalies?min_z[$gt]=0"]:
+        resp = client.get(url)  # unknown parameter names are ignored, not interpreted
+        assert resp.status_code == 200
+    resp = client.get("/anomalies", params={"category": '{"$ne": null}'})
+    assert resp.status_code == 422 and resp.json()["errors"][0]["param"] == "category"
+
+
+@pytest.mark.parametrize("url,param", [
+    ("/anomalies?limit=0", "limit"), ("/anomalies?limit=-5", "limit"),
+    ("/anomalies?limit=abc", "limit"), ("/anomalies?limit=", "limit"),
+    ("/anomalies?limit=1.5", "limit"), ("/anomalies?min_z=abc", "min_z"),
+    ("/anomalies?min_z=nan", "min_z"), ("/anomalies?min_z=inf", "min_z"),
+    ("/anomalies?since=yesterday", "since"), ("/anomalies?since=", "since"),
+    ("/anomalies?category=", "category"), ("/anomalies?category=Electronics", "category"),
+    ("/anomalies?cursor=", "cursor"), ("/anomalies?cursor=not-a-cursor", "cursor"),
+    ("/anomalies?cursor=W10", "cursor"), ("/anomalies?cursor=" + "A" * 5000, "cursor"),
+    ("/merchants/top?window=2h", "window"), ("/merchants/top?by=anomalies", "by"),
+    ("/merchants/top?limit=0", "limit"), ("/volume?minutes=-1", "minutes"),
+    ("/volume?minutes=--1", "minutes"), ("/users/alice/trends?days=0", "days"),
+    ("/users/" + "x" * 65 + "/trends", "user_id"), ("/users/" + "é" * 65 + "/trends", "user_id"),
+])
+def test_bad_values_give_422_naming_the_parameter(client, url, param) -> None:
+    resp = client.get(url)
+    assert resp.status_code == 422, resp.text[:300]
+    body = resp.json()
+    assert [e["param"] for e in body["errors"]] == [param]
+    assert param in body["detail"]
+
+
+def test_forged_cursors_are_rejected(client) -> None:
+    good = queries.encode_cursor(datetime.now(UTC), "abc")
+    assert client.get("/anomalies", params={"cursor": good}).status_code == 200
+    import base64
+    for raw in [b'["2026-01-01T00:00:00", "x"]', b'{"$gt": 1}', b'[1, 2]', b'["x", "y"]',
+                b'["2026-01-01T00:00:00+00:00", ""]', b"\xff\xfe"]:
+        forged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        resp = client.get("/anomalies", params={"cursor": forged})
+        assert resp.status_code == 422 and resp.json()["errors"][0]["param"] == "cursor"
+
+
+def test_huge_limits_are_capped(client, seeded) -> None:
+    body = client.get("/anomalies?limit=99999999999999999999999").json()
+    assert len(body["items"]) == min(LIMITS["anomalies"], len(seeded.anomalies))
+    assert len(client.get("/volume?minutes=1000000").json()["items"]) == LIMITS["minutes"]
+    assert client.get("/volume?minutes=" + "9" * 5000).json()["minutes"] == LIMITS["minutes"]
+    assert len(client.get("/merchants/top?limit=5000&window=7d").json()["items"]) == len(
+        {d["merchant_id"] for d in seeded.merchant_minute})
+
+
+@pytest.mark.parametrize("path", ["/users//trends", "/users/alice/trend", "/nowhere",
+                                  "/users/alice/trends/x"])
+def test_unknown_paths_are_json_404(client, path) -> None:
+    resp = client.get(path)
+    assert resp.status_code in (404, 422)
+    assert resp.headers["content-type"].startswith("application/json")
+
+
+def test_unicode_and_empty_values(client, seeded) -> None:
+    for user_id in ["ünï-çødé 😀", "日本語", " ", "\t", "a" * 64]:
+        resp = client.get(f"/users/{_quote(user_id)}/trends")
+        assert resp.status_code == 200 and resp.json()["user_id"] == user_id
+    assert client.get("/anomalies?category=électronique").status_code == 422
+    # Invalid UTF-8 in the path is decoded with replacement characters: a plain, unknown id.
+    assert client.get("/users/%ED%A0%80/trends").json()["user_id"] == "\ufffd" * 3
+
+
+def test_post_is_405_json(client) -> None:
+    resp = client.post("/summary", json={"$where": "1"})
+    assert resp.status_code == 405 and resp.json()["detail"]
+
+
+# --- API key, CORS, metrics ---------------------------------------------------------------------
+def test_api_key(shared_db) -> None:
+    with _client(shared_db[0].name, API_KEY="s3cret") as c:
+        assert c.get("/health").status_code == 200
+        for path in ["/summary", "/anomalies", "/openapi.json", "/metrics", "/volume"]:
+            resp = c.get(path)
+            assert resp.status_code == 401 and "X-API-Key" in resp.json()["detail"]
+            assert c.get(path, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.get("/summary", headers={"X-API-Key": "s3cret"}).status_code == 200
+        schema = c.get("/openapi.json", headers={"X-API-Key": "s3cret"}).json()
+        assert schema["components"]["securitySchemes"]["ApiKey"]["name"] == "X-API-Key"
+
+
+def test_cors(shared_db) -> None:
+    with _client(shared_db[0].name, CORS_ORIGINS="http://dash.local:5006, http://x.test") as c:
+        resp = c.get("/summary", headers={"Origin": "http://dash.local:5006"})
+        assert resp.headers["access-control-allow-origin"] == "http://dash.local:5006"
+        resp = c.get("/summary", headers={"Origin": "http://evil.test"})
+        assert "access-control-allow-origin" not in resp.headers
+        pre = c.options("/summary", headers={"Origin": "http://x.test",
+                                             "Access-Control-Request-Method": "GET",
+                                             "Access-Control-Request-Headers": "X-API-Key"})
+        assert pre.status_code == 200 and "x-api-key" in pre.headers[
+            "access-control-allow-headers"].lower()
+
+
+def test_metrics_count_requests_latency_and_errors(shared_db) -> None:
+    with _client(shared_db[0].name) as client:
+        _count_three(client)
+
+
+def _count_three(client: TestClient) -> None:
+    for _ in range(3):
+        client.get("/summary")
+    client.get("/anomalies?limit=0")
+    text = client.get("/metrics").text
+    assert 'api_requests_total{method="GET",route="/summary",status="200"} 3.0' in text
+    assert 'api_request_duration_seconds_count{route="/summary"} 3.0' in text
+    assert 'api_errors_total{route="/anomalies",status="422"} 1.0' in text
+
+
+# --- the cache ----------------------------------------------------------------------------------
+def test_cached_answers_refresh(mongo_db, fresh) -> None:
+    with _client(mongo_db.name, cache_seconds=0.3) as c:
+        before = c.get("/summary").json()["dlq_count"]
+        mongo_db.dlq.insert_one({"_id": "late", "reason": "x"})
+        assert c.get("/summary").json()["dlq_count"] == before  # fresh for 0.3 s
+        time.sleep(0.4)
+        c.get("/summary")  # stale: answered at once, refreshed in the background
+        deadline = time.monotonic() + 5
+        while c.get("/summary").json()["dlq_count"] != before + 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+# --- outage ---------------------------------------------------------------------------------------
+def test_database_outage_is_503(tmp_path) -> None:
+    with _client("nowhere", MONGO_URL=f"mongodb://127.0.0.1:{free_port()}") as c:
+        started = time.monotonic()
+        resp = c.get("/health")
+        assert resp.status_code == 503
+        assert resp.json()["status"] == "unavailable" and "mongodb" in resp.json()["reason"]
+        for path in ["/summary", "/anomalies", "/volume", "/merchants/top",
+                     "/users/alice/trends"]:
+            resp = c.get(path)
+            assert resp.status_code == 503 and resp.json()["reason"], path
+        assert time.monotonic() - started < 30
+        assert c.get("/openapi.json").status_code == 200
+        assert c.get("/anomalies?limit=0").status_code == 422  # validation comes first
