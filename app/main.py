@@ -37,4 +37,4 @@ def main() -> None:
 
 
 # The app's own commands (``txn produce``, ...), registered on import; last, as they use ``app``.
-from app import commands  # noqa: E402, F401
+from app import commands, sink_command  # noqa: E402, F401 (sink_command: `txn sink`)

@@ -1,0 +1,134 @@
+"""The sink's agents (on the sink app, :mod:`app.sink_app`; run them with ``txn sink -l info``):
+``transactions_enriched`` -> collection ``transactions``, ``anomalies`` -> ``anomalies``,
+``transactions_dlq`` -> ``dlq``. The rollups are in ``agents/rollups.py``.
+
+Each agent reads with acks off, turns each message into a document (``app.sink_docs``), and
+holds it in a :class:`~app.sink_batch.Batch`; the batch is inserted (``app.mongo``, idempotent,
+retried through an outage) and only then are its events acked, so Faust commits no offset
+before the documents it covers are written. A message that cannot be stored becomes a
+dead-letter record in ``dlq``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from faust import StreamT
+
+from app import sink_docs as docs
+from app.mongo import Entry, MongoSink, connect
+from app.settings import settings
+from app.sink_app import anomalies_raw, dlq_raw, enriched_raw, sink_app
+from app.sink_batch import Batch
+
+__all__ = ["BATCHES", "mongo", "store_anomalies", "store_dlq", "store_transactions"]
+
+log = logging.getLogger("app.sink")
+
+#: Every batch of the running agents, flushed by :func:`flush_due_batches` when old enough.
+BATCHES: list[Batch[Any]] = []
+_mongo: list[MongoSink] = []
+
+
+def mongo() -> MongoSink:
+    """The sink's MongoDB writer, made on first use (inside the worker's event loop)."""
+    if not _mongo:
+        _mongo.append(MongoSink(connect(settings.mongo_url)[settings.mongo_db]))
+    return _mongo[0]
+
+
+def acker(stream: StreamT) -> Callable[[Sequence[Any]], Any]:
+    async def ack(events: Sequence[Any]) -> None:
+        for event in events:
+            await stream.ack(event)
+    return ack
+
+
+def _oldest(entries: Sequence[Entry]) -> datetime | None:
+    dates = [e.doc["timestamp"] for e in entries
+             if e.doc is not None and isinstance(e.doc.get("timestamp"), datetime)]
+    return min(dates) if dates else None
+
+
+async def _store(stream: StreamT, collection: str,
+                 make_doc: Callable[[Any], dict[str, Any]]) -> None:
+    """Store every message of ``stream`` into ``collection``, in batches."""
+    events = stream.noack()
+
+    async def write(entries: list[Entry]) -> None:
+        started = time.monotonic()
+        result = await mongo().insert(collection, entries)
+        await mongo().record_batch(collection, result, time.monotonic() - started,
+                                   _oldest(entries))
+
+    batch: Batch[Entry] = Batch(collection, write, acker(events), settings.sink_batch_size,
+                                settings.sink_batch_seconds)
+    BATCHES.append(batch)
+    try:
+        async for event in events.events():
+            message = event.message
+            raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+            try:
+                entry = Entry(make_doc(event), raw, message.topic, message.partition,
+                              message.offset)
+            except docs.PoisonMessage as exc:
+                entry = Entry(None, raw, message.topic, message.partition, message.offset,
+                              str(exc))
+            await batch.add(entry, event)
+    finally:
+        BATCHES.remove(batch)
+
+
+@sink_app.agent(enriched_raw)
+async def store_transactions(stream: StreamT) -> None:
+    """``transactions_enriched`` -> ``transactions`` (``_id`` = ``txn_id``)."""
+    await _store(stream, docs.TRANSACTIONS,
+                 lambda event: docs.transaction_doc(docs.parse_json(event.value)))
+
+
+@sink_app.agent(anomalies_raw)
+async def store_anomalies(stream: StreamT) -> None:
+    """``anomalies`` -> ``anomalies`` (``_id`` = ``txn_id``)."""
+    await _store(stream, docs.ANOMALIES,
+                 lambda event: docs.anomaly_doc(docs.parse_json(event.value)))
+
+
+def _dlq_doc(event: Any) -> dict[str, Any]:
+    message = event.message
+    headers = {k: v if isinstance(v, bytes) else str(v).encode()
+               for k, v in (message.headers.items() if isinstance(message.headers, dict)
+                            else message.headers or [])}
+    return docs.dlq_doc(event.value or b"", headers, message.topic, message.partition,
+                        message.offset, message.timestamp)
+
+
+@sink_app.agent(dlq_raw)
+async def store_dlq(stream: StreamT) -> None:
+    """``transactions_dlq`` -> ``dlq`` (one record per invalid input, with its reason)."""
+    await _store(stream, docs.DLQ, _dlq_doc)
+
+
+@sink_app.task
+async def flush_due_batches() -> None:
+    """The time bound of every batch: flush the ones whose oldest event is old enough."""
+    while True:
+        await asyncio.sleep(min(settings.sink_batch_seconds, 1.0) / 4)
+        for batch in list(BATCHES):
+            await batch.flush_if_due()
+
+
+@sink_app.task
+async def prepare_mongo() -> None:
+    """Create the collections and indexes at start-up (retried while MongoDB is down)."""
+    # Faust warns at every send past 100 buffered messages; the repartition and changelog
+    # sends of the rollups pass that in bursts, so warn only past a larger buffer.
+    sink_app.producer.buffer.max_messages = 2000
+    await mongo().ready()
+    log.info("sink ready at %s UTC: batches of %d documents or %.2f s",
+             datetime.now(UTC).strftime("%H:%M:%S"), settings.sink_batch_size,
+             settings.sink_batch_seconds)

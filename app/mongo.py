@@ -1,0 +1,321 @@
+"""The sink's MongoDB side (pymongo's async client): collections and indexes at start-up, batched
+idempotent inserts that survive an outage, poison documents to dead-letter records, and rollup
+upserts.
+
+- ``insert``: ``insert_many(ordered=False)``; a duplicate key (code 11000) means "already
+  stored" and is ignored, so replays never duplicate nor change a document. Any other error for
+  one document is tried once more, then that document goes to the ``dlq`` collection as a
+  dead-letter record (the rest of the batch is stored).
+- While the database is unreachable (connection refused, timeouts, no primary), every call
+  retries with exponential backoff (``RETRY_MIN_SECONDS`` .. ``RETRY_MAX_SECONDS``) and logs at
+  most once per ``LOG_EVERY_SECONDS``. The caller (a sink agent) waits meanwhile, so it reads no
+  more messages and acks nothing: memory stays bounded and no offset is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from bson.errors import InvalidDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    BulkWriteError,
+    CollectionInvalid,
+    ConnectionFailure,
+    DocumentTooLarge,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    WTimeoutError,
+)
+
+from app import sink_docs as docs
+
+__all__ = [
+    "INDEXES",
+    "Entry",
+    "InsertResult",
+    "MongoSink",
+    "Retry",
+    "connect",
+    "ensure_collections",
+    "time_series_supported",
+]
+
+log = logging.getLogger("app.sink")
+T = TypeVar("T")
+
+RETRY_MIN_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
+LOG_EVERY_SECONDS = 10.0
+SERVER_TIMEOUT_MS = 5_000
+DUPLICATE_KEY = 11000
+
+#: Errors after which the same call may succeed later: the database is down, slow or failing
+#: over. Everything else is about the data.
+TRANSIENT = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+
+#: Indexes for the API's queries: per user by time, anomalies by time and category, merchants
+#: by time, the overall volume by time, the DLQ by time.
+INDEXES: dict[str, list[IndexModel]] = {
+    docs.TRANSACTIONS: [
+        IndexModel([("user_id", ASCENDING), ("timestamp", DESCENDING)]),
+        IndexModel([("merchant_id", ASCENDING), ("timestamp", DESCENDING)]),
+        IndexModel([("timestamp", DESCENDING)]),
+        IndexModel([("day", ASCENDING)]),
+    ],
+    docs.ANOMALIES: [
+        IndexModel([("timestamp", DESCENDING)]),
+        IndexModel([("merchant_category", ASCENDING), ("timestamp", DESCENDING)]),
+        IndexModel([("user_id", ASCENDING), ("timestamp", DESCENDING)]),
+    ],
+    docs.MERCHANT_MINUTE: [
+        IndexModel([("minute", DESCENDING)]),
+        IndexModel([("merchant_id", ASCENDING), ("minute", DESCENDING)]),
+    ],
+    docs.VOLUME_MINUTE: [IndexModel([("minute", DESCENDING)])],
+    docs.DLQ: [IndexModel([("failed_at", DESCENDING)])],
+    docs.METRICS: [IndexModel([("collection", ASCENDING), ("at", DESCENDING)])],
+}
+
+
+def connect(url: str) -> AsyncMongoClient[dict[str, Any]]:
+    """The async client; a write is acknowledged once journaled (``j=True``)."""
+    return AsyncMongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS,
+                            connectTimeoutMS=SERVER_TIMEOUT_MS, tz_aware=True,
+                            w=1, journal=True)
+
+
+def time_series_supported(build_info: Mapping[str, Any]) -> bool:
+    """Whether the server (its ``buildInfo`` answer) can make time-series collections: MongoDB
+    5.0 or newer. FerretDB reports a MongoDB version too, so its own marker is checked first."""
+    if any(key.startswith("ferretdb") for key in build_info):
+        return False
+    version = build_info.get("versionArray") or [0]
+    return int(version[0]) >= 5
+
+
+@dataclass
+class Retry:
+    """Runs a database call until it succeeds, waiting with exponential backoff while the
+    database is unreachable, and logging that at most once per ``LOG_EVERY_SECONDS``."""
+
+    what: str
+    min_seconds: float = RETRY_MIN_SECONDS
+    max_seconds: float = RETRY_MAX_SECONDS
+    log_every: float = LOG_EVERY_SECONDS
+    failures: int = 0
+
+    async def run(self, call: Callable[[], Awaitable[T]], holding: int = 0) -> T:
+        delay = self.min_seconds
+        started = last_log = 0.0
+        while True:
+            try:
+                result = await call()
+            except TRANSIENT as exc:
+                now = time.monotonic()
+                self.failures += 1
+                if not started:
+                    started = now
+                if not last_log or now - last_log >= self.log_every:
+                    last_log = now
+                    log.warning("MongoDB unavailable for %.0f s while writing %s (%s: %s); "
+                                "holding %d documents, retrying every <= %.0f s",
+                                now - started, self.what, type(exc).__name__,
+                                str(exc)[:160], holding, self.max_seconds)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_seconds)
+                continue
+            if started:
+                log.warning("MongoDB is back after %.0f s; %s written",
+                            time.monotonic() - started, self.what)
+            return result
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One message on its way to a collection: the document (None when the message is poison),
+    the original bytes and coordinates (for its dead-letter record), and why it is poison."""
+
+    doc: dict[str, Any] | None
+    raw: bytes
+    topic: str
+    partition: int
+    offset: int
+    error: str = ""
+
+    def dead_letter(self, reason: str) -> dict[str, Any]:
+        return docs.dead_letter_doc(self.raw, reason, self.topic, self.partition, self.offset)
+
+
+@dataclass
+class InsertResult:
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[Entry, str]] = field(default_factory=list)
+
+
+async def ensure_collections(db: AsyncDatabase[dict[str, Any]]) -> str:
+    """Create the sink's collections and indexes when missing. Returns (and logs) how the
+    metrics collection was made: "time-series" on MongoDB 5.0+, else "regular"."""
+    info = await db.client.admin.command("buildInfo")
+    existing = set(await db.list_collection_names())
+    kind = "regular"
+    if docs.METRICS not in existing and time_series_supported(info):
+        try:
+            await db.create_collection(docs.METRICS, timeseries={
+                "timeField": "at", "metaField": "collection", "granularity": "seconds"})
+            kind = "time-series"
+        except OperationFailure as exc:
+            log.warning("time-series collection refused (%s); using a regular one", exc)
+    for name in INDEXES:
+        if name not in existing and not (name == docs.METRICS and kind == "time-series"):
+            try:
+                await db.create_collection(name)
+            except CollectionInvalid:  # created meanwhile by another sink worker
+                pass
+        await db[name].create_indexes(INDEXES[name])
+    log.info("MongoDB %s%s at database %r: collections and indexes ready; %s is a %s "
+             "collection (transactions, anomalies, dlq and rollups are regular collections "
+             "with time indexes, as they need a unique _id)",
+             info.get("version"), " (FerretDB)" if "ferretdbVersion" in info else "",
+             db.name, docs.METRICS, kind)
+    return kind
+
+
+class MongoSink:
+    """The sink's writes, each retried through an outage."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self.db = db
+        self._ready: asyncio.Task[str] | None = None
+
+    async def ready(self) -> None:
+        """Collections and indexes exist (made once, retried while the database is down)."""
+        if self._ready is None:
+            retry = Retry("collections and indexes")
+            self._ready = asyncio.ensure_future(retry.run(lambda: ensure_collections(self.db)))
+        await asyncio.shield(self._ready)
+
+    async def insert(self, collection: str, entries: list[Entry]) -> InsertResult:
+        """Store ``entries`` (idempotent); poison goes to ``dlq`` as dead-letter records."""
+        await self.ready()
+        result = InsertResult()
+        todo = [e for e in entries if e.doc is not None]
+        result.rejected = [(e, e.error) for e in entries if e.doc is None]
+        retry = Retry(f"{len(todo)} documents to {collection}")
+        for attempt in (1, 2):
+            if not todo:
+                break
+            inserted, duplicates, failed = await retry.run(
+                partial(self._insert_many, collection, todo), holding=len(entries))
+            result.inserted += inserted
+            result.duplicates += duplicates
+            if attempt == 1 and failed:
+                await asyncio.sleep(RETRY_MIN_SECONDS)
+                todo = [e for e, _ in failed]
+            else:
+                result.rejected.extend(failed)
+        if result.rejected:
+            for entry, reason in result.rejected[:3]:
+                log.error("poison message %s:%d:%d skipped to the dlq collection: %s",
+                          entry.topic, entry.partition, entry.offset, reason)
+            dead = [e.dead_letter(reason) for e, reason in result.rejected]
+            await retry.run(lambda: self._insert_dead_letters(dead))
+        return result
+
+    async def _insert_many(self, collection: str,
+                           entries: list[Entry]) -> tuple[int, int, list[tuple[Entry, str]]]:
+        """(inserted, duplicates, [(entry, reason)] the database rejected)."""
+        coll = self.db[collection]
+        try:
+            await coll.insert_many([e.doc for e in entries if e.doc is not None], ordered=False)
+            return len(entries), 0, []
+        except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise WTimeoutError(str(exc.details["writeConcernErrors"])[:300]) from None
+            duplicates, failed = 0, []
+            for error in exc.details.get("writeErrors", []):
+                if error.get("code") == DUPLICATE_KEY:
+                    duplicates += 1
+                else:
+                    failed.append((entries[error["index"]], str(error.get("errmsg"))[:500]))
+            return exc.details.get("nInserted", 0), duplicates, failed
+        except (InvalidDocument, OverflowError, DocumentTooLarge):
+            # Encoding failed in the client for the whole call: find the culprits one by one.
+            return await self._insert_one_by_one(collection, entries)
+
+    async def _insert_one_by_one(self, collection: str,
+                                 entries: list[Entry]) -> tuple[int, int, list[tuple[Entry, str]]]:
+        coll = self.db[collection]
+        inserted, duplicates, failed = 0, 0, []
+        for entry in entries:
+            try:
+                await coll.insert_one(entry.doc)  # type: ignore[arg-type]
+                inserted += 1
+            except DuplicateKeyError:
+                duplicates += 1
+            except TRANSIENT:
+                raise
+            except (InvalidDocument, OverflowError, DocumentTooLarge, OperationFailure) as exc:
+                failed.append((entry, f"{type(exc).__name__}: {exc}"[:500]))
+        return inserted, duplicates, failed
+
+    async def _insert_dead_letters(self, dead: list[dict[str, Any]]) -> None:
+        try:
+            await self.db[docs.DLQ].insert_many(dead, ordered=False)
+        except BulkWriteError as exc:
+            other = [e for e in exc.details.get("writeErrors", [])
+                     if e.get("code") != DUPLICATE_KEY]
+            if other:  # cannot happen with text-only records, but never loop on it
+                log.error("dead-letter records rejected too: %s", str(other)[:500])
+
+    async def upsert_rollups(self, rows: Iterable[tuple[str, dict[str, Any], dict[str, Any]]],
+                             minutes: Iterable[datetime]) -> None:
+        """Write merchant rows (absolute values: ``$set`` the labels, ``$max`` the numbers),
+        then each touched minute's overall row as the sum of that minute's merchant rows."""
+        await self.ready()
+        ops = [UpdateOne({"_id": _id}, {"$set": labels, "$max": numbers}, upsert=True)
+               for _id, labels, numbers in rows]
+        minutes = sorted(set(minutes))
+        retry = Retry(f"{len(ops)} rollups")
+        if ops:
+            await retry.run(lambda: self.db[docs.MERCHANT_MINUTE].bulk_write(ops, ordered=False),
+                            holding=len(ops))
+        if minutes:
+            await retry.run(lambda: self._upsert_volumes(minutes), holding=len(minutes))
+
+    async def _upsert_volumes(self, minutes: list[datetime]) -> None:
+        by_minute: dict[datetime, list[dict[str, Any]]] = {m: [] for m in minutes}
+        cursor = self.db[docs.MERCHANT_MINUTE].find(
+            {"minute": {"$in": minutes}}, {"minute": 1, "count": 1, "revenue": 1, "anomalies": 1})
+        async for row in cursor:
+            by_minute.setdefault(row["minute"].astimezone(UTC), []).append(row)
+        ops = []
+        for minute, rows in by_minute.items():
+            _id, labels, numbers = docs.volume_minute_doc(minute, docs.sum_rollups(rows))
+            ops.append(UpdateOne({"_id": _id}, {"$set": labels, "$max": numbers}, upsert=True))
+        await self.db[docs.VOLUME_MINUTE].bulk_write(ops, ordered=False)
+
+    async def record_batch(self, collection: str, result: InsertResult, seconds: float,
+                           oldest: datetime | None) -> None:
+        """One ``sink_batches`` document: what a flush wrote, how long it took, and the lag
+        between the oldest event in it and its write. Best effort: never blocks the sink."""
+        now = datetime.now(UTC)
+        doc = {"at": now, "collection": collection, "inserted": result.inserted,
+               "duplicates": result.duplicates, "rejected": len(result.rejected),
+               "seconds": round(seconds, 4),
+               "lag_seconds": None if oldest is None else (now - oldest).total_seconds()}
+        try:
+            await self.db[docs.METRICS].insert_one(doc)
+        except Exception as exc:  # noqa: BLE001 - metrics must never stop the sink
+            log.debug("sink_batches record not written: %s", exc)
+

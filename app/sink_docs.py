@@ -1,0 +1,209 @@
+"""What the sink stores: Kafka messages turned into MongoDB documents, and the per-minute
+rollup arithmetic. Pure functions (no Faust, no I/O), shared by the sink agents, the tests and
+the benchmark. ``docs/data-model.md`` describes every collection.
+
+A message that cannot be turned into a document raises :class:`PoisonMessage`; the sink then
+stores a dead-letter record (:func:`dead_letter_doc`) instead of the document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.contract import InvalidTransaction, parse_timestamp
+
+__all__ = [
+    "ANOMALIES",
+    "DLQ",
+    "MERCHANT_MINUTE",
+    "METRICS",
+    "PoisonMessage",
+    "TRANSACTIONS",
+    "VOLUME_MINUTE",
+    "Rollup",
+    "add_to_rollup",
+    "anomaly_doc",
+    "dead_letter_doc",
+    "dlq_doc",
+    "merchant_minute_doc",
+    "minute_id",
+    "minute_of",
+    "parse_json",
+    "sum_rollups",
+    "to_date",
+    "transaction_doc",
+    "volume_minute_doc",
+]
+
+# --- collection names (docs/data-model.md) --------------------------------------------------
+TRANSACTIONS = "transactions"
+ANOMALIES = "anomalies"
+DLQ = "dlq"
+MERCHANT_MINUTE = "merchant_minute"
+VOLUME_MINUTE = "volume_minute"
+#: One document per batch the sink wrote (a time series on MongoDB, see app/mongo.py).
+METRICS = "sink_batches"
+
+#: A rollup value: ``{"count": int, "cents": int, "anomalies": int}``. Revenue is kept in
+#: integer cents (amounts have two decimals), so sums are exact whatever the order.
+Rollup = dict[str, int]
+
+
+class PoisonMessage(ValueError):
+    """A message the sink cannot store; ``str(exc)`` is the reason in its dead-letter record."""
+
+
+def parse_json(raw: bytes | str) -> dict[str, Any]:
+    """The JSON object in a message value, or PoisonMessage."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonMessage(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise PoisonMessage(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def to_date(value: Any, field: str = "timestamp") -> datetime:
+    """An ISO-8601 string with a UTC offset as an aware UTC datetime, cut to milliseconds (the
+    precision of a BSON date, so a stored date reads back equal)."""
+    if not isinstance(value, str):
+        raise PoisonMessage(f"{field} must be an ISO-8601 string")
+    try:
+        ts = parse_timestamp(value).astimezone(UTC)
+    except InvalidTransaction as exc:
+        raise PoisonMessage(f"{field}: {exc}") from None
+    return ts.replace(microsecond=ts.microsecond // 1000 * 1000)
+
+
+def minute_of(ts: datetime) -> datetime:
+    """The UTC minute ``ts`` falls in (the rollups' window)."""
+    return ts.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def minute_id(minute: datetime) -> str:
+    """The text form of a minute in rollup ids: ``2026-11-25T23:14:00Z``."""
+    return minute.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:00Z")
+
+
+def _with_buckets(value: dict[str, Any], dates: Iterable[str]) -> dict[str, Any]:
+    txn_id = value.get("txn_id")
+    if not isinstance(txn_id, str) or not txn_id:
+        raise PoisonMessage("txn_id is missing or not a string")
+    doc = {**value, "_id": txn_id}
+    for field in dates:
+        doc[field] = to_date(value.get(field), field)
+    doc["day"] = doc["timestamp"].strftime("%Y-%m-%d")
+    doc["minute"] = minute_of(doc["timestamp"])
+    return doc
+
+
+def transaction_doc(value: dict[str, Any]) -> dict[str, Any]:
+    """A ``transactions`` document from an enriched transaction: every field as it came, plus
+    ``_id`` = ``txn_id``, ``timestamp``/``processed_at`` as dates, ``day`` and ``minute``."""
+    return _with_buckets(value, ("timestamp", "processed_at"))
+
+
+def anomaly_doc(value: dict[str, Any]) -> dict[str, Any]:
+    """An ``anomalies`` document: the anomaly's fields, dates, ``day`` and ``minute``."""
+    return _with_buckets(value, ("timestamp", "detected_at"))
+
+
+def _header(headers: Mapping[str, bytes], name: str) -> str | None:
+    raw = headers.get(name)
+    return None if raw is None else raw.decode("utf-8", errors="replace")
+
+
+def dlq_doc(raw: bytes, headers: Mapping[str, bytes], topic: str, partition: int,
+            offset: int, timestamp: float | None) -> dict[str, Any]:
+    """A ``dlq`` document from a ``transactions_dlq`` message. The id is the coordinates of the
+    original message (headers ``dlq.topic/partition/offset``), so the worker sending the same
+    input to the DLQ again after a replay does not add a record; without those headers, the
+    DLQ message's own coordinates."""
+    src_topic = _header(headers, "dlq.topic")
+    src_partition = _header(headers, "dlq.partition")
+    src_offset = _header(headers, "dlq.offset")
+    if src_topic and src_partition and src_offset and \
+            src_partition.isdigit() and src_offset.isdigit():
+        topic, partition, offset = src_topic, int(src_partition), int(src_offset)
+    failed_at: datetime | None = None
+    failed_at_text = _header(headers, "dlq.failed_at")
+    if failed_at_text:
+        try:
+            failed_at = to_date(failed_at_text, "dlq.failed_at")
+        except PoisonMessage:
+            failed_at = None
+    if failed_at is None:
+        seconds = timestamp if timestamp is not None else datetime.now(UTC).timestamp()
+        failed_at = to_date(datetime.fromtimestamp(seconds, UTC).isoformat())
+    return {
+        "_id": f"{topic}:{partition}:{offset}",
+        "reason": _header(headers, "dlq.reason") or "unknown",
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "failed_at": failed_at,
+        "original": raw.decode("utf-8", errors="replace"),
+    }
+
+
+def dead_letter_doc(raw: bytes, reason: str, topic: str, partition: int,
+                    offset: int) -> dict[str, Any]:
+    """The ``dlq`` record of a message the sink could not store (poison data): same shape as a
+    DLQ document, ``stage`` = ``"sink"``, id = the message's own coordinates."""
+    return {
+        "_id": f"{topic}:{partition}:{offset}",
+        "reason": f"sink: {reason}"[:1000],
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "failed_at": to_date(datetime.now(UTC).isoformat()),
+        "original": raw.decode("utf-8", errors="replace"),
+        "stage": "sink",
+    }
+
+
+# --- rollups ----------------------------------------------------------------------------------
+def add_to_rollup(value: Rollup | None, amount: float, is_anomaly: bool) -> Rollup:
+    """The rollup after one more transaction (a new dict; ``value`` is not changed)."""
+    value = value or {"count": 0, "cents": 0, "anomalies": 0}
+    return {
+        "count": value["count"] + 1,
+        "cents": value["cents"] + round(amount * 100),
+        "anomalies": value["anomalies"] + (1 if is_anomaly else 0),
+    }
+
+
+def sum_rollups(values: Iterable[Mapping[str, Any]]) -> Rollup:
+    """The sum of stored rollup documents (``count``, ``revenue``, ``anomalies``)."""
+    total: Rollup = {"count": 0, "cents": 0, "anomalies": 0}
+    for v in values:
+        total["count"] += int(v.get("count", 0))
+        total["cents"] += round(float(v.get("revenue", 0)) * 100)
+        total["anomalies"] += int(v.get("anomalies", 0))
+    return total
+
+
+def _numbers(value: Rollup) -> dict[str, Any]:
+    return {"count": value["count"], "revenue": round(value["cents"] / 100, 2),
+            "anomalies": value["anomalies"]}
+
+
+def merchant_minute_doc(merchant_id: str, category: str, minute: datetime,
+                        value: Rollup) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(_id, fields to $set, numbers to $max)`` of a ``merchant_minute`` row. The numbers are
+    the window's absolute values; ``$max`` keeps a replay that recounts a window from scratch
+    (after the table expired it) from lowering a complete count."""
+    return (f"{merchant_id}|{minute_id(minute)}",
+            {"merchant_id": merchant_id, "merchant_category": category, "minute": minute},
+            _numbers(value))
+
+
+def volume_minute_doc(minute: datetime,
+                      value: Rollup) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(_id, fields to $set, numbers to $max)`` of a ``volume_minute`` row."""
+    return minute_id(minute), {"minute": minute}, _numbers(value)

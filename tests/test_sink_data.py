@@ -1,0 +1,117 @@
+"""Test data for the sink's tests: enriched transactions and anomalies of the contract's shape,
+made here (independently of the producer and the processor), and a Kafka producer for them.
+The tests at the bottom check that the data really follows the contract."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from app import contract
+
+__all__ = ["enriched_stream", "produce"]
+
+
+def _transaction(rng: random.Random, seq: int, start: datetime, users: int,
+                 merchants: int) -> dict[str, Any]:
+    txn: dict[str, Any] = {
+        "user_id": f"user-{rng.randrange(users):04d}",
+        "amount": round(rng.lognormvariate(3.5, 1.0) + 0.01, 2),
+        "currency": "EUR",
+        "timestamp": (start + timedelta(milliseconds=37 * seq)).isoformat(),
+        "merchant_id": f"merchant-{rng.randrange(merchants):03d}",
+        "merchant_category": rng.choice(contract.CATEGORIES),
+        "payment_method": rng.choice(contract.PAYMENT_METHODS),
+        "status": rng.choice(contract.STATUSES),
+        "location": {"city": "Lyon", "country": "FR"},
+    }
+    if rng.random() < 0.01:
+        txn["amount"] = round(txn["amount"] * 40, 2)
+    txn["txn_id"] = contract.canonical_id(txn)
+    return txn
+
+
+def enriched_stream(n: int, seed: int = 7, users: int = 40, merchants: int = 25,
+                    start: datetime | None = None
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``n`` enriched transactions and the anomalies among them (DESIGN.md's rule)."""
+    rng = random.Random(seed)
+    start = start or datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    stats: dict[str, tuple[int, float, float]] = {}
+    daily: dict[tuple[str, str], float] = {}
+    enriched, anomalies = [], []
+    for seq in range(n):
+        txn = _transaction(rng, seq, start, users, merchants)
+        user, amount = txn["user_id"], txn["amount"]
+        count, mean, m2 = stats.get(user, (0, 0.0, 0.0))
+        std_prev = math.sqrt(m2 / (count - 1)) if count >= 2 else 0.0
+        z = (amount - mean) / std_prev if count >= 5 and std_prev > 0 else None
+        count += 1
+        delta = amount - mean
+        mean_new = mean + delta / count
+        m2 += delta * (amount - mean_new)
+        stats[user] = (count, mean_new, m2)
+        day = (user, txn["timestamp"][:10])
+        daily[day] = daily.get(day, 0.0) + amount
+        is_anomaly = z is not None and z > 3.0
+        now = datetime.now(UTC).isoformat()
+        enriched.append({**txn, "user_txn_count": count, "user_running_mean": mean_new,
+                         "user_running_std": math.sqrt(m2 / (count - 1)) if count >= 2 else 0.0,
+                         "z_score": z, "is_anomaly": is_anomaly,
+                         "user_daily_spend": round(daily[day], 2), "processed_at": now})
+        if is_anomaly:
+            anomalies.append({**{k: txn[k] for k in contract.ANOMALY_FIELDS if k in txn},
+                              "z_score": z, "mean_prev": mean, "std_prev": std_prev,
+                              "n_prev": count - 1, "detected_at": now})
+    return enriched, anomalies
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[dict[str, Any] | bytes],
+            partitions: int = 4, key_field: str = "user_id") -> int:
+    """Send ``records`` (JSON, key = ``user_id``) to ``topic``; returns how many were sent."""
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    sent = 0
+    for record in records:
+        if isinstance(record, bytes):
+            producer.send(topic, key=b"poison", value=record)
+        else:
+            producer.send(topic, key=str(record[key_field]).encode(),
+                          value=orjson.dumps(record))
+        sent += 1
+    producer.flush()
+    producer.close()
+    return sent
+
+
+# --- the data follows the contract -----------------------------------------------------------
+def test_enriched_stream_follows_the_contract() -> None:
+    enriched, anomalies = enriched_stream(400)
+    assert len({e["txn_id"] for e in enriched}) == 400
+    for e in enriched:
+        txn = {k: e[k] for k in contract.FIELDS}
+        assert contract.validate(orjson.dumps(txn)) == txn
+        assert set(contract.ENRICHED_FIELDS) <= set(e)
+    assert anomalies and all(set(a) == set(contract.ANOMALY_FIELDS) for a in anomalies)
+    assert {a["txn_id"] for a in anomalies} == {e["txn_id"] for e in enriched if e["is_anomaly"]}
+
+
+def test_enriched_stream_is_deterministic() -> None:
+    a, _ = enriched_stream(50, seed=3)
+    b, _ = enriched_stream(50, seed=3)
+    assert [x["txn_id"] for x in a] == [x["txn_id"] for x in b]
