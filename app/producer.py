@@ -172,6 +172,11 @@ class TransactionFactory:
         cities: list[tuple[str, str]] = []
         for i, (country, _, locale, _, _) in enumerate(COUNTRIES):
             fake = Faker(locale)
+            for provider in fake.providers:
+                # it_IT builds its city list from a set: its order (so the seeded draws) would
+                # change with PYTHONHASHSEED. A sorted copy keeps every process identical.
+                if isinstance(getattr(provider, "cities", None), (list, tuple)):
+                    provider.cities = sorted(provider.cities)  # type: ignore[attr-defined]
             fake.seed_instance(seed * 1000 + i)
             names = dict.fromkeys(fake.city()[:128] for _ in range(CITIES_PER_COUNTRY * 2))
             cities += [(name, country) for name in list(names)[:CITIES_PER_COUNTRY]]
@@ -554,14 +559,24 @@ def send(factory: TransactionFactory, topic: str, *, bootstrap: str | None = Non
     attempted = [0]
     delivered = [0]
 
+    # Callbacks run on the producer's I/O thread, and on the caller's when a flush aborts.
+    lock = threading.Lock()
+
+    finished = [False]
+
     def ok(_: Any) -> None:
-        delivered[0] += 1
+        with lock:
+            if not finished[0]:
+                delivered[0] += 1
 
     def failed(exc: BaseException) -> None:
-        summary.errors += 1
         name = type(exc).__name__
-        summary.error_kinds[name] = summary.error_kinds.get(name, 0) + 1
-        summary.last_error = f"{name}: {exc}"[:200]
+        with lock:
+            if finished[0]:
+                return
+            summary.errors += 1
+            summary.error_kinds[name] = summary.error_kinds.get(name, 0) + 1
+            summary.last_error = f"{name}: {exc}"[:200]
 
     # The partition of each key, computed once per user: the same murmur2 hash as Kafka's
     # default partitioner (Java, kafka-python, aiokafka), so the keyed placement is unchanged.
@@ -589,17 +604,29 @@ def send(factory: TransactionFactory, topic: str, *, bootstrap: str | None = Non
                  count=count, duration=duration, truth=truth_file, progress=progress,
                  stop=flag, max_pending=max_pending)
             t_flush = time.monotonic()
-            producer.flush(timeout=60)
+            try:
+                producer.flush(timeout=60)
+            except Exception as exc:  # e.g. a timeout: what is still pending is counted below
+                summary.last_error = f"flush: {type(exc).__name__}: {exc}"[:200]
             summary.seconds += time.monotonic() - t_flush
     finally:
         if truth_file is not None:
             truth_file.close()
         if own:
-            producer.close(timeout=10)
-    lost = pending()
-    if lost > 0:  # neither acknowledged nor failed after the flush: undelivered
-        summary.errors += lost
+            try:
+                producer.close(timeout=10)
+            except Exception as exc:  # closing flushes too; the failure is already counted
+                summary.last_error = summary.last_error or f"close: {exc}"[:200]
+                try:
+                    producer.close(timeout=0)
+                except Exception:  # noqa: S110 - best effort: the sender thread is gone
+                    pass
+    with lock:  # from here on, every message not acknowledged counts as an error
+        finished[0] = True
+        lost = attempted[0] - delivered[0] - summary.errors
+        summary.errors = attempted[0] - delivered[0]
+        summary.sent = delivered[0]
+    if lost > 0:
         summary.last_error = summary.last_error or f"{lost} messages not acknowledged"
-    summary.sent = delivered[0]
     return summary
 

@@ -267,3 +267,22 @@ def test_summary_text() -> None:
     assert str(s).startswith("sent=10 rate=5.0 errors=2 ")
     assert "dry_run=1" in str(s) and "last_error='boom'" in str(s)
     assert Summary().rate == 0.0
+
+
+def test_same_bytes_in_every_process() -> None:
+    """Faker draws must not depend on the process (PYTHONHASHSEED): a replay in another process
+    must give the same ids."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib; from app.producer import TransactionFactory as F; "
+            "f = F(seed=7, users=3000, merchants=300, start_ms=1795219170000); "
+            "print(hashlib.sha256(b''.join(m.value for m in f.messages(0, 20000))).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, env={**os.environ, "PYTHONHASHSEED": str(h)}
+                              ).stdout.strip() for h in (1, 2, 3)}
+    assert len(digests) == 1
+    f = TransactionFactory(seed=7, users=3000, merchants=300, start_ms=1795219170000)
+    import hashlib
+    assert digests == {hashlib.sha256(b"".join(m.value for m in f.messages(0, 20000))).hexdigest()}
