@@ -48,6 +48,10 @@ BATCH_MAX = 2_000
 #: ...and waits at most this long for them (the latency a quiet stream adds).
 BATCH_SECONDS = 0.05
 
+#: Outputs carry the transaction's event time as their Kafka timestamp, like ``transactions``;
+#: Kafka 4 would reject one more than an hour ahead of its clock (a producer with a time scale).
+OUTPUT_TOPIC_CONFIG = {"message.timestamp.after.max.ms": str(2**63 - 1)}
+
 ENRICHED = enriched_topic.get_topic_name()
 ANOMALIES = anomalies_topic.get_topic_name()
 DLQ = dlq_topic.get_topic_name()
@@ -223,6 +227,6 @@ async def process_batch(events: Sequence[EventT]) -> None:
 async def process(stream: Any) -> None:
     """The processing agent (one per worker; partitions are split across workers)."""
     for topic in (enriched_topic, anomalies_topic, dlq_topic):  # created before any send
-        await topic.maybe_declare()
+        await topic.derive(config=OUTPUT_TOPIC_CONFIG).maybe_declare()
     async for events in stream.take_events(BATCH_MAX, within=BATCH_SECONDS):
         await process_batch(events)

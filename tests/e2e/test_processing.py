@@ -1,0 +1,292 @@
+"""End to end on the real broker: the producer (app/producer.py) feeds ``transactions``, real
+``txn worker`` processes run, and everything they publish is checked against an offline
+recomputation over what the topic holds, in partition order.
+
+- a clean run: every valid transaction enriched with the right numbers, ``anomalies`` exactly
+  the rule's selection, ``transactions_dlq`` exactly the invalid messages;
+- crashes: the same with the worker SIGKILLed at random moments and restarted, then the stats
+  view's numbers for every user;
+- two workers in one group: both answer for every user (``app.table_route``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from app.contract import (
+    ANOMALIES,
+    DLQ,
+    ENRICHED,
+    TRANSACTIONS,
+    InvalidTransaction,
+    parse_timestamp,
+    validate,
+)
+from app.producer import TransactionFactory, ensure_topic, send
+from app.settings import settings
+from tables.records import cents, day_start
+from tables.welford import EMPTY, Welford, is_anomaly, update, z_score
+from tests.procs import TXN, Proc, free_port, pipeline_env, wait_for, wait_http
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+PARTITIONS = 4
+USERS = 40
+COUNT = 20_400
+REL = 1e-9
+
+
+@dataclass
+class Expected:
+    """The offline recomputation of DESIGN.md's rule over the topic's valid transactions."""
+
+    enriched: dict[str, dict[str, Any]] = field(default_factory=dict)  # txn_id -> fields
+    anomalies: set[str] = field(default_factory=set)
+    invalid: dict[tuple[int, int], bytes] = field(default_factory=dict)  # (part, off) -> value
+    users: dict[str, Welford] = field(default_factory=dict)
+    last_z: dict[str, float | None] = field(default_factory=dict)
+    day_cents: dict[tuple[str, float], int] = field(default_factory=lambda: defaultdict(int))
+
+
+def recompute(records: list[Any]) -> Expected:
+    exp = Expected()
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        try:
+            txn = validate(r.value)
+            if r.key != txn["user_id"].encode():
+                raise InvalidTransaction("key")
+        except InvalidTransaction:
+            exp.invalid[r.partition, r.offset] = r.value
+            continue
+        user, amount = txn["user_id"], txn["amount"]
+        prev = exp.users.get(user, EMPTY)
+        z = z_score(prev, amount, settings.anomaly_min_history)
+        now = exp.users[user] = update(prev, amount)
+        exp.last_z[user] = z
+        day = (user, day_start(parse_timestamp(txn["timestamp"]).timestamp()))
+        exp.day_cents[day] += cents(amount)
+        anomaly = is_anomaly(z, settings.anomaly_z_threshold)
+        exp.enriched[txn["txn_id"]] = {**txn, "user_txn_count": now.count,
+                                       "user_running_mean": now.mean,
+                                       "user_running_std": now.std, "z_score": z,
+                                       "is_anomaly": anomaly,
+                                       "user_daily_spend": exp.day_cents[day] / 100}
+        if anomaly:
+            exp.anomalies.add(txn["txn_id"])
+    return exp
+
+
+def close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=REL, abs_tol=1e-12)
+
+
+def read_topic(topic: str) -> list[Any]:
+    """Every record of ``topic`` up to its current end."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                             enable_auto_commit=False, group_id=None)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        out: list[Any] = []
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            assert time.monotonic() < deadline, f"reading {topic} timed out"
+            for batch in consumer.poll(timeout_ms=500, max_records=50_000).values():
+                out.extend(batch)
+        return out
+    finally:
+        consumer.close()
+
+
+def committed_everything(group: str, topic: str) -> bool:
+    """The group's committed offsets reached the end of every partition of ``topic``."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group,
+                             enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        end = consumer.end_offsets(parts)
+        return all((consumer.committed(tp) or 0) >= end[tp] for tp in parts)
+    finally:
+        consumer.close()
+
+
+class Pipeline:
+    """One isolated pipeline: its topics, worker processes and the produced messages."""
+
+    def __init__(self, tmp: Path, unique: str) -> None:
+        self.prefix = f"e2e-{unique}"
+        self.tmp = tmp
+        self.topic = f"{self.prefix}-{TRANSACTIONS}"
+        self.group = f"{self.prefix}-txn-analytics"
+        self.workers: list[tuple[Proc, int]] = []
+
+    def worker(self, name: str) -> tuple[Proc, int]:
+        port = free_port()
+        env = pipeline_env(self.prefix, TOPIC_PARTITIONS=PARTITIONS, WEB_PORT=port,
+                           WEB_HOST="localhost", DATA_DIR=self.tmp / f"data-{name}")
+        proc = Proc(name, [TXN, "worker", "-l", "info"], env, self.tmp)
+        self.workers.append((proc, port))
+        return proc, port
+
+    def produce(self, count: int = COUNT, first_seq: int = 0) -> None:
+        factory = TransactionFactory(seed=7, users=USERS, merchants=50, anomaly_rate=0.01,
+                                     bad_rate=0.01)
+        summary = send(factory, self.topic, bootstrap=settings.kafka_bootstrap_servers,
+                       rate=0, count=count, first_seq=first_seq, partitions=PARTITIONS)
+        assert summary.errors == 0 and summary.bad > 0 and summary.anomalies > 0, summary
+
+    def wait_processed(self, timeout: float = 240) -> None:
+        wait_for(lambda: committed_everything(self.group, self.topic), timeout=timeout,
+                 interval=2, message="the worker to commit every transaction")
+
+    def check_topics(self) -> Expected:
+        exp = recompute(read_topic(self.topic))
+        assert len(exp.enriched) > 20_000 - len(exp.invalid) and exp.invalid and exp.anomalies
+        seen: dict[str, int] = defaultdict(int)
+        for r in read_topic(f"{self.prefix}-{ENRICHED}"):
+            got = orjson.loads(r.value)
+            want = exp.enriched.get(got["txn_id"])
+            assert want is not None, f"unexpected enriched {got['txn_id']}"
+            assert r.key == got["user_id"].encode()
+            for name, value in want.items():
+                if isinstance(value, float) or name == "z_score":
+                    assert close(got[name], value), (name, got, want)
+                else:
+                    assert got[name] == value, (name, got, want)
+            seen[got["txn_id"]] += 1
+        assert set(seen) == set(exp.enriched), "some valid transactions were not enriched"
+        anomalies = {orjson.loads(r.value)["txn_id"]
+                     for r in read_topic(f"{self.prefix}-{ANOMALIES}")}
+        assert anomalies == exp.anomalies
+        dlq: dict[tuple[int, int], bytes] = {}
+        for r in read_topic(f"{self.prefix}-{DLQ}"):
+            headers = {k: v.decode() for k, v in r.headers}
+            assert headers["dlq.reason"] and headers["dlq.topic"] == self.topic
+            dlq[int(headers["dlq.partition"]), int(headers["dlq.offset"])] = r.value
+        assert dlq == exp.invalid
+        return exp
+
+    def check_views(self, exp: Expected, port: int) -> None:
+        """The stats view of every user, asked at ``port``, equals the recomputation."""
+        for user, stats in exp.users.items():
+            body = get_json(f"http://localhost:{port}/users/{user}/stats")
+            assert body["count"] == stats.count, (user, body)
+            assert close(body["mean"], stats.mean) and close(body["std"], stats.std), body
+            assert close(body["last_z"], exp.last_z[user]), (body, exp.last_z[user])
+            for day in body["last_7_days"]:
+                start = time.mktime(time.strptime(day["day"] + " UTC", "%Y-%m-%d %Z"))
+                start -= time.timezone if time.daylight == 0 else time.altzone
+                assert day["spend"] == exp.day_cents.get((user, start), 0) / 100, (user, day)
+        assert get_status(f"http://localhost:{port}/users/no-such-user/stats") == 404
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def get_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        assert json.loads(exc.read())["error"]
+        return exc.code
+
+
+def wait_ready(proc: Proc, port: int, partitions: int = 1) -> None:
+    def ready() -> bool:
+        body = json.loads(wait_http(f"http://localhost:{port}/health", proc=proc))
+        return len(body["partitions"]) >= partitions
+    wait_for(ready, timeout=90, message=f"{proc.name} to get partitions")
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, unique: str) -> Any:
+    p = Pipeline(tmp_path, unique)
+    ensure_topic(settings.kafka_bootstrap_servers, p.topic, PARTITIONS)
+    yield p
+    for proc, _ in p.workers:
+        proc.stop()
+
+
+def test_clean_run(pipeline: Pipeline) -> None:
+    proc, port = pipeline.worker("worker")
+    with proc:
+        wait_ready(proc, port, PARTITIONS)
+        started = time.monotonic()
+        pipeline.produce()
+        pipeline.wait_processed()
+        elapsed = time.monotonic() - started
+        exp = pipeline.check_topics()
+        pipeline.check_views(exp, port)
+        metrics = urllib.request.urlopen(f"http://localhost:{port}/metrics").read().decode()
+        assert f"txn_processed_total {len(exp.enriched)}" in metrics
+        assert f"txn_dlq_total {len(exp.invalid)}" in metrics
+        assert f"txn_anomalies_total {len(exp.anomalies)}" in metrics
+        assert "txn_consumer_lag_total 0" in metrics
+    print(f"\nclean run: {COUNT} messages produced and processed in {elapsed:.1f} s")
+
+
+def test_sigkill_and_restart(pipeline: Pipeline) -> None:
+    rnd = random.Random()
+    proc, port = pipeline.worker("worker")
+    proc.start()
+    wait_ready(proc, port, PARTITIONS)
+    pipeline.produce(COUNT // 2)
+    kills = 0
+    for round_ in range(4):
+        if round_ == 1:
+            pipeline.produce(COUNT - COUNT // 2, first_seq=COUNT // 2)
+        time.sleep(rnd.uniform(0.5, 3.0))  # mid-batch, mid-commit, wherever it is
+        proc.kill()
+        kills += 1
+        proc.start()
+        wait_ready(proc, port, PARTITIONS)
+    assert kills >= 3
+    pipeline.wait_processed()
+    exp = pipeline.check_topics()
+    pipeline.check_views(exp, port)
+    proc.stop()
+    log = proc.log_path.read_text()
+    print(f"\n{kills} SIGKILLs; replayed messages skipped: "
+          f"{log.count('Starting...')} starts")
+
+
+def test_two_workers_answer_for_every_user(pipeline: Pipeline) -> None:
+    (a, port_a), (b, port_b) = pipeline.worker("worker-a"), pipeline.worker("worker-b")
+    with a, b:
+        wait_ready(a, port_a)
+        wait_ready(b, port_b)
+
+        def split() -> bool:
+            got = [set(get_json(f"http://localhost:{p}/health")["partitions"])
+                   for p in (port_a, port_b)]
+            return bool(got[0] and got[1] and not got[0] & got[1]
+                        and len(got[0] | got[1]) == PARTITIONS)
+        wait_for(split, timeout=90, message="the two workers to split the partitions")
+        pipeline.produce(8_000)
+        pipeline.wait_processed()
+        exp = recompute(read_topic(pipeline.topic))
+        pipeline.check_views(exp, port_a)
+        pipeline.check_views(exp, port_b)
+        served = {get_json(f"http://localhost:{p}/users/{u}/stats")["served_by"]
+                  for p in (port_a, port_b) for u in exp.users}
+        assert served == {f"http://localhost:{port_a}", f"http://localhost:{port_b}"}
