@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import threading
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -162,19 +164,42 @@ class Api:
 
     def __init__(self, settings: Settings, cache_seconds: float = CACHE_SECONDS) -> None:
         self.settings = settings
-        self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            settings.mongo_url, tz_aware=True, connect=False, appname="txn-api",
-            serverSelectionTimeoutMS=2_000, connectTimeoutMS=2_000,
-            socketTimeoutMS=QUERY_TIMEOUT_MS)
-        self.db = self.client[settings.mongo_db]
-        self.worker = httpx.Client(base_url=settings.worker_url.rstrip("/"),
-                                   timeout=WORKER_TIMEOUT, follow_redirects=True)
         self.cache = ResultCache(ttl=cache_seconds)
+        self._lock = threading.Lock()
+        self._client: pymongo.MongoClient[dict[str, Any]] | None = None
+        self._worker: httpx.Client | None = None
+
+    # The clients are made on first use and again after close() (the app's shutdown), so one
+    # app object can be started and stopped several times (test clients do that).
+    @property
+    def client(self) -> pymongo.MongoClient[dict[str, Any]]:
+        with self._lock:
+            if self._client is None:
+                self._client = pymongo.MongoClient(
+                    self.settings.mongo_url, tz_aware=True, appname="txn-api",
+                    serverSelectionTimeoutMS=2_000, connectTimeoutMS=2_000,
+                    socketTimeoutMS=QUERY_TIMEOUT_MS)
+            return self._client
+
+    @property
+    def db(self) -> Database[dict[str, Any]]:
+        return self.client[self.settings.mongo_db]
+
+    @property
+    def worker(self) -> httpx.Client:
+        with self._lock:
+            if self._worker is None:
+                self._worker = httpx.Client(base_url=self.settings.worker_url.rstrip("/"),
+                                            timeout=WORKER_TIMEOUT, follow_redirects=True)
+            return self._worker
 
     def close(self) -> None:
-        self.cache.close()
-        self.worker.close()
-        self.client.close()
+        with self._lock:
+            client, worker, self._client, self._worker = self._client, self._worker, None, None
+        if worker is not None:
+            worker.close()
+        if client is not None:
+            client.close()
 
     # --- the reads (run in a worker thread) ---------------------------------------------------
     def health(self) -> tuple[int, dict[str, Any]]:
