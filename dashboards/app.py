@@ -328,8 +328,10 @@ for widget in (category_select, window_select, by_select):
     widget.param.watch(on_filter, "value")
 
 
-def close_client(_: Any) -> None:
-    asyncio.get_event_loop().create_task(client.aclose())
+def close_client(_: Any, close: Any = client.aclose, spawn: Any = asyncio.ensure_future) -> None:
+    """Session gone: close its HTTP connections (defaults bind the names: Panel clears the
+    script's globals when the session ends)."""
+    spawn(close())
 
 
 if doc is not None and doc.session_context is not None:
