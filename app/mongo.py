@@ -182,7 +182,12 @@ async def ensure_collections(db: AsyncDatabase[dict[str, Any]]) -> str:
                 await db.create_collection(name)
             except CollectionInvalid:  # created meanwhile by another sink worker
                 pass
-        await db[name].create_indexes(INDEXES[name])
+        # One index per call, only the missing ones: FerretDB 1.24 drops the connection
+        # (a panic) on a createIndexes of several indexes that already exist.
+        have = {index["name"] async for index in await db[name].list_indexes()}
+        for index in INDEXES[name]:
+            if index.document["name"] not in have:
+                await db[name].create_indexes([index])
     log.info("MongoDB %s%s at database %r: collections and indexes ready; %s is a %s "
              "collection (transactions, anomalies, dlq and rollups are regular collections "
              "with time indexes, as they need a unique _id)",
@@ -219,9 +224,9 @@ class MongoSink:
                 partial(self._insert_many, collection, todo), holding=len(entries))
             result.inserted += inserted
             result.duplicates += duplicates
-            if attempt == 1 and failed:
+            todo = [e for e, _ in failed]
+            if attempt == 1 and failed:  # once more, in case the error was passing
                 await asyncio.sleep(RETRY_MIN_SECONDS)
-                todo = [e for e, _ in failed]
             else:
                 result.rejected.extend(failed)
         if result.rejected:

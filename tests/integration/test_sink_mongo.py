@@ -1,0 +1,110 @@
+"""The sink's MongoDB writer (app/mongo.py) on the real FerretDB: collections and indexes,
+idempotent inserts, poison documents to dead-letter records, rollup upserts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pymongo
+import pytest
+
+from app import sink_docs as docs
+from app.mongo import INDEXES, Entry, MongoSink, connect, ensure_collections
+from app.settings import settings
+from tests.test_sink_data import enriched_stream
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+ENRICHED, _ = enriched_stream(300, seed=11)
+
+
+@pytest.fixture
+async def sink(mongo_db: pymongo.database.Database) -> AsyncIterator[MongoSink]:
+    client = connect(settings.mongo_url)
+    yield MongoSink(client[mongo_db.name])
+    await client.close()
+
+
+def entries(values: list[dict[str, Any]], topic: str = "t") -> list[Entry]:
+    return [Entry(docs.transaction_doc(v), b"{}", topic, 0, i) for i, v in enumerate(values)]
+
+
+async def test_collections_and_indexes_are_made_once(
+        sink: MongoSink, mongo_db: pymongo.database.Database) -> None:
+    assert await ensure_collections(sink.db) == "regular"  # FerretDB: no time series
+    assert await ensure_collections(sink.db) == "regular"
+    assert set(INDEXES) <= set(mongo_db.list_collection_names())
+    keys = [list(i["key"].items()) for i in mongo_db[docs.TRANSACTIONS].list_indexes()]
+    assert [("user_id", 1), ("timestamp", -1)] in keys
+    keys = [list(i["key"].items()) for i in mongo_db[docs.ANOMALIES].list_indexes()]
+    assert [("merchant_category", 1), ("timestamp", -1)] in keys
+
+
+async def test_insert_is_idempotent(sink: MongoSink,
+                                    mongo_db: pymongo.database.Database) -> None:
+    first = await sink.insert(docs.TRANSACTIONS, entries(ENRICHED[:200]))
+    assert (first.inserted, first.duplicates, first.rejected) == (200, 0, [])
+    stored = {d["_id"]: d for d in mongo_db[docs.TRANSACTIONS].find()}
+    # a replay of an overlapping range, with different numbers: nothing changes
+    changed = [dict(v, user_txn_count=999) for v in ENRICHED[100:300]]
+    again = await sink.insert(docs.TRANSACTIONS, entries(changed))
+    assert (again.inserted, again.duplicates) == (100, 100)
+    after = {d["_id"]: d for d in mongo_db[docs.TRANSACTIONS].find()}
+    assert len(after) == 300
+    assert all(after[k] == v for k, v in stored.items())
+    doc = after[ENRICHED[0]["txn_id"]]
+    assert doc["timestamp"].replace(tzinfo=UTC) == docs.to_date(ENRICHED[0]["timestamp"])
+    assert doc["amount"] == ENRICHED[0]["amount"] and doc["day"] == ENRICHED[0]["timestamp"][:10]
+
+
+async def test_poison_goes_to_dead_letters_and_the_rest_is_stored(
+        sink: MongoSink, mongo_db: pymongo.database.Database) -> None:
+    good = entries(ENRICHED[:5])
+    rejected_by_server = Entry({**docs.transaction_doc(ENRICHED[5]), "$where": 1},
+                               b'{"$where": 1}', "t", 1, 10)
+    rejected_by_client = Entry({**docs.transaction_doc(ENRICHED[6]), "n": 2**70},
+                               b'{"n": 1180591620717411303424}', "t", 1, 11)
+    unreadable = Entry(None, b"\xff not json", "t", 1, 12, "not valid JSON")
+    result = await sink.insert(docs.TRANSACTIONS,
+                               [*good, rejected_by_server, unreadable, rejected_by_client])
+    assert result.inserted == 5 and len(result.rejected) == 3
+    assert mongo_db[docs.TRANSACTIONS].count_documents({}) == 5
+    dead = {d["_id"]: d for d in mongo_db[docs.DLQ].find()}
+    assert set(dead) == {"t:1:10", "t:1:11", "t:1:12"}
+    assert "$" in dead["t:1:10"]["reason"] and dead["t:1:12"]["original"] == "\ufffd not json"
+    assert all(d["stage"] == "sink" for d in dead.values())
+    # the same batch again: no new dead letters, nothing else changes
+    await sink.insert(docs.TRANSACTIONS, [*good, rejected_by_server, unreadable])
+    assert mongo_db[docs.DLQ].count_documents({}) == 3
+
+
+async def test_rollups_are_absolute_and_volume_is_the_sum(
+        sink: MongoSink, mongo_db: pymongo.database.Database) -> None:
+    m1 = datetime(2026, 11, 25, 10, 1, tzinfo=UTC)
+    m2 = datetime(2026, 11, 25, 10, 2, tzinfo=UTC)
+    a = {"count": 2, "cents": 1050, "anomalies": 1}
+    b = {"count": 3, "cents": 99, "anomalies": 0}
+    await sink.upsert_rollups([docs.merchant_minute_doc("m-a", "grocery", m1, a),
+                               docs.merchant_minute_doc("m-b", "travel", m1, b),
+                               docs.merchant_minute_doc("m-a", "grocery", m2, b)], [m1, m2])
+    # written again (a replay), and a smaller recount: nothing changes
+    smaller = {"count": 1, "cents": 50, "anomalies": 0}
+    await sink.upsert_rollups([docs.merchant_minute_doc("m-a", "grocery", m1, a),
+                               docs.merchant_minute_doc("m-b", "travel", m1, smaller)], [m1])
+    rows = {d["_id"]: d for d in mongo_db[docs.MERCHANT_MINUTE].find()}
+    assert rows["m-a|2026-11-25T10:01:00Z"]["revenue"] == 10.5
+    assert rows["m-b|2026-11-25T10:01:00Z"]["count"] == 3
+    volume = {d["_id"]: d for d in mongo_db[docs.VOLUME_MINUTE].find()}
+    assert volume["2026-11-25T10:01:00Z"]["count"] == 5
+    assert volume["2026-11-25T10:01:00Z"]["revenue"] == 11.49
+    assert volume["2026-11-25T10:01:00Z"]["anomalies"] == 1
+    assert volume["2026-11-25T10:02:00Z"]["count"] == 3
+
+
+async def test_batch_records(sink: MongoSink, mongo_db: pymongo.database.Database) -> None:
+    result = await sink.insert(docs.TRANSACTIONS, entries(ENRICHED[:3]))
+    await sink.record_batch(docs.TRANSACTIONS, result, 0.01, datetime.now(UTC))
+    row = mongo_db[docs.METRICS].find_one()
+    assert row is not None and row["inserted"] == 3 and row["lag_seconds"] >= 0
