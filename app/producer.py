@@ -121,6 +121,10 @@ class User:
     typical: float          # typical amount, in the user's currency
     spread: float           # relative standard deviation of the user's amounts
     methods: tuple[str, ...]  # preferred payment methods
+    key: bytes = b""          # user_id as bytes: the Kafka key
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.user_id.encode())
 
 
 @dataclass(frozen=True)
@@ -163,8 +167,7 @@ class TransactionFactory:
         self._user_cum = np.cumsum(weights) / weights.sum()
         self._user_cum[-1] = 1.0
         self._status = [s for s, pct in STATUS_PERCENT.items() for _ in range(pct)]
-        self._ts_second = -1
-        self._ts_prefix = ""
+        self._last_block: tuple[int, dict[str, list[Any]]] = (-1, {})
 
     # --- the pools, drawn once ------------------------------------------------------------------
     @staticmethod
@@ -210,7 +213,15 @@ class TransactionFactory:
 
     # --- per sequence number --------------------------------------------------------------------
     def _block(self, block: int) -> dict[str, list[Any]]:
-        """Every random number the sequence numbers of one block need, as Python lists."""
+        """Every random number the sequence numbers of one block need, as Python lists (the
+        last block is kept: a rate-limited sender asks for a few messages at a time)."""
+        if self._last_block[0] == block:
+            return self._last_block[1]
+        draws = self._draw(block)
+        self._last_block = (block, draws)
+        return draws
+
+    def _draw(self, block: int) -> dict[str, list[Any]]:
         rng = np.random.default_rng([self.seed, block])
         n = BLOCK
         return {
@@ -228,13 +239,6 @@ class TransactionFactory:
             "bad_kind": rng.integers(0, 1 << 30, n).tolist(),
         }
 
-    def _timestamp(self, ts_ms: int) -> str:
-        second, ms = divmod(ts_ms, 1000)
-        if second != self._ts_second:
-            self._ts_second = second
-            self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._ts_prefix}.{ms:03d}+00:00"
-
     def make(self, seq: int) -> Message:
         """The message of sequence number ``seq``."""
         return next(self.messages(seq, 1))
@@ -248,6 +252,7 @@ class TransactionFactory:
         start_ms, step_us = self.start_ms, self.step_us
         sort_keys, sha256 = orjson.OPT_SORT_KEYS, hashlib.sha256
         seq, end = first_seq, first_seq + count
+        ts_second, ts_prefix = -1, ""
         while seq < end:
             block, lo = divmod(seq, BLOCK)
             hi = min(BLOCK, lo + end - seq)
@@ -268,16 +273,20 @@ class TransactionFactory:
                 city, country = (cities[r["city"][i]] if travel_u[i] < TRAVEL_SHARE
                                  else (user.city, user.country))
                 ts_ms = start_ms + seq * step_us // 1000
+                second, ms = divmod(ts_ms, 1000)
+                if second != ts_second:
+                    ts_second, ts_prefix = second, _second_text(second)
+                timestamp = f"{ts_prefix}.{ms:03d}+00:00"
                 content = {
                     "amount": amount, "currency": user.currency,
                     "location": {"city": city, "country": country},
                     "merchant_category": merchant.category, "merchant_id": merchant.merchant_id,
                     "payment_method": method, "status": status_of[r["status"][i]],
-                    "timestamp": self._timestamp(ts_ms), "user_id": user.user_id,
+                    "timestamp": timestamp, "user_id": user.user_id,
                 }
                 canonical = orjson.dumps(content, option=sort_keys)
                 txn_id = sha256(canonical).hexdigest()
-                key = user.user_id.encode()
+                key = user.key
                 if r["bad_u"][i] < bad_rate:
                     kind = BAD_KINDS[r["bad_kind"][i] % len(BAD_KINDS)]
                     value, txn_id = _corrupt(kind, content, canonical, txn_id,
@@ -290,12 +299,17 @@ class TransactionFactory:
                     if anomaly:
                         truth = {"txn_id": txn_id, "seq": seq, "user_id": user.user_id,
                                  "amount": amount, "currency": user.currency,
-                                 "timestamp": content["timestamp"], "kind": "amount_spike",
+                                 "timestamp": timestamp, "kind": "amount_spike",
                                  "typical_amount": user.typical,
                                  "spread": round(user.spread, 4), "sigma": round(k, 3),
                                  "how": "amount = typical_amount * (1 + sigma * spread)"}
                     yield Message(seq, key, value, ts_ms, txn_id, user.user_id, truth, None)
                 seq += 1
+
+
+def _second_text(second: int) -> str:
+    """``2026-11-25T23:00:13`` (UTC) for an epoch second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def seed_for(rnd: random.Random) -> int:
