@@ -34,8 +34,8 @@ import pymongo  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from app.settings import settings  # noqa: E402
+from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, Stack  # noqa: E402
 from tests.browser.seed import anomaly_doc, seed, transaction  # noqa: E402
-from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS, Stack  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "dashboard.json"
 POLL_S = 0.02

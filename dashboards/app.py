@@ -148,6 +148,7 @@ anomaly_note = pn.pane.Markdown("", css_classes=["anomaly-note"])
 anomaly_table = pn.widgets.Tabulator(
     anomaly_frame({}).assign(new=False), show_index=False, disabled=True, selectable=False,
     height=380, layout="fit_data_stretch", hidden_columns=["new"], css_classes=["anomalies"],
+    widths={"time": 175},
     formatters={"amount": NumberFormatter(format="0,0.00"),
                 "z_score": NumberFormatter(format="0.00"),
                 "mean_prev": NumberFormatter(format="0,0.00"),

@@ -8,7 +8,7 @@ The dashboard reads only from the API (``settings.api_url``); the shapes it expe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -235,16 +235,23 @@ def _is_day(value: Any) -> bool:
 
 
 def live_stats_rows(live: Any) -> list[tuple[str, str]]:
-    """The worker's live statistics (whatever fields it reports) as (name, value) rows."""
+    """The worker's live statistics (whatever fields it reports) as (name, value) rows; a list of
+    per-day records becomes one summary row (the trend chart shows the days)."""
     if not isinstance(live, Mapping):
         return []
     rows = []
     for key, value in live.items():
-        if isinstance(value, float):
+        if value is None:
+            text = "-"
+        elif isinstance(value, float):
             text = f"{value:,.2f}"
-        elif isinstance(value, Mapping | Sequence) and not isinstance(value, str):
-            text = ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(
-                value, Mapping) else ", ".join(map(str, value))
+        elif isinstance(value, Mapping):
+            text = ", ".join(f"{k}: {v}" for k, v in value.items())
+        elif isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
+            spend = sum(_number(v.get("spend")) for v in value)
+            text = f"{len(value)} entries" + (f", {spend:,.2f} spent" if spend else "")
+        elif isinstance(value, list):
+            text = ", ".join(map(str, value))
         else:
             text = str(value)
         rows.append((str(key), text))

@@ -12,13 +12,12 @@ from pymongo.database import Database
 
 from app.contract import canonical_id
 
-__all__ = ["Seed", "anomaly_doc", "seed", "transaction"]
+__all__ = ["Seed", "anomaly_doc", "message", "seed", "transaction"]
 
 
-def transaction(user_id: str, amount: float, when: datetime, merchant_id: str,
-                category: str, z_score: float | None = None,
-                is_anomaly: bool = False) -> dict[str, Any]:
-    """An enriched transaction document as the sink stores it."""
+def message(user_id: str, amount: float, when: datetime, merchant_id: str,
+            category: str) -> dict[str, Any]:
+    """A valid ``transactions`` message (DESIGN.md), its ``txn_id`` the canonical id."""
     txn: dict[str, Any] = {
         "user_id": user_id, "amount": amount, "currency": "EUR",
         "timestamp": when.isoformat(), "merchant_id": merchant_id,
@@ -26,6 +25,14 @@ def transaction(user_id: str, amount: float, when: datetime, merchant_id: str,
         "location": {"city": "Lyon", "country": "FR"},
     }
     txn["txn_id"] = canonical_id(txn)
+    return txn
+
+
+def transaction(user_id: str, amount: float, when: datetime, merchant_id: str,
+                category: str, z_score: float | None = None,
+                is_anomaly: bool = False) -> dict[str, Any]:
+    """An enriched transaction document as the sink stores it."""
+    txn = message(user_id, amount, when, merchant_id, category)
     return {**txn, "_id": txn["txn_id"], "timestamp": when, "day": when.strftime("%Y-%m-%d"),
             "minute": when.replace(second=0, microsecond=0), "user_txn_count": 1,
             "user_running_mean": amount, "user_running_std": 0.0, "z_score": z_score,

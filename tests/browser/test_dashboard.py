@@ -8,80 +8,31 @@ Screenshots go to test-artifacts/.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pymongo
 import pytest
 
-from tests.browser.seed import Seed, anomaly_doc, seed, transaction
-from tests.procs import BIN, ROOT, Proc, free_port, wait_for
+pytest.importorskip("playwright.sync_api")
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
-expect = playwright_sync.expect
+from playwright.sync_api import expect  # noqa: E402
+
+from tests.browser.harness import (  # noqa: E402
+    ARTIFACTS,
+    WAIT_MS,
+    Stack,
+    bokeh_data,
+    expect_kpis,
+    wait_up,
+)
+from tests.browser.seed import Seed, anomaly_doc, seed, transaction  # noqa: E402
+from tests.procs import ROOT, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
-ARTIFACTS = ROOT / "test-artifacts"
-API_KEY = "browser-test-key"
-WAIT_MS = 15_000
-
-
-# --- processes ----------------------------------------------------------------------------------
-def wait_up(url: str, proc: Proc, timeout: float = 60) -> None:
-    """Wait until ``url`` answers at all (any HTTP status counts)."""
-    def answered() -> bool:
-        if not proc.alive:
-            raise AssertionError(f"{proc.name} exited:\n{proc.log()}")
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-        except urllib.error.HTTPError:
-            return True
-        except OSError:
-            return False
-        return True
-    wait_for(answered, timeout, 0.2, f"{proc.name} at {url}")
-
-
-class Stack:
-    """The API and the dashboard, as child processes with their own environment."""
-
-    def __init__(self, db: pymongo.database.Database, log_dir: Path) -> None:
-        self.db = db
-        self.api_port, self.dash_port = free_port(), free_port()
-        self.api_url = f"http://127.0.0.1:{self.api_port}"
-        self.page_url = f"http://localhost:{self.dash_port}/app"
-        env = {**os.environ, "MONGO_DB": db.name, "API_KEY": API_KEY, "API_URL": self.api_url,
-               # no worker: the user lookup shows that live statistics are unavailable
-               "WORKER_URL": f"http://127.0.0.1:{free_port()}"}
-        self.api = Proc("api", [sys.executable, "-m", "uvicorn", "views.api:app", "--host",
-                                "127.0.0.1", "--port", str(self.api_port)], env, log_dir)
-        self.dashboard = Proc("dashboard", [
-            str(BIN / "panel"), "serve", "dashboards/app.py", "--port", str(self.dash_port),
-            "--allow-websocket-origin", f"localhost:{self.dash_port}"], env, log_dir)
-
-    def start_api(self) -> None:
-        self.api.start()
-        wait_up(f"{self.api_url}/health", self.api)
-
-    def get(self, path: str) -> Any:
-        req = urllib.request.Request(f"{self.api_url}{path}", headers={"X-API-Key": API_KEY})
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return json.loads(resp.read())
-
 
 @pytest.fixture(scope="module")
 def db(mongo_client: pymongo.MongoClient) -> Iterator[pymongo.database.Database]:
@@ -111,14 +62,6 @@ def seeded(stack: Stack) -> Seed:
     return seed(stack.db)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser: Any, stack: Stack) -> Iterator[Any]:
     """A fresh page on the dashboard; fails the test if it asked anything of another host
@@ -134,37 +77,6 @@ def page(browser: Any, stack: Stack) -> Iterator[Any]:
     assert pg.get_by_text("Traceback").count() == 0
     context.close()
     assert foreign == []
-
-
-def bokeh_data(page: Any, name: str) -> dict[str, list[Any]]:
-    """The columns of the page's Bokeh ColumnDataSource called ``name``, as the browser has
-    them (what the chart draws)."""
-    data = page.evaluate("""name => {
-        for (const doc of Bokeh.documents) {
-            const m = doc.get_model_by_name(name);
-            if (m) {
-                const out = {};
-                const entries = m.data instanceof Map ? m.data.entries()
-                                                      : Object.entries(m.data);
-                for (const [k, v] of entries) out[k] = Array.from(v);
-                return out;
-            }
-        }
-        return null;
-    }""", name)
-    assert data is not None, f"no ColumnDataSource {name!r} on the page"
-    return dict(data)
-
-
-def expect_kpis(page: Any, summary: dict[str, Any]) -> None:
-    expect(page.locator(".kpi-tps_now")).to_contain_text(f"{summary['tps_now']:,.1f}",
-                                                         timeout=WAIT_MS)
-    expect(page.locator(".kpi-revenue_1h")).to_contain_text(f"{summary['revenue_1h']:,.2f}",
-                                                            timeout=WAIT_MS)
-    expect(page.locator(".kpi-anomalies_1h")).to_contain_text(
-        f"{summary['anomalies_1h']:,.0f}", timeout=WAIT_MS)
-    expect(page.locator(".kpi-dlq_count")).to_contain_text(f"{summary['dlq_count']:,.0f}",
-                                                          timeout=WAIT_MS)
 
 
 # --- tests --------------------------------------------------------------------------------------

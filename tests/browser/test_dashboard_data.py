@@ -100,5 +100,9 @@ def test_trend_days_sorted_and_invalid_days_dropped() -> None:
 
 def test_live_stats_rows() -> None:
     assert live_stats_rows(None) == []
-    assert live_stats_rows({"count": 12, "mean": 20.123, "last": [1, 2], "w": {"a": 1}}) == [
-        ("count", "12"), ("mean", "20.12"), ("last", "1, 2"), ("w", "a: 1")]
+    assert live_stats_rows({"count": 12, "mean": 20.123, "last": [1, 2], "w": {"a": 1},
+                            "last_z": None}) == [
+        ("count", "12"), ("mean", "20.12"), ("last", "1, 2"), ("w", "a: 1"), ("last_z", "-")]
+    days = [{"day": "2026-11-24", "spend": 10.5, "count": 1},
+            {"day": "2026-11-25", "spend": 2.0, "count": 1}]
+    assert live_stats_rows({"last_7_days": days}) == [("last_7_days", "2 entries, 12.50 spent")]

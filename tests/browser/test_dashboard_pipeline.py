@@ -1,0 +1,144 @@
+"""The whole pipeline onto the page, in headless Chromium: transactions sent to Kafka are
+processed by a real ``txn worker``, written to FerretDB by a real ``txn sink``, served by the
+real API and shown by the dashboard, including the worker's live statistics of a user (through
+the API). Prints how long an anomaly takes from Kafka to the page.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pymongo
+import pytest
+
+pytest.importorskip("playwright.sync_api")
+
+from kafka import KafkaProducer  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
+
+from app.contract import TRANSACTIONS  # noqa: E402
+from app.producer import ensure_topic  # noqa: E402
+from app.settings import settings  # noqa: E402
+from tests.browser.harness import (  # noqa: E402
+    ARTIFACTS,
+    Stack,
+    expect_kpis,
+    wait_up,
+)
+from tests.browser.seed import message  # noqa: E402
+from tests.procs import TXN, Proc, free_port, wait_for, wait_http  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.integration]
+
+PIPELINE_WAIT_MS = 120_000
+USERS = ("pipe-a", "pipe-b", "pipe-c")
+HISTORY = 8  # transactions per user before the anomaly (ANOMALY_MIN_HISTORY is 5)
+
+
+class Pipeline:
+    def __init__(self, tmp: Path, unique: str, db: pymongo.database.Database) -> None:
+        self.prefix = f"dash-{unique}"
+        self.topic = f"{self.prefix}-{TRANSACTIONS}"
+        self.web_port = free_port()
+        common = {"TOPIC_PREFIX": f"{self.prefix}-", "MONGO_DB": db.name,
+                  "TOPIC_PARTITIONS": "2", "WEB_PORT": str(self.web_port),
+                  "WEB_HOST": "localhost", "SINK_BATCH_SECONDS": "0.2"}
+        self.worker = Proc("worker", [TXN, "worker", "-l", "info"],
+                           {**os.environ, **common, "DATA_DIR": str(tmp / "worker")}, tmp)
+        self.sink = Proc("sink", [TXN, "sink", "-l", "info"],
+                         {**os.environ, **common, "DATA_DIR": str(tmp / "sink")}, tmp)
+        self.stack = Stack(db, tmp, TOPIC_PREFIX=f"{self.prefix}-",
+                           WORKER_URL=f"http://localhost:{self.web_port}")
+        self.producer: KafkaProducer | None = None
+
+    def send(self, txn: dict[str, Any]) -> None:
+        if self.producer is None:
+            self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                          acks="all")
+        when = datetime.fromisoformat(txn["timestamp"])
+        self.producer.send(self.topic, key=txn["user_id"].encode(), value=orjson.dumps(txn),
+                           timestamp_ms=int(when.timestamp() * 1000))
+
+    def flush(self) -> None:
+        assert self.producer is not None
+        self.producer.flush(30)
+
+    def stop(self) -> None:
+        if self.producer is not None:
+            self.producer.close(5)
+        for proc in (self.stack.dashboard, self.stack.api, self.sink, self.worker):
+            proc.stop()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, unique: str,
+             mongo_client: pymongo.MongoClient) -> Iterator[Pipeline]:
+    db = mongo_client[f"test_dashpipe_{unique}"]
+    p = Pipeline(tmp_path, unique, db)
+    try:
+        ensure_topic(settings.kafka_bootstrap_servers, p.topic, 2)
+        p.worker.start()
+        p.sink.start()
+        p.stack.start_api()
+        p.stack.dashboard.start()
+        wait_up(p.stack.page_url, p.stack.dashboard)
+        wait_http(f"http://localhost:{p.web_port}/health", timeout=120, proc=p.worker)
+        yield p
+    finally:
+        p.stop()
+        mongo_client.drop_database(db.name)
+
+
+def test_pipeline_to_the_page(pipeline: Pipeline, browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.goto(pipeline.stack.page_url)
+    expect(page.locator(".status")).to_contain_text("No data yet", timeout=30_000)
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    for i in range(HISTORY):
+        for n, user in enumerate(USERS):
+            pipeline.send(message(user, 40.0 + i + n, now - timedelta(seconds=30 - i), "m-pipe",
+                                  "grocery"))
+    pipeline.flush()
+
+    # the stream's numbers reach the page: 24 transactions, no anomaly yet
+    stack = pipeline.stack
+    wait_for(lambda: stack.get("/summary")["count_1h"] == HISTORY * len(USERS), 120, 1,
+             "the sink to write the rollups")
+    expect_kpis(page, stack.get("/summary"))
+    expect(page.locator(".status")).to_be_hidden()
+
+    # an anomaly, from Kafka to the page, without a reload
+    pipeline.send(message("pipe-a", 4000.0, datetime.now(UTC).replace(microsecond=0), "m-pipe",
+                          "electronics"))
+    pipeline.flush()
+    sent = time.monotonic()
+    table = page.locator(".anomalies")
+    expect(table).to_contain_text("pipe-a", timeout=PIPELINE_WAIT_MS)
+    print(f"\nanomaly from Kafka to the page in {time.monotonic() - sent:.2f} s")
+    item = stack.get("/anomalies?limit=1")["items"][0]
+    assert item["user_id"] == "pipe-a" and item["z_score"] > settings.anomaly_z_threshold
+    expect(table).to_contain_text(f"{item['z_score']:.2f}")
+    expect(page.locator(".kpi-anomalies_1h")).to_contain_text("1", timeout=PIPELINE_WAIT_MS)
+
+    # the user lookup shows the worker's live statistics, through the API
+    live = wait_for(lambda: (lambda t: t["live"] if t["live"] and t["live"]["count"] ==
+                             HISTORY + 1 else None)(stack.get("/users/pipe-a/trends?days=30")),
+                    60, 0.5, "the worker's live statistics of pipe-a")
+    page.locator(".user-input input").fill("pipe-a")
+    page.locator(".user-input input").press("Enter")
+    info = page.locator(".user-info")
+    expect(info).to_contain_text("User pipe-a", timeout=15_000)
+    expect(info).to_contain_text("live statistic")
+    expect(info).to_contain_text(f"{live['mean']:,.2f}")
+    expect(info).to_contain_text(f"{sum(40.0 + i for i in range(HISTORY)) + 4000.0:,.2f}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-pipeline.png"), full_page=True)
+    assert page.get_by_text("Traceback").count() == 0
+    page.close()
