@@ -40,7 +40,7 @@ def user_stats_body(user_id: str, now: float | None = None) -> dict[str, Any] | 
         "last_7_days": [{"day": time.strftime("%Y-%m-%d", time.gmtime(start)),
                          "spend": spend.amount, "count": spend.count}
                         for start, spend in days],
-        "served_by": app.conf.canonical_url.human_repr(),
+        "served_by": str(app.conf.canonical_url).rstrip("/"),
     }
 
 
