@@ -8,15 +8,21 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pymongo
+from kafka import KafkaProducer
 from playwright.sync_api import expect
 
-from tests.procs import BIN, ROOT, Proc, free_port, wait_for
+from app.contract import TRANSACTIONS
+from app.producer import ensure_topic
+from app.settings import settings
+from tests.procs import BIN, ROOT, TXN, Proc, free_port, wait_for, wait_http
 
-__all__ = ["API_KEY", "ARTIFACTS", "CHROMIUM", "CHROMIUM_ARGS", "WAIT_MS", "Stack",
+__all__ = ["API_KEY", "ARTIFACTS", "CHROMIUM", "CHROMIUM_ARGS", "WAIT_MS", "Pipeline", "Stack",
            "bokeh_data", "expect_kpis", "wait_up"]
 
 CHROMIUM = "/usr/bin/chromium"
@@ -99,3 +105,50 @@ def expect_kpis(page: Any, summary: dict[str, Any]) -> None:
         f"{summary['anomalies_1h']:,.0f}", timeout=WAIT_MS)
     expect(page.locator(".kpi-dlq_count")).to_contain_text(f"{summary['dlq_count']:,.0f}",
                                                           timeout=WAIT_MS)
+
+
+class Pipeline:
+    """Worker, sink, API and dashboard of one isolated pipeline (topic prefix, database, data
+    dirs, ports), and a Kafka producer for hand-made transactions."""
+
+    def __init__(self, tmp: Path, unique: str, db: pymongo.database.Database) -> None:
+        self.prefix = f"dash-{unique}"
+        self.topic = f"{self.prefix}-{TRANSACTIONS}"
+        self.web_port = free_port()
+        common = {"TOPIC_PREFIX": f"{self.prefix}-", "MONGO_DB": db.name,
+                  "TOPIC_PARTITIONS": "2", "WEB_PORT": str(self.web_port),
+                  "WEB_HOST": "localhost", "SINK_BATCH_SECONDS": "0.2"}
+        self.worker = Proc("worker", [TXN, "worker", "-l", "info"],
+                           {**os.environ, **common, "DATA_DIR": str(tmp / "worker")}, tmp)
+        self.sink = Proc("sink", [TXN, "sink", "-l", "info"],
+                         {**os.environ, **common, "DATA_DIR": str(tmp / "sink")}, tmp)
+        self.stack = Stack(db, tmp, TOPIC_PREFIX=f"{self.prefix}-",
+                           WORKER_URL=f"http://localhost:{self.web_port}")
+        self.producer: KafkaProducer | None = None
+
+    def start(self) -> None:
+        ensure_topic(settings.kafka_bootstrap_servers, self.topic, 2)
+        self.worker.start()
+        self.sink.start()
+        self.stack.start_api()
+        self.stack.dashboard.start()
+        wait_up(self.stack.page_url, self.stack.dashboard)
+        wait_http(f"http://localhost:{self.web_port}/health", timeout=120, proc=self.worker)
+
+    def send(self, txn: dict[str, Any]) -> None:
+        if self.producer is None:
+            self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                          acks="all")
+        when = datetime.fromisoformat(txn["timestamp"])
+        self.producer.send(self.topic, key=txn["user_id"].encode(), value=orjson.dumps(txn),
+                           timestamp_ms=int(when.timestamp() * 1000))
+
+    def flush(self) -> None:
+        assert self.producer is not None
+        self.producer.flush(30)
+
+    def stop(self) -> None:
+        if self.producer is not None:
+            self.producer.close(5)
+        for proc in (self.stack.dashboard, self.stack.api, self.sink, self.worker):
+            proc.stop()

@@ -6,33 +6,23 @@ the API). Prints how long an anomaly takes from Kafka to the page.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pymongo
 import pytest
 
 pytest.importorskip("playwright.sync_api")
 
-from kafka import KafkaProducer  # noqa: E402
 from playwright.sync_api import expect  # noqa: E402
 
-from app.contract import TRANSACTIONS  # noqa: E402
-from app.producer import ensure_topic  # noqa: E402
 from app.settings import settings  # noqa: E402
-from tests.browser.harness import (  # noqa: E402
-    ARTIFACTS,
-    Stack,
-    expect_kpis,
-    wait_up,
-)
+from tests.browser.harness import ARTIFACTS, Pipeline, expect_kpis  # noqa: E402
 from tests.browser.seed import message  # noqa: E402
-from tests.procs import TXN, Proc, free_port, wait_for, wait_http  # noqa: E402
+from tests.procs import wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.integration]
 
@@ -41,54 +31,13 @@ USERS = ("pipe-a", "pipe-b", "pipe-c")
 HISTORY = 8  # transactions per user before the anomaly (ANOMALY_MIN_HISTORY is 5)
 
 
-class Pipeline:
-    def __init__(self, tmp: Path, unique: str, db: pymongo.database.Database) -> None:
-        self.prefix = f"dash-{unique}"
-        self.topic = f"{self.prefix}-{TRANSACTIONS}"
-        self.web_port = free_port()
-        common = {"TOPIC_PREFIX": f"{self.prefix}-", "MONGO_DB": db.name,
-                  "TOPIC_PARTITIONS": "2", "WEB_PORT": str(self.web_port),
-                  "WEB_HOST": "localhost", "SINK_BATCH_SECONDS": "0.2"}
-        self.worker = Proc("worker", [TXN, "worker", "-l", "info"],
-                           {**os.environ, **common, "DATA_DIR": str(tmp / "worker")}, tmp)
-        self.sink = Proc("sink", [TXN, "sink", "-l", "info"],
-                         {**os.environ, **common, "DATA_DIR": str(tmp / "sink")}, tmp)
-        self.stack = Stack(db, tmp, TOPIC_PREFIX=f"{self.prefix}-",
-                           WORKER_URL=f"http://localhost:{self.web_port}")
-        self.producer: KafkaProducer | None = None
-
-    def send(self, txn: dict[str, Any]) -> None:
-        if self.producer is None:
-            self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                          acks="all")
-        when = datetime.fromisoformat(txn["timestamp"])
-        self.producer.send(self.topic, key=txn["user_id"].encode(), value=orjson.dumps(txn),
-                           timestamp_ms=int(when.timestamp() * 1000))
-
-    def flush(self) -> None:
-        assert self.producer is not None
-        self.producer.flush(30)
-
-    def stop(self) -> None:
-        if self.producer is not None:
-            self.producer.close(5)
-        for proc in (self.stack.dashboard, self.stack.api, self.sink, self.worker):
-            proc.stop()
-
-
 @pytest.fixture
 def pipeline(tmp_path: Path, unique: str,
              mongo_client: pymongo.MongoClient) -> Iterator[Pipeline]:
     db = mongo_client[f"test_dashpipe_{unique}"]
     p = Pipeline(tmp_path, unique, db)
     try:
-        ensure_topic(settings.kafka_bootstrap_servers, p.topic, 2)
-        p.worker.start()
-        p.sink.start()
-        p.stack.start_api()
-        p.stack.dashboard.start()
-        wait_up(p.stack.page_url, p.stack.dashboard)
-        wait_http(f"http://localhost:{p.web_port}/health", timeout=120, proc=p.worker)
+        p.start()
         yield p
     finally:
         p.stop()
