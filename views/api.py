@@ -251,8 +251,9 @@ def _api(request: Request) -> Api:
 
 
 async def _cached(request: Request, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
-    api = _api(request)
-    return await run_in_threadpool(api.cache.get, key, compute)
+    cache = _api(request).cache
+    hit, value = cache.lookup(key, compute)  # most requests: no thread, no database
+    return value if hit else await run_in_threadpool(cache.get, key, compute)
 
 
 def _timed(query: Callable[..., Any], *args: Any) -> tuple[str, Any]:

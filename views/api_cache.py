@@ -5,8 +5,9 @@ question at most about once per freshness period:
 
 - single flight: concurrent first requests for a key wait for ONE computation;
 - stale-while-revalidate: a request for an expired entry gets the previous value at once while
-  one background thread recomputes it, for at most ``stale_seconds`` after expiry (after that,
-  or when the recomputation fails, the request computes and may fail itself: an outage shows);
+  one background thread recomputes it; for at most ``stale_seconds`` (or the freshness period,
+  if longer) after expiry: past that (e.g. the refresh failed), a request computes the answer
+  itself and may fail, so a database outage shows;
 - an entry stays fresh for ``ttl`` seconds or ``cost_factor`` times as long as it took to
   compute, whichever is longer, so an expensive query uses at most about 1/cost_factor of the
   database's time however many clients ask;
@@ -37,7 +38,7 @@ class _Entry:
 
 
 class ResultCache:
-    def __init__(self, ttl: float = 2.0, stale_seconds: float = 30.0, cost_factor: float = 10.0,
+    def __init__(self, ttl: float = 2.0, stale_seconds: float = 30.0, cost_factor: float = 20.0,
                  max_entries: int = 1024) -> None:
         self.ttl, self.stale_seconds, self.cost_factor = ttl, stale_seconds, cost_factor
         self.max_entries = max_entries
@@ -47,21 +48,33 @@ class ResultCache:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="api-cache")
         self.hits = self.misses = self.refreshes = 0
 
+    def lookup(self, key: Hashable, compute: Callable[[], Any]) -> tuple[bool, Any]:
+        """(True, value) when ``key`` can be answered from the cache right now (fresh, or stale
+        with a refresh started), else (False, None): never waits for the database, so the
+        event loop may call it directly."""
+        if self.ttl <= 0:
+            return False, None
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or now >= entry.stale_until:
+                return False, None
+            self._entries.move_to_end(key)
+            if now >= entry.fresh_until and not entry.refreshing:
+                entry.refreshing = True
+                self.refreshes += 1
+                self._pool.submit(self._refresh, key, compute)
+            self.hits += 1
+            return True, entry.value
+
     def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """The cached value of ``key``, computing it with ``compute()`` when needed."""
         if self.ttl <= 0:
             return compute()
-        now = time.monotonic()
+        hit, value = self.lookup(key, compute)
+        if hit:
+            return value
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and now < entry.stale_until:
-                self._entries.move_to_end(key)
-                if now >= entry.fresh_until and not entry.refreshing:
-                    entry.refreshing = True
-                    self.refreshes += 1
-                    self._pool.submit(self._refresh, key, compute)
-                self.hits += 1
-                return entry.value
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:  # single flight: the first caller computes, the others wait and reuse
             with self._lock:
@@ -82,7 +95,8 @@ class ResultCache:
         done = time.monotonic()
         fresh = max(self.ttl, self.cost_factor * (done - started))
         with self._lock:
-            self._entries[key] = _Entry(value, done + fresh, done + fresh + self.stale_seconds)
+            stale = max(self.stale_seconds, fresh)  # time for a slow refresh to finish
+            self._entries[key] = _Entry(value, done + fresh, done + fresh + stale)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)

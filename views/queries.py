@@ -79,8 +79,10 @@ def trends(db: Database, user_id: str, days: int, now: datetime) -> list[dict[st
     keys = [(today - timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
     rows: dict[str, dict[str, Any]] = {
         k: {"day": k, "spend": 0.0, "count": 0, "anomalies": 0} for k in keys}
+    start = datetime.combine(today - timedelta(days=days - 1), datetime.min.time(), tzinfo=UTC)
+    # user_id + timestamp: the sink's (user_id, timestamp) index serves it on MongoDB.
     cursor = db.transactions.find(
-        {"user_id": user_id, "day": {"$gte": keys[0], "$lte": keys[-1]}},
+        {"user_id": user_id, "timestamp": {"$gte": start}},
         {"_id": 0, "day": 1, "amount": 1, "is_anomaly": 1},
     )
     for doc in cursor:
