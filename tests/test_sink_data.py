@@ -19,13 +19,14 @@ __all__ = ["enriched_stream", "produce"]
 
 def _transaction(rng: random.Random, seq: int, start: datetime, users: int,
                  merchants: int) -> dict[str, Any]:
+    merchant = rng.randrange(merchants)
     txn: dict[str, Any] = {
         "user_id": f"user-{rng.randrange(users):04d}",
         "amount": round(rng.lognormvariate(3.5, 1.0) + 0.01, 2),
         "currency": "EUR",
         "timestamp": (start + timedelta(milliseconds=37 * seq)).isoformat(),
-        "merchant_id": f"merchant-{rng.randrange(merchants):03d}",
-        "merchant_category": rng.choice(contract.CATEGORIES),
+        "merchant_id": f"merchant-{merchant:03d}",
+        "merchant_category": contract.CATEGORIES[merchant % len(contract.CATEGORIES)],
         "payment_method": rng.choice(contract.PAYMENT_METHODS),
         "status": rng.choice(contract.STATUSES),
         "location": {"city": "Lyon", "country": "FR"},
