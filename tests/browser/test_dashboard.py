@@ -8,9 +8,11 @@ Screenshots go to test-artifacts/.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +23,9 @@ pytest.importorskip("playwright.sync_api")
 
 from playwright.sync_api import expect  # noqa: E402
 
+from dashboards.data import ApiClient, ApiError, ApiUnreachable  # noqa: E402
 from tests.browser.harness import (  # noqa: E402
+    API_KEY,
     ARTIFACTS,
     WAIT_MS,
     Stack,
@@ -30,7 +34,7 @@ from tests.browser.harness import (  # noqa: E402
     wait_up,
 )
 from tests.browser.seed import Seed, anomaly_doc, seed, transaction  # noqa: E402
-from tests.procs import ROOT, wait_for  # noqa: E402
+from tests.procs import ROOT, free_port, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -194,3 +198,31 @@ def test_api_down_then_back(stack: Stack, seeded: Seed, page: Any, browser: Any)
     expect(other.locator(".status")).to_be_hidden(timeout=WAIT_MS)
     expect_kpis(other, stack.get("/summary"))
     other.close()
+
+
+def test_api_client_against_the_real_api(stack: Stack, seeded: Seed) -> None:
+    """The dashboard's extract layer: answers, the API's errors as ApiError with its message,
+    an API that is not there as ApiUnreachable. (In a thread with its own event loop: the
+    synchronous Playwright of this session owns this thread's loop.)"""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _client_checks(stack)).result()
+
+
+async def _client_checks(stack: Stack) -> None:
+    good = ApiClient(stack.api_url, API_KEY)
+    wrong_key = ApiClient(stack.api_url, "not-the-key")
+    nowhere = ApiClient(f"http://127.0.0.1:{free_port()}", API_KEY)
+    try:
+        assert (await good.anomalies(limit=1, category="travel"))["items"][0]["user_id"] == "user-2"
+        assert (await good.user_trends("user-1/../x"))["user_id"] == "user-1/../x"
+        with pytest.raises(ApiError) as bad_window:
+            await good.top_merchants("2y")
+        assert bad_window.value.status == 422 and "window" in bad_window.value.message
+        with pytest.raises(ApiError) as unauthorized:
+            await wrong_key.summary()
+        assert unauthorized.value.status == 401 and "X-API-Key" in unauthorized.value.message
+        with pytest.raises(ApiUnreachable):
+            await nowhere.summary()
+    finally:
+        for client in (good, wrong_key, nowhere):
+            await client.aclose()
