@@ -107,13 +107,17 @@ def _transport_reason(exc: httpx.TransportError) -> str:
 
 
 def error_message(resp: httpx.Response) -> str:
-    """The human part of an error answer: the JSON body's ``detail``/``error``/``message``
-    (as the API writes them), else the status phrase."""
+    """The human part of an error answer: the JSON body's per-parameter ``errors`` (a 422), or
+    its ``detail``/``error``/``message``, else the status phrase."""
     try:
         body = resp.json()
     except ValueError:
         body = None
     if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors and all(isinstance(e, dict) for e in errors):
+            return "; ".join(str(e.get("message") or f"{e.get('param', '?')} is invalid")
+                             for e in errors)[:300]
         for key in ("detail", "error", "message"):
             value = body.get(key)
             if isinstance(value, str) and value:
