@@ -490,14 +490,15 @@ class _Stop:
 
 def _run(factory: TransactionFactory, deliver: Callable[[Message], None] | None,
          pending: Callable[[], int], acked: Callable[[], int], summary: Summary, *,
-         rate: float, count: int | None, duration: float | None,
-         truth: IO[bytes] | None, progress: IO[str] | None, stop: threading.Event,
+         first_seq: int, rate: float, count: int | None, duration: float | None,
+         truth: IO[bytes] | None, progress: IO[str] | None, stop: Any,
          max_pending: int) -> None:
-    """The loop shared by :func:`send` and :func:`generate`."""
+    """The loop shared by :func:`send` and :func:`generate`: from ``first_seq`` on, until
+    ``count``, ``duration`` or ``stop`` (an Event); sets ``summary.next_seq``."""
     bucket = TokenBucket(rate) if rate > 0 else None
     chunk = 1000 if bucket is None else max(1, min(1000, int(rate // 200) or 1))
-    seq = summary.first_seq
-    end = None if count is None else summary.first_seq + count
+    seq = first_seq
+    end = None if count is None else first_seq + count
     t0 = time.monotonic()
     deadline = None if duration is None else t0 + duration
     next_report, last_report_sent, last_report_t = t0 + 1, 0, t0
@@ -534,7 +535,7 @@ def _run(factory: TransactionFactory, deliver: Callable[[Message], None] | None,
                 summary.bad += 1
         seq += n
         summary.next_seq = seq
-    summary.seconds = time.monotonic() - t0
+    summary.seconds += time.monotonic() - t0
 
 
 def generate(factory: TransactionFactory, *, rate: float = 0, count: int | None = None,
@@ -546,7 +547,7 @@ def generate(factory: TransactionFactory, *, rate: float = 0, count: int | None 
     try:
         with _Stop(stop) as flag:
             _run(factory, None, lambda: 0, lambda: summary.next_seq - first_seq, summary,
-                 rate=rate, count=count, duration=duration, truth=truth_file,
+                 first_seq=first_seq, rate=rate, count=count, duration=duration, truth=truth_file,
                  progress=progress, stop=flag, max_pending=0)
     finally:
         if truth_file is not None:
@@ -559,19 +560,106 @@ def send(factory: TransactionFactory, topic: str, *, bootstrap: str | None = Non
          rate: float = 0, count: int | None = None, duration: float | None = None,
          first_seq: int = 0, truth: str | None = None, progress: IO[str] | None = None,
          stop: threading.Event | None = None, partitions: int | None = None,
-         max_pending: int = 200_000, producer: Any = None) -> Summary:
+         max_pending: int = 200_000, producer: Any = None, processes: int = 1) -> Summary:
     """Send ``factory``'s messages to ``topic``; returns when ``count`` are delivered (or failed),
     ``duration`` has passed or the process got SIGINT/SIGTERM. Creates the topic with
-    ``partitions`` (default ``TOPIC_PARTITIONS``) when it does not exist."""
+    ``partitions`` (default ``TOPIC_PARTITIONS``) when it does not exist.
+
+    ``processes`` > 1 forks helpers: every process walks the same sequence numbers at the same
+    rate and sends only the keys of its share of the partitions (partition % processes), so each
+    partition still gets its messages in order from one producer; on a stop they agree on one
+    end sequence number, so a run always covers ``first_seq .. next_seq - 1`` exactly."""
     from app.settings import settings
 
     bootstrap = bootstrap or settings.kafka_bootstrap_servers
     ensure_topic(bootstrap, topic, partitions or settings.topic_partitions)
+    options = dict(rate=rate, count=count, duration=duration, first_seq=first_seq,
+                   max_pending=max_pending)
+    if processes <= 1:
+        return _send_share(factory, topic, bootstrap, truth=truth, progress=progress,
+                           stop=stop, producer=producer, **options)
+    return _send_parallel(factory, topic, bootstrap, processes, truth=truth,
+                          progress=progress, **options)
+
+
+class _Coordinator:
+    """What the processes of a parallel send share (created before the fork)."""
+
+    def __init__(self, ctx: Any, workers: int) -> None:
+        self.workers = workers
+        self.stop = ctx.Event()
+        self.barrier = ctx.Barrier(workers)
+        self.next_seqs = ctx.RawArray("q", workers)
+        self.delivered = ctx.RawArray("q", workers)
+        self.results = ctx.Queue()
+
+    def end_seq(self, worker: int, next_seq: int) -> int:
+        """Stop everyone, wait for everyone, and return the common end sequence number."""
+        self.stop.set()
+        self.next_seqs[worker] = next_seq
+        try:
+            self.barrier.wait(timeout=120)
+        except threading.BrokenBarrierError:  # a helper died: finish our own part only
+            return next_seq
+        return max(self.next_seqs)
+
+
+def _send_parallel(factory: TransactionFactory, topic: str, bootstrap: str, processes: int,
+                   *, truth: str | None, progress: IO[str] | None, **options: Any) -> Summary:
+    import multiprocessing
+    import os
+
+    ctx = multiprocessing.get_context("fork")
+    coord = _Coordinator(ctx, processes)
+
+    def helper(worker: int) -> None:
+        try:
+            result = _send_share(factory, topic, bootstrap, truth=None, progress=None,
+                                 stop=coord.stop, worker=worker, coord=coord, **options)
+            coord.results.put(result)
+            coord.results.close()
+            coord.results.join_thread()  # the result is written before the process ends
+        finally:
+            os._exit(0)
+
+    with _Stop(coord.stop):  # the helpers inherit the signal handlers
+        helpers = [ctx.Process(target=helper, args=(w,), daemon=True)
+                   for w in range(1, processes)]
+        for proc in helpers:
+            proc.start()
+        summary = _send_share(factory, topic, bootstrap, truth=truth, progress=progress,
+                              stop=coord.stop, worker=0, coord=coord, **options)
+        for _ in helpers:
+            try:
+                part: Summary = coord.results.get(timeout=180)
+            except Exception as exc:  # a helper that never reported: its share is unaccounted
+                summary.last_error = f"a helper process did not report: {exc!r}"
+                continue
+            summary.sent += part.sent
+            summary.errors += part.errors
+            summary.seconds = max(summary.seconds, part.seconds)
+            for name, n in part.error_kinds.items():
+                summary.error_kinds[name] = summary.error_kinds.get(name, 0) + n
+            summary.last_error = summary.last_error or part.last_error
+        for proc in helpers:
+            proc.join(timeout=30)
+    return summary
+
+
+def _send_share(factory: TransactionFactory, topic: str, bootstrap: str, *, rate: float,
+                count: int | None, duration: float | None, first_seq: int,
+                truth: str | None, progress: IO[str] | None, stop: Any, max_pending: int,
+                producer: Any = None, worker: int = 0, coord: _Coordinator | None = None
+                ) -> Summary:
+    """:func:`send` in one process: all messages, or with ``coord`` those of ``worker``'s
+    share of the partitions."""
     own = producer is None
     producer = producer or make_producer(bootstrap)
     summary = Summary(first_seq=first_seq, next_seq=first_seq)
     attempted = [0]
     delivered = [0]
+    workers = coord.workers if coord is not None else 1
+    shared = coord.delivered if coord is not None else None
 
     # Callbacks run on the producer's I/O thread, and on the caller's when a flush aborts.
     lock = threading.Lock()
@@ -582,6 +670,8 @@ def send(factory: TransactionFactory, topic: str, *, bootstrap: str | None = Non
         with lock:
             if not finished[0]:
                 delivered[0] += 1
+                if shared is not None:
+                    shared[worker] = delivered[0]
 
     def failed(exc: BaseException) -> None:
         name = type(exc).__name__
@@ -597,10 +687,12 @@ def send(factory: TransactionFactory, topic: str, *, bootstrap: str | None = Non
     partition_of = _Partitions(len(producer.partitions_for(topic)))
 
     def deliver(msg: Message) -> None:
+        partition = partition_of[msg.key]
+        if workers > 1 and partition % workers != worker:
+            return  # another process's share
         attempted[0] += 1
         try:
-            future = producer.send(topic, key=msg.key, value=msg.value,
-                                   partition=partition_of[msg.key],
+            future = producer.send(topic, key=msg.key, value=msg.value, partition=partition,
                                    timestamp_ms=msg.timestamp_ms)
         except Exception as exc:  # a full buffer or a closed producer: counted, not hidden
             failed(exc)
@@ -611,12 +703,21 @@ def send(factory: TransactionFactory, topic: str, *, bootstrap: str | None = Non
     def pending() -> int:
         return attempted[0] - delivered[0] - summary.errors
 
+    def acked() -> int:
+        return delivered[0] if shared is None else sum(shared)
+
     truth_file = open(truth, "wb") if truth else None
     try:
         with _Stop(stop) as flag:
-            _run(factory, deliver, pending, lambda: delivered[0], summary, rate=rate,
+            _run(factory, deliver, pending, acked, summary, first_seq=first_seq, rate=rate,
                  count=count, duration=duration, truth=truth_file, progress=progress,
                  stop=flag, max_pending=max_pending)
+            if coord is not None:  # go on to the end all processes agree on
+                end = coord.end_seq(worker, summary.next_seq)
+                if end > summary.next_seq:
+                    _run(factory, deliver, pending, acked, summary, first_seq=summary.next_seq,
+                         rate=0, count=end - summary.next_seq, duration=None, truth=truth_file,
+                         progress=None, stop=threading.Event(), max_pending=max_pending)
             t_flush = time.monotonic()
             try:
                 producer.flush(timeout=60)

@@ -39,7 +39,7 @@ def factory() -> TransactionFactory:
     return TransactionFactory(seed=42, start_ms=START)
 
 
-property_settings = settings(max_examples=25, deadline=None,
+property_settings = settings(max_examples=15, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -278,11 +278,11 @@ def test_same_bytes_in_every_process() -> None:
 
     code = ("import hashlib; from app.producer import TransactionFactory as F; "
             "f = F(seed=7, users=3000, merchants=300, start_ms=1795219170000); "
-            "print(hashlib.sha256(b''.join(m.value for m in f.messages(0, 20000))).hexdigest())")
+            "print(hashlib.sha256(b''.join(m.value for m in f.messages(0, 5000))).hexdigest())")
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               check=True, env={**os.environ, "PYTHONHASHSEED": str(h)}
-                              ).stdout.strip() for h in (1, 2, 3)}
+                              ).stdout.strip() for h in (1, 2)}
     assert len(digests) == 1
     f = TransactionFactory(seed=7, users=3000, merchants=300, start_ms=1795219170000)
     import hashlib
-    assert digests == {hashlib.sha256(b"".join(m.value for m in f.messages(0, 20000))).hexdigest()}
+    assert digests == {hashlib.sha256(b"".join(m.value for m in f.messages(0, 5000))).hexdigest()}

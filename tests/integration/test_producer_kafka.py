@@ -175,3 +175,20 @@ def test_delivery_failures_are_counted(unique: str, bootstrap: str, topics: list
     assert summary.sent == 0 and summary.errors == 40
     assert "Error" in summary.last_error
     assert "errors=40" in str(summary)
+
+
+def test_parallel_processes_send_each_message_once_in_order(unique: str, bootstrap: str,
+                                                            topics: list[str]) -> None:
+    topic = f"prod-{unique}-par"
+    topics.append(topic)
+    factory = TransactionFactory(seed=4, users=500, merchants=50, start_ms=START_MS)
+    summary = send(factory, topic, bootstrap=bootstrap, rate=0, count=6000, processes=2)
+    assert summary.sent == 6000 and summary.errors == 0 and summary.next_seq == 6000
+    expected = {m.value: m.seq for m in factory.messages(0, 6000)}
+    assert summary.anomalies == sum(1 for m in factory.messages(0, 6000) if m.anomaly)
+    records = consume(bootstrap, topic, 6000)
+    assert sorted(expected[r.value] for r in records) == list(range(6000))
+    last: dict[int, int] = {}
+    for record in records:
+        assert expected[record.value] > last.get(record.partition, -1)
+        last[record.partition] = expected[record.value]
