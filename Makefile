@@ -50,6 +50,10 @@ worker: $(STAMP) ## the processing worker (Faust web on :6066)
 produce: $(STAMP) ## the producer at TARGET_TPS
 	$(TXN) produce
 
+.PHONY: bench-producer
+bench-producer: $(STAMP) ## producer benchmark (needs make services): bench/results/producer.json
+	$(PY) bench/bench_producer.py
+
 dbt: $(STAMP) ## build the dbt marts once (models + tests; marts written back to MongoDB)
 	cd dbt && $(abspath $(VENV))/bin/dbt build --profiles-dir .
 
