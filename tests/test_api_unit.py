@@ -153,7 +153,8 @@ def test_api_key_and_cors_without_database() -> None:
         ok = c.get("/openapi.json", headers={"X-API-Key": "k", "Origin": "http://a.test"})
         assert ok.status_code == 200 and ok.json()["security"] == [{"ApiKey": []}]
         assert ok.headers["access-control-allow-origin"] == "http://a.test"
-        assert c.get("/docs").status_code == 200  # the static page asks for the key itself
+        assert c.get("/docs").status_code == 401  # every endpoint but /health
+        assert c.get("/docs", headers={"X-API-Key": "k"}).status_code == 200
         denied = c.get("/openapi.json", headers={"Origin": "http://a.test"})
         assert denied.status_code == 401  # CORS headers on errors too, so browsers see them
         assert denied.headers["access-control-allow-origin"] == "http://a.test"

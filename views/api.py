@@ -68,8 +68,8 @@ CACHE_SECONDS = 2.0
 QUERY_TIMEOUT_MS = 15_000
 #: Seconds to wait for the worker's web server.
 WORKER_TIMEOUT = 1.0
-#: Endpoints that never need the API key (the docs page is static; it asks for the key).
-OPEN_PATHS = frozenset({"/health", "/docs"})
+#: Endpoints that never need the API key (when API_KEY is set, everything else does).
+OPEN_PATHS = frozenset({"/health"})
 
 _INT = re.compile(r"-?[0-9]+")
 _NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")

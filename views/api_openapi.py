@@ -208,7 +208,8 @@ section{border-top:1px solid #ddd;padding:.5rem 0} .m{font-weight:bold;color:#06
 </style></head><body>
 <h1>Transaction analytics API</h1>
 <p>The machine-readable description: <a href="openapi.json">openapi.json</a>.
-API key (only when the server sets <code>API_KEY</code>): <input id="key" size="30">
+API key for the requests below (only when the server sets <code>API_KEY</code>):
+<input id="key" size="30">
 <button onclick="load()">reload</button></p>
 <div id="paths">loading...</div>
 <script>
