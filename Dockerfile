@@ -3,7 +3,7 @@
 #   txn sink -l info                         MongoDB sink worker (Deployment)
 #   uvicorn views.api:app --host 0.0.0.0 --port 8000                              API
 #   panel serve dashboards/app.py --address 0.0.0.0 --port 5006 ...               dashboard
-#   dbt build --project-dir dbt --profiles-dir dbt                                dbt (CronJob)
+#   dbt build --profiles-dir .    (working dir /app/dbt)                          dbt (CronJob)
 # Build elsewhere (nothing in this repository needs Docker):
 #   docker build -t txn-analytics:0.1.0 .
 FROM python:3.11-slim
@@ -24,11 +24,12 @@ COPY views/ views/
 COPY dashboards/ dashboards/
 RUN pip install ".[api,dashboard,dbt]"
 
-# The dbt project is run from its folder (dbt build --project-dir dbt --profiles-dir dbt).
+# The dbt project, run from its folder (/app/dbt: dbt build --profiles-dir .).
 COPY dbt/ dbt/
 
 # An unprivileged user (the manifests run as uid 10001); /data is the worker's RocksDB volume.
-RUN useradd --uid 10001 --user-group --no-create-home --home-dir /app txn \
+RUN groupadd --gid 10001 txn \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /app txn \
     && mkdir -p /data \
     && chown -R txn:txn /app /data
 USER 10001

@@ -11,6 +11,7 @@ Services and NetworkPolicies against the pods that exist.
 
 from __future__ import annotations
 
+import configparser
 import copy
 import re
 import subprocess
@@ -551,3 +552,36 @@ def test_replicas_per_overlay(docs: list[dict[str, Any]], overlay: str) -> None:
         assert min(counts) >= 2
         assert one(docs, "MongoDBCommunity", "txn-mongodb")["spec"]["members"] == 3
         assert partitions % sts["spec"]["replicas"] == 0  # an even share per worker
+
+
+def test_the_image_holds_what_the_commands_need(docs: list[dict[str, Any]]) -> None:
+    """The Dockerfile copies every package setup.cfg installs plus the dbt project, and every
+    command of the manifests finds its module, file or project in it."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+)/ \1/$", dockerfile, re.M))
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    packages = {p for p in cfg["options.packages.find"]["include"].split() if "." not in p}
+    assert packages | {"dbt"} == copied
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    needed = copied | {"setup.cfg", "pyproject.toml", "README.md"}
+    assert not needed & ignored
+    assert re.search(r"^WORKDIR /app$", dockerfile, re.M)
+    for _, c in containers(docs):
+        cwd = Path(c.get("workingDir", "/app")).relative_to("/app")
+        command = c["command"]
+        if command[0] == "uvicorn":
+            module, _, attr = command[1].partition(":")
+            source = (ROOT / cwd / module.replace(".", "/")).with_suffix(".py").read_text()
+            assert re.search(rf"^{attr}\b.*=", source, re.M)
+        elif command[:2] == ["panel", "serve"]:
+            assert (ROOT / cwd / command[2]).is_file()
+        elif command[0] == "dbt":
+            project = ROOT / cwd / command[command.index("--profiles-dir") + 1]
+            assert (project / "dbt_project.yml").is_file() and (project / "profiles.yml").is_file()
+        else:
+            assert command[0] == "txn" and command[1] in ("worker", "sink"), command
+            assert cfg["options.entry_points"]["console_scripts"].split() == \
+                ["txn", "=", "app.main:main"]
+    sink_command = (ROOT / "app" / "sink_command.py").read_text()
+    assert re.search(r"^class sink\(worker\)", sink_command, re.M)
