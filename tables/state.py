@@ -100,7 +100,7 @@ def in_partition_of(event: EventT) -> Iterator[None]:
 
 
 def get_user(user_id: str) -> UserState:
-    return UserState.decode(user_stats.get(user_id))
+    return UserState.decode(user_stats.data.get(user_id))  # the store: no table hooks
 
 
 def put_user(user_id: str, state: UserState) -> None:
@@ -113,7 +113,7 @@ def day_key(user_id: str, epoch_seconds: float) -> tuple[str, tuple[float, float
 
 
 def get_day(key: tuple[str, tuple[float, float]]) -> DaySpend:
-    return DaySpend.decode(_daily.get(key))
+    return DaySpend.decode(_daily.data.get(key))
 
 
 def put_day(key: tuple[str, tuple[float, float]], spend: DaySpend) -> None:

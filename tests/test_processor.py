@@ -58,6 +58,11 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
         table.data.clear()
     rec = Recorder()
     monkeypatch.setattr(processor, "output", rec)
+
+    async def no_topics() -> None:  # no broker here
+        pass
+
+    monkeypatch.setattr(processor, "declare_outputs", no_topics)
     monkeypatch.setattr(processor, "counters", processor.Counters())
     yield rec
 

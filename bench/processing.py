@@ -1,0 +1,108 @@
+"""Throughput of the processing worker alone: how fast ``txn worker`` drains a backlog.
+
+For each user count: fresh topics (a unique ``TOPIC_PREFIX``) and ``DATA_DIR``; the producer
+(:mod:`app.producer`, as fast as it goes) writes ``--count`` transactions to ``transactions``
+first; then one worker starts and the script polls its ``/metrics`` until every message is
+processed (valid ones folded, invalid ones in the DLQ). The rate is messages / seconds between
+the first and the last processed poll; CPU is the worker's user+system time over its life.
+
+    python bench/processing.py [--count 60000] [--users 1000,10000] [--partitions 8]
+        [--no-write]
+
+prints one line per case and writes ``bench/results/processing.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.producer import TransactionFactory, send  # noqa: E402
+from tests.procs import TXN, Proc, free_port, pipeline_env, wait_http  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "processing.json"
+
+
+def metrics(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://localhost:{port}/metrics", timeout=5).read().decode()
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line and not line.startswith("#") and "{" not in line}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_case(count: int, users: int, partitions: int, tmp: Path) -> dict[str, object]:
+    prefix = f"bench-proc-{uuid.uuid4().hex[:8]}"
+    factory = TransactionFactory(seed=11, users=users, merchants=1_000, anomaly_rate=0.002,
+                                 bad_rate=0.001)
+    produced = send(factory, f"{prefix}-transactions", rate=0, count=count,
+                    partitions=partitions)
+    port = free_port()
+    env = pipeline_env(prefix, TOPIC_PARTITIONS=partitions, WEB_PORT=port,
+                       DATA_DIR=tmp / prefix)
+    with Proc(prefix, [TXN, "worker", "-l", "info"], env, tmp) as proc:
+        assert proc.proc is not None
+        wait_http(f"http://localhost:{port}/health", timeout=120, proc=proc)
+        samples: list[tuple[float, float]] = []
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            m = metrics(port)
+            done = m["txn_processed_total"] + m["txn_dlq_total"]
+            samples.append((time.monotonic(), done))
+            if done >= count:
+                break
+            time.sleep(0.5)
+        cpu = cpu_seconds(proc.proc.pid)
+        m = metrics(port)
+    moving = [s for s in samples if s[1] > 0]
+    (t0, n0), (t1, n1) = moving[0], moving[-1]
+    rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
+    return {"count": count, "users": users, "partitions": partitions,
+            "produced": str(produced), "processed": m["txn_processed_total"],
+            "dlq": m["txn_dlq_total"], "anomalies": m["txn_anomalies_total"],
+            "batches": m["txn_batches_total"], "seconds": round(t1 - t0, 2),
+            "rate_msgs_per_s": round(rate), "worker_cpu_seconds": round(cpu, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=60_000)
+    parser.add_argument("--users", default="1000,10000")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    cases = []
+    with tempfile.TemporaryDirectory(prefix="bench-proc-") as tmp:
+        for users in (int(u) for u in args.users.split(",")):
+            case = run_case(args.count, users, args.partitions, Path(tmp))
+            print(f"users={users} count={args.count} rate={case['rate_msgs_per_s']} msg/s "
+                  f"batches={case['batches']} worker_cpu={case['worker_cpu_seconds']}s "
+                  f"({case['seconds']}s)", flush=True)
+            cases.append(case)
+    load = os.getloadavg()
+    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
+                         f"{platform.python_version()}",
+              "load_average_after": [round(x, 2) for x in load], "cases": cases}
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
