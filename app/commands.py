@@ -101,8 +101,7 @@ async def produce(self: Any, rate: float | None, count: int | None, duration: fl
     progress = None if quiet else sys.stderr
     if dry_run:
         summary = producer.generate(factory, rate=rate, count=count, duration=duration,
-                                    first_seq=first_seq, truth=truth, progress=progress,
-                                processes=processes)
+                                    first_seq=first_seq, truth=truth, progress=progress)
     else:
         summary = producer.send(factory, target, rate=rate, count=count, duration=duration,
                                 first_seq=first_seq, truth=truth, progress=progress,
