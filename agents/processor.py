@@ -9,7 +9,8 @@ It works on batches (``stream.take_events``) and, for each batch:
    read from the tables, skipping what a table already holds (each value remembers the source
    offset of the last transaction in it: :mod:`tables.records`);
 3. publishes the enriched, anomaly and DLQ messages and waits until Kafka acknowledged them;
-4. writes the new table values and waits until their changelog messages are acknowledged;
+4. writes the new table values (local store) and publishes their changelog messages, waiting
+   until Kafka acknowledged them too;
 5. returns, and only then are the events acked (so their offsets can be committed).
 
 Steps 3-5 in this order are the crash guarantee (docs/stream-processing.md): whatever is
@@ -91,15 +92,13 @@ class Out(NamedTuple):
 class KafkaOutput:
     """Publishes through the app's producer and waits for Kafka's acknowledgements."""
 
-    async def publish(self, messages: Sequence[Out]) -> None:
+    async def publish(self, messages: Sequence[Out | state.Change]) -> list[Any]:
+        """Send ``messages`` (in order per partition); return their RecordMetadata once all
+        are acknowledged."""
         send = app.producer.send
         pending = [await send(m.topic, m.key, m.value, m.partition, m.timestamp, m.headers)
                    for m in messages]
-        for fut in pending:
-            await fut
-
-    async def tables_written(self) -> None:
-        await state.changelogs_written()
+        return [await fut for fut in pending]
 
 
 #: Where a batch goes; unit tests put a recorder here.
@@ -207,13 +206,20 @@ async def process_batch(events: Sequence[EventT]) -> None:
 
     try:
         await output.publish(out)
+        changes: list[state.Change] = []
         for event, user_id, user, days in writes:
+            partition = event.message.partition
             with state.in_partition_of(event):
                 if user is not None:
-                    state.put_user(user_id, user)
-                for key, day in days.items():
-                    state.put_day(key, day)
-        await output.tables_written()
+                    changes.append(state.put_user(user_id, user, partition))
+                changes.extend(state.put_day(key, day, partition) for key, day in days.items())
+        acked = await output.publish(changes)
+        persisted: dict[tuple[str, int], int] = {}
+        for md in acked:
+            if md is not None:
+                tp = (md.topic, md.partition)
+                persisted[tp] = max(md.offset, persisted.get(tp, -1))
+        state.changes_persisted(persisted)
     except BaseException:
         # Acking this batch now would commit offsets whose results may not be in Kafka.
         # Crash instead: the restarted worker replays it (and skips what is already done).

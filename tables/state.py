@@ -1,5 +1,6 @@
-"""The worker's tables, in RocksDB (the app's ``rocksdict://`` store), co-partitioned with
-``transactions`` (both keyed by ``user_id``, ``TOPIC_PARTITIONS`` partitions):
+"""The worker's tables, in RocksDB (the app's ``rocksdb://`` store, rocksdict driver),
+co-partitioned with ``transactions`` (both keyed by ``user_id``, ``TOPIC_PARTITIONS``
+partitions):
 
 - ``user_stats``: ``user_id`` -> :class:`~tables.records.UserState` (Welford state, last z,
   last applied source offset);
@@ -8,8 +9,9 @@
   :data:`DAY_EXPIRES`, so transactions up to that late still count toward their own day.
 
 Values are immutable records, encoded with orjson (``raw`` serializer) and set back whole.
-Tables are :class:`DurableTable`: the processor waits until their changelog writes are
-acknowledged by Kafka before it lets Faust commit the source offsets.
+A write (:func:`put_user`, :func:`put_day`) updates the local store and returns the changelog
+message; the processor publishes those and waits until Kafka acknowledged them before it lets
+Faust commit the source offsets. Faust recovers the tables from the changelogs as usual.
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-import faust
 from faust.streams import _current_event  # the context variable behind faust.current_event()
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from app.main import app
 from app.settings import settings
@@ -30,7 +31,8 @@ from tables.records import DAY_SECONDS, DaySpend, UserState
 
 __all__ = [
     "DAY_EXPIRES",
-    "DurableTable",
+    "Change",
+    "changes_persisted",
     "daily_spend",
     "day_key",
     "get_day",
@@ -46,33 +48,9 @@ __all__ = [
 DAY_EXPIRES = timedelta(days=8)
 
 
-class DurableTable(faust.Table):
-    """A faust Table that remembers the changelog messages sent since the last
-    :meth:`changelog_written`, so a caller can wait until Kafka has acknowledged them."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.unacked: list[Any] = []
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        fut = super().send_changelog(*args, **kwargs)
-        self.unacked.append(fut)
-        return fut
-
-    async def changelog_written(self) -> int:
-        """Wait for every changelog message sent so far; return how many there were."""
-        pending, self.unacked = self.unacked, []
-        for fut in pending:
-            await fut
-        return len(pending)
-
-
-def _table(name: str, **kwargs: Any) -> DurableTable:
-    table = DurableTable(app, name=name, beacon=app.tables.beacon,
-                         partitions=settings.topic_partitions, value_type=bytes,
-                         options={"driver": "rocksdict"}, **kwargs)
-    app.tables.add(table)
-    return table
+def _table(name: str, **kwargs: Any) -> Any:
+    return app.Table(name, partitions=settings.topic_partitions, value_type=bytes,
+                     options={"driver": "rocksdict"}, **kwargs)
 
 
 #: Keys are the raw user id (``key_type=bytes``: the raw codec, str keys go in as UTF-8), like the
@@ -83,6 +61,36 @@ user_stats = _table("user-stats", key_type=bytes,
 
 _daily = _table("user-daily-spend", help="Per-user spend in each UTC day (DaySpend)")
 daily_spend = _daily.tumbling(timedelta(seconds=DAY_SECONDS), expires=DAY_EXPIRES)
+
+_BY_CHANGELOG = {t.changelog_topic.get_topic_name(): t for t in (user_stats, _daily)}
+
+
+class Change(NamedTuple):
+    """A table write, as the changelog message that makes it durable."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    partition: int
+    timestamp: None = None
+    headers: None = None
+
+
+def _write(table: Any, key: Any, value: bytes, partition: int) -> Change:
+    """What ``table[key] = value`` does, minus Faust's per-message producer buffer: write the
+    local store and return the changelog message, which the caller publishes and awaits
+    (``table[key] = value`` would queue it and give no way to wait for it)."""
+    table.data[key] = value
+    table._maybe_set_key_ttl(key, partition)  # window expiry bookkeeping (Table.on_key_set)
+    topic = table.changelog_topic
+    return Change(topic.get_topic_name(), topic.prepare_key(key, None)[0], value, partition)
+
+
+def changes_persisted(offsets: dict[tuple[str, int], int]) -> None:
+    """Record, per changelog partition, the offset up to which Kafka acknowledged our writes:
+    on a restart Faust's recovery reads each changelog from there (``_on_changelog_sent``)."""
+    for (topic, partition), offset in offsets.items():
+        _BY_CHANGELOG[topic].data.set_persisted_offset(TP(topic, partition), offset)
 
 
 @contextmanager
@@ -103,8 +111,8 @@ def get_user(user_id: str) -> UserState:
     return UserState.decode(user_stats.data.get(user_id))  # the store: no table hooks
 
 
-def put_user(user_id: str, state: UserState) -> None:
-    user_stats[user_id] = state.encode()
+def put_user(user_id: str, state: UserState, partition: int) -> Change:
+    return _write(user_stats, user_id, state.encode(), partition)
 
 
 def day_key(user_id: str, epoch_seconds: float) -> tuple[str, tuple[float, float]]:
@@ -116,8 +124,8 @@ def get_day(key: tuple[str, tuple[float, float]]) -> DaySpend:
     return DaySpend.decode(_daily.data.get(key))
 
 
-def put_day(key: tuple[str, tuple[float, float]], spend: DaySpend) -> None:
-    _daily[key] = spend.encode()
+def put_day(key: tuple[str, tuple[float, float]], spend: DaySpend, partition: int) -> Change:
+    return _write(_daily, key, spend.encode(), partition)
 
 
 def recent_days(user_id: str, now: float, days: int = 7) -> list[tuple[float, DaySpend]]:
@@ -127,8 +135,3 @@ def recent_days(user_id: str, now: float, days: int = 7) -> list[tuple[float, Da
         key = day_key(user_id, now - back * DAY_SECONDS)
         out.append((key[1][0], get_day(key)))
     return out
-
-
-async def changelogs_written() -> int:
-    """Wait until Kafka acknowledged every table change made so far."""
-    return await user_stats.changelog_written() + await _daily.changelog_written()

@@ -38,13 +38,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.messages: list[processor.Out] = []
+        self.changes: list[state.Change] = []
 
-    async def publish(self, messages: list[processor.Out]) -> None:
-        self.messages.extend(messages)
-
-    async def tables_written(self) -> None:
-        state.user_stats.unacked.clear()
-        state._daily.unacked.clear()
+    async def publish(self, messages: list[Any]) -> list[None]:
+        self.messages.extend(m for m in messages if isinstance(m, processor.Out))
+        self.changes.extend(m for m in messages if isinstance(m, state.Change))
+        return [None] * len(messages)
 
     def values(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(m.value) for m in self.messages if m.topic == topic]
@@ -113,6 +112,10 @@ async def test_enriched_fields_of_a_hand_checked_sequence(recorder: Recorder) ->
     assert anomaly["z_score"] == enriched[6]["z_score"]
     user = state.UserState.decode(state.user_stats.data["alice"])
     assert user.stats.count == 7 and user.offset == 6 and user.last_z == anomaly["z_score"]
+    # the changelog messages carry exactly what the store holds, on the source partition
+    [change] = [c for c in recorder.changes if c.key == b"alice"]
+    assert UserState.decode(change.value) == user and change.partition == 0
+    assert change.topic == state.user_stats.changelog_topic.get_topic_name()
 
 
 async def test_bad_message_goes_to_the_dlq_and_the_next_is_processed(recorder: Recorder
