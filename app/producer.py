@@ -179,7 +179,7 @@ class TransactionFactory:
                 # it_IT builds its city list from a set: its order (so the seeded draws) would
                 # change with PYTHONHASHSEED. A sorted copy keeps every process identical.
                 if isinstance(getattr(provider, "cities", None), (list, tuple)):
-                    provider.cities = sorted(provider.cities)  # type: ignore[attr-defined]
+                    provider.cities = sorted(provider.cities)
             fake.seed_instance(seed * 1000 + i)
             names = dict.fromkeys(fake.city()[:128] for _ in range(CITIES_PER_COUNTRY * 2))
             cities += [(name, country) for name in list(names)[:CITIES_PER_COUNTRY]]
@@ -573,8 +573,8 @@ def send(factory: TransactionFactory, topic: str, *, bootstrap: str | None = Non
 
     bootstrap = bootstrap or settings.kafka_bootstrap_servers
     ensure_topic(bootstrap, topic, partitions or settings.topic_partitions)
-    options = dict(rate=rate, count=count, duration=duration, first_seq=first_seq,
-                   max_pending=max_pending)
+    options: dict[str, Any] = dict(rate=rate, count=count, duration=duration,
+                                   first_seq=first_seq, max_pending=max_pending)
     if processes <= 1:
         return _send_share(factory, topic, bootstrap, truth=truth, progress=progress,
                            stop=stop, producer=producer, **options)
