@@ -83,7 +83,7 @@ class Out(NamedTuple):
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     partition: int | None
     timestamp: float | None
     headers: list[tuple[str, bytes]] | None = None
@@ -115,7 +115,7 @@ def dlq_message(event: EventT, reason: str, failed_at: str) -> Out:
 
 def _valid(event: EventT) -> dict[str, Any]:
     msg = event.message
-    txn = validate(msg.value)
+    txn = validate(msg.value or b"")  # a null value (tombstone) is "not valid JSON"
     if msg.key != txn["user_id"].encode():
         raise InvalidTransaction("message key is not the transaction's user_id")
     return txn

@@ -8,6 +8,7 @@ it is already in the value, so replaying a message after a crash never applies i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import orjson
@@ -29,7 +30,8 @@ class UserState(NamedTuple):
     offset: int = NO_OFFSET
 
     def encode(self) -> bytes:
-        return orjson.dumps([*self.stats, self.last_z, self.offset])
+        s = self.stats
+        return orjson.dumps([s.count, s.shift, s.dmean, s.m2, self.last_z, self.offset])
 
     @classmethod
     def decode(cls, raw: bytes | None) -> UserState:
@@ -42,7 +44,8 @@ class UserState(NamedTuple):
 INITIAL_USER = UserState()
 
 
-class DaySpend(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class DaySpend:
     """A user's spend in one UTC day, in integer cents (exact whatever the order)."""
 
     cents: int = 0
@@ -54,7 +57,7 @@ class DaySpend(NamedTuple):
         return self.cents / 100
 
     def encode(self) -> bytes:
-        return orjson.dumps(list(self))
+        return orjson.dumps([self.cents, self.count, self.offset])
 
     @classmethod
     def decode(cls, raw: bytes | None) -> DaySpend:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import NamedTuple
+from dataclasses import dataclass
 
 __all__ = [
     "EMPTY",
@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 
-class Welford(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Welford:
     """Count, mean and M2 (sum of squared deviations) of a sequence of amounts."""
 
     count: int = 0

@@ -124,11 +124,12 @@ async def test_bad_message_goes_to_the_dlq_and_the_next_is_processed(recorder: R
     tampered = {**txn("bob", 30.0), "amount": 31.0}
     items = [(b"bob", b"{not json"), (b"bob", orjson.dumps(tampered)),
              (b"carol", orjson.dumps(good)),  # key is not the user_id
+             (b"bob", b""),  # empty (a tombstone has no value at all)
              encoded(good)]
     async with processor.process.test_context() as agent:
         await put_all(agent, recorder, items, partition=3)
     dlq = [m for m in recorder.messages if m.topic == processor.DLQ]
-    assert [m.value for m in dlq] == [items[0][1], items[1][1], items[2][1]]
+    assert [m.value for m in dlq] == [items[0][1], items[1][1], items[2][1], b""]
     reasons = [dict(m.headers)["dlq.reason"].decode() for m in dlq]
     assert "not valid JSON" in reasons[0]
     assert "SHA-256" in reasons[1]
@@ -139,7 +140,8 @@ async def test_bad_message_goes_to_the_dlq_and_the_next_is_processed(recorder: R
                             "dlq.failed_at"}
     [enriched] = recorder.values(processor.ENRICHED)
     assert enriched["txn_id"] == good["txn_id"] and enriched["user_txn_count"] == 1
-    assert processor.counters.dlq == 3 and processor.counters.processed == 1
+    assert "not valid JSON" in dict(dlq[3].headers)["dlq.reason"].decode()
+    assert processor.counters.dlq == 4 and processor.counters.processed == 1
 
 
 async def test_a_redelivered_message_is_not_applied_twice(recorder: Recorder) -> None:
