@@ -30,8 +30,10 @@ __all__ = [
     "encode_cursor",
     "floor_minute",
     "iso",
+    "merchant_totals",
     "merchants_top",
     "summary",
+    "top",
     "trends",
     "volume",
 ]
@@ -169,10 +171,9 @@ def _minutes(db: Database, collection: str, first: datetime, last: datetime,
     ).limit(MAX_DOCS))
 
 
-def merchants_top(db: Database, window: str, by: str, limit: int,
-                  now: datetime) -> list[dict[str, Any]]:
-    """The ``limit`` merchants with the most ``by`` (revenue or count) in the last ``window``
-    (the current, partial minute included), from ``merchant_minute``; ties by merchant_id."""
+def merchant_totals(db: Database, window: str, now: datetime) -> list[dict[str, Any]]:
+    """Revenue, count and anomalies of every merchant in the last ``window`` (the current,
+    partial minute included), summed from ``merchant_minute``."""
     last = floor_minute(now)
     first = last - timedelta(minutes=WINDOWS[window] - 1)
     totals: dict[str, dict[str, Any]] = {}
@@ -189,8 +190,18 @@ def merchants_top(db: Database, window: str, by: str, limit: int,
         row["anomalies"] += int(_num(doc.get("anomalies")))
     for row in totals.values():
         row["revenue"] = _money(row["revenue"])
-    ranked = sorted(totals.values(), key=lambda r: (-r[by], r["merchant_id"]))
-    return ranked[:limit]
+    return list(totals.values())
+
+
+def top(totals: list[dict[str, Any]], by: str, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` rows with the most ``by``; ties by merchant_id."""
+    return sorted(totals, key=lambda r: (-r[by], r["merchant_id"]))[:limit]
+
+
+def merchants_top(db: Database, window: str, by: str, limit: int,
+                  now: datetime) -> list[dict[str, Any]]:
+    """The ``limit`` merchants with the most ``by`` (revenue or count) in the last ``window``."""
+    return top(merchant_totals(db, window, now), by, limit)
 
 
 def _volume_rows(db: Database, first: datetime, last: datetime) -> dict[datetime, dict[str, Any]]:

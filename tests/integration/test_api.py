@@ -224,6 +224,7 @@ def test_query_operators_in_parameters_are_rejected(client) -> None:
     ("/anomalies?limit=1.5", "limit"), ("/anomalies?min_z=abc", "min_z"),
     ("/anomalies?min_z=nan", "min_z"), ("/anomalies?min_z=inf", "min_z"),
     ("/anomalies?since=yesterday", "since"), ("/anomalies?since=", "since"),
+    ("/anomalies?since=0001-01-01T00:00:00%2B05:00", "since"),
     ("/anomalies?category=", "category"), ("/anomalies?category=Electronics", "category"),
     ("/anomalies?cursor=", "cursor"), ("/anomalies?cursor=not-a-cursor", "cursor"),
     ("/anomalies?cursor=W10", "cursor"), ("/anomalies?cursor=" + "A" * 5000, "cursor"),
