@@ -53,6 +53,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us"),
 }
 BATCH_SIZE = 20_000
+WRITE_CHUNK = 50  # statements per update command (see _sync)
 TMP_MARK = "__tmp_"
 NOT_IMPLEMENTED = 238  # MongoDB error code that FerretDB returns for `dropTarget: true`
 
@@ -187,8 +188,10 @@ def _sync(collection: Any, docs: list[dict[str, Any]]) -> None:
     current = {doc["_id"]: doc for doc in collection.find({})}
     changed = [pymongo.ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
                for doc in docs if current.get(doc["_id"]) != doc]
-    if changed:
-        collection.bulk_write(changed, ordered=False)
+    # FerretDB 1.24 keeps every statement of one `update` command open until the command ends
+    # and has 100 SQLite connections per database: a command of ~100 statements never returns.
+    for start in range(0, len(changed), WRITE_CHUNK):
+        collection.bulk_write(changed[start:start + WRITE_CHUNK], ordered=False)
     new_ids = {doc["_id"] for doc in docs}
     gone = [key for key in current if key not in new_ids]
     if gone:

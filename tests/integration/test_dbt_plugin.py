@@ -3,6 +3,7 @@ loading a collection into Arrow, turning a mart into documents, replacing a coll
 
 from __future__ import annotations
 
+import threading
 from datetime import date, datetime
 from decimal import Decimal
 from types import SimpleNamespace
@@ -131,3 +132,38 @@ def test_plugin_load_and_store(mongo_db, tmp_path) -> None:
 def test_plugin_needs_its_config() -> None:
     with pytest.raises(MongoPluginError, match="mongo_db"):
         Plugin(name="mongo", plugin_config={"mongo_url": settings.mongo_url})
+
+
+def test_a_reader_never_sees_a_replaced_collection_missing_or_partial(mongo_db) -> None:
+    """Hundreds of rows, so each replacement takes a while; a thread polls all along."""
+    v1 = [{"_id": f"k{i:05d}", "v": i, "gen": 1} for i in range(600)]
+    v2 = [{"_id": f"k{i:05d}", "v": i if i % 3 else -i, "gen": 1 if i % 3 else 2}
+          for i in range(200, 800)]  # 200 gone, 200 new, a third of the rest changed
+    by_id = {1: {d["_id"]: d for d in v1}, 2: {d["_id"]: d for d in v2}}
+    polls: list[dict[str, dict]] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.002):
+            polls.append({d["_id"]: d for d in mongo_db.mart.find({}, batch_size=100_000)})
+
+    reader = threading.Thread(target=poll, daemon=True)
+    reader.start()
+    try:
+        assert replace_collection(mongo_db, "mart", v1) == "created"
+        seen_v1 = len(polls)
+        assert replace_collection(mongo_db, "mart", v2) == "synced"
+    finally:
+        done.set()
+        reader.join(30)
+    assert len(polls) > seen_v1 > 0
+    both = set(by_id[1]) & set(by_id[2])
+    for i, rows in enumerate(polls):
+        if i < seen_v1 and not rows:
+            continue  # before the first version appeared
+        if i < seen_v1 and rows == by_id[1]:
+            continue  # complete first version
+        assert both <= set(rows) <= set(by_id[1]) | set(by_id[2]), i
+        assert all(doc in (by_id[1].get(k), by_id[2].get(k)) for k, doc in rows.items()), i
+    assert {d["_id"]: d for d in mongo_db.mart.find({})} == by_id[2]
+    assert any(set(rows) != set(by_id[2]) for rows in polls[seen_v1:]), "no poll during sync"
