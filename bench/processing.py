@@ -4,7 +4,10 @@ For each user count: fresh topics (a unique ``TOPIC_PREFIX``) and ``DATA_DIR``; 
 (:mod:`app.producer`, as fast as it goes) writes ``--count`` transactions to ``transactions``
 first; then one worker starts and the script polls its ``/metrics`` until every message is
 processed (valid ones folded, invalid ones in the DLQ). The rate is messages / seconds between
-the first and the last processed poll; CPU is the worker's user+system time over its life.
+the first and the last processed poll; CPU per message is the worker's user+system time over
+the same window divided by the messages, so ``msgs_per_cpu_second`` is the rate one whole core
+would give: on a machine shared with other work, the wall-clock rate depends on how much CPU
+the worker gets.
 
     python bench/processing.py [--count 60000] [--users 1000,10000] [--partitions 8]
         [--no-write]
@@ -46,6 +49,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_case(count: int, users: int, partitions: int, tmp: Path) -> dict[str, object]:
+    load_before = os.getloadavg()
     prefix = f"bench-proc-{uuid.uuid4().hex[:8]}"
     factory = TransactionFactory(seed=11, users=users, merchants=1_000, anomaly_rate=0.002,
                                  bad_rate=0.001)
@@ -57,25 +61,28 @@ def run_case(count: int, users: int, partitions: int, tmp: Path) -> dict[str, ob
     with Proc(prefix, [TXN, "worker", "-l", "info"], env, tmp) as proc:
         assert proc.proc is not None
         wait_http(f"http://localhost:{port}/health", timeout=120, proc=proc)
-        samples: list[tuple[float, float]] = []
+        samples: list[tuple[float, float, float]] = []  # (time, messages done, worker CPU)
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             m = metrics(port)
             done = m["txn_processed_total"] + m["txn_dlq_total"]
-            samples.append((time.monotonic(), done))
+            samples.append((time.monotonic(), done, cpu_seconds(proc.proc.pid)))
             if done >= count:
                 break
             time.sleep(0.5)
         cpu = cpu_seconds(proc.proc.pid)
         m = metrics(port)
     moving = [s for s in samples if s[1] > 0]
-    (t0, n0), (t1, n1) = moving[0], moving[-1]
+    (t0, n0, c0), (t1, n1, c1) = moving[0], moving[-1]
     rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
+    cpu_us = (c1 - c0) / (n1 - n0) * 1e6 if n1 > n0 else float("nan")
     return {"count": count, "users": users, "partitions": partitions,
             "produced": str(produced), "processed": m["txn_processed_total"],
             "dlq": m["txn_dlq_total"], "anomalies": m["txn_anomalies_total"],
             "batches": m["txn_batches_total"], "seconds": round(t1 - t0, 2),
-            "rate_msgs_per_s": round(rate), "worker_cpu_seconds": round(cpu, 1)}
+            "rate_msgs_per_s": round(rate), "worker_cpu_seconds": round(cpu, 1),
+            "worker_cpu_us_per_msg": round(cpu_us), "msgs_per_cpu_second": round(1e6 / cpu_us),
+            "load_average_before": [round(x, 2) for x in load_before]}
 
 
 def main() -> None:
@@ -90,8 +97,9 @@ def main() -> None:
         for users in (int(u) for u in args.users.split(",")):
             case = run_case(args.count, users, args.partitions, Path(tmp))
             print(f"users={users} count={args.count} rate={case['rate_msgs_per_s']} msg/s "
-                  f"batches={case['batches']} worker_cpu={case['worker_cpu_seconds']}s "
-                  f"({case['seconds']}s)", flush=True)
+                  f"cpu={case['worker_cpu_us_per_msg']} us/msg "
+                  f"(= {case['msgs_per_cpu_second']} msg per CPU second) "
+                  f"batches={case['batches']} load={case['load_average_before']}", flush=True)
             cases.append(case)
     load = os.getloadavg()
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
