@@ -50,6 +50,13 @@ worker: $(STAMP) ## the processing worker (Faust web on :6066)
 produce: $(STAMP) ## the producer at TARGET_TPS
 	$(TXN) produce
 
+sink: $(STAMP) ## the sink worker role: topics and rollups into MongoDB (docs/sink.md)
+	$(TXN) sink -l info
+
+.PHONY: bench-sink
+bench-sink: $(STAMP) ## sink write rate and rollup lag (needs make services): bench/results/sink.json
+	$(PY) bench/sink_bench.py
+
 .PHONY: bench-producer
 bench-producer: $(STAMP) ## producer benchmark (needs make services): bench/results/producer.json
 	$(PY) bench/bench_producer.py
@@ -63,6 +70,13 @@ api: $(STAMP) ## the REST API (uvicorn views.api:app on :8000, docs at /docs)
 dashboard: $(STAMP) ## the Panel dashboard (http://localhost:5006/app), reading the API at API_URL
 	$(VENV)/bin/panel serve dashboards/app.py --port $${DASHBOARD_PORT:-5006} \
 	  --allow-websocket-origin localhost:$${DASHBOARD_PORT:-5006}
+
+bench: $(STAMP) ## end-to-end benchmark vs a raw Kafka hop (needs make services; docs/benchmarks.md)
+	$(PY) bench/bench_pipeline.py $(BENCH_ARGS)
+
+.PHONY: soak
+soak: $(STAMP) ## SOAK_MINUTES (10) at 5k/s, RESTARTS the local broker and FerretDB; checks nothing lost
+	$(PY) bench/soak.py --minutes $${SOAK_MINUTES:-10} $(SOAK_ARGS)
 
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .

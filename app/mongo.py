@@ -1,6 +1,7 @@
-"""The sink's MongoDB side (pymongo's async client): collections and indexes at start-up, batched
-idempotent inserts that survive an outage, poison documents to dead-letter records, and rollup
-upserts.
+"""The sink's MongoDB side: collections and indexes at start-up, batched idempotent inserts that
+survive an outage, poison documents to dead-letter records, and rollup upserts. pymongo's
+(synchronous) client, each call run in a worker thread (``asyncio.to_thread``), off the event
+loop; every call has a socket timeout, so a database that stops answering is retried too.
 
 - ``insert``: ``insert_many(ordered=False)``; a duplicate key (code 11000) means "already
   stored" and is ignored, so replays never duplicate nor change a document. Any other error for
@@ -17,15 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
 from bson.errors import InvalidDocument
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne
-from pymongo.asynchronous.database import AsyncDatabase
+from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient, UpdateOne
+from pymongo.database import Database
 from pymongo.errors import (
     BulkWriteError,
     CollectionInvalid,
@@ -57,6 +58,7 @@ RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 LOG_EVERY_SECONDS = 10.0
 SERVER_TIMEOUT_MS = 5_000
+SOCKET_TIMEOUT_MS = 60_000
 DUPLICATE_KEY = 11000
 
 #: Errors after which the same call may succeed later: the database is down, slow or failing
@@ -87,11 +89,12 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
-def connect(url: str) -> AsyncMongoClient[dict[str, Any]]:
-    """The async client; a write is acknowledged once journaled (``j=True``)."""
-    return AsyncMongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS,
-                            connectTimeoutMS=SERVER_TIMEOUT_MS, tz_aware=True,
-                            w=1, journal=True)
+def connect(url: str) -> MongoClient[dict[str, Any]]:
+    """The client; a write is acknowledged once journaled (``j=True``). A call that gets no
+    answer for ``SOCKET_TIMEOUT_MS`` fails (and is retried) instead of hanging."""
+    return MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS,
+                       connectTimeoutMS=SERVER_TIMEOUT_MS, socketTimeoutMS=SOCKET_TIMEOUT_MS,
+                       tz_aware=True, w=1, journal=True)
 
 
 def time_series_supported(build_info: Mapping[str, Any]) -> bool:
@@ -114,12 +117,14 @@ class Retry:
     log_every: float = LOG_EVERY_SECONDS
     failures: int = 0
 
-    async def run(self, call: Callable[[], Awaitable[T]], holding: int = 0) -> T:
+    async def run(self, call: Callable[[], T], holding: int = 0) -> T:
+        """``call()`` in a worker thread (pymongo blocks), until it does not fail with a
+        transient error."""
         delay = self.min_seconds
         started = last_log = 0.0
         while True:
             try:
-                result = await call()
+                result = await asyncio.to_thread(call)
             except TRANSIENT as exc:
                 now = time.monotonic()
                 self.failures += 1
@@ -163,15 +168,15 @@ class InsertResult:
     rejected: list[tuple[Entry, str]] = field(default_factory=list)
 
 
-async def ensure_collections(db: AsyncDatabase[dict[str, Any]]) -> str:
+def ensure_collections(db: Database[dict[str, Any]]) -> str:
     """Create the sink's collections and indexes when missing. Returns (and logs) how the
     metrics collection was made: "time-series" on MongoDB 5.0+, else "regular"."""
-    info = await db.client.admin.command("buildInfo")
-    existing = set(await db.list_collection_names())
+    info = db.client.admin.command("buildInfo")
+    existing = set(db.list_collection_names())
     kind = "regular"
     if docs.METRICS not in existing and time_series_supported(info):
         try:
-            await db.create_collection(docs.METRICS, timeseries={
+            db.create_collection(docs.METRICS, timeseries={
                 "timeField": "at", "metaField": "collection", "granularity": "seconds"})
             kind = "time-series"
         except OperationFailure as exc:
@@ -179,15 +184,15 @@ async def ensure_collections(db: AsyncDatabase[dict[str, Any]]) -> str:
     for name in INDEXES:
         if name not in existing and not (name == docs.METRICS and kind == "time-series"):
             try:
-                await db.create_collection(name)
+                db.create_collection(name)
             except CollectionInvalid:  # created meanwhile by another sink worker
                 pass
         # One index per call, only the missing ones: FerretDB 1.24 drops the connection
         # (a panic) on a createIndexes of several indexes that already exist.
-        have = {index["name"] async for index in await db[name].list_indexes()}
+        have = {index["name"] for index in db[name].list_indexes()}
         for index in INDEXES[name]:
             if index.document["name"] not in have:
-                await db[name].create_indexes([index])
+                db[name].create_indexes([index])
     log.info("MongoDB %s%s at database %r: collections and indexes ready; %s is a %s "
              "collection (transactions, anomalies, dlq and rollups are regular collections "
              "with time indexes, as they need a unique _id)",
@@ -199,7 +204,7 @@ async def ensure_collections(db: AsyncDatabase[dict[str, Any]]) -> str:
 class MongoSink:
     """The sink's writes, each retried through an outage."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, db: Database[dict[str, Any]]) -> None:
         self.db = db
         self._ready: asyncio.Task[str] | None = None
 
@@ -237,12 +242,12 @@ class MongoSink:
             await retry.run(lambda: self._insert_dead_letters(dead))
         return result
 
-    async def _insert_many(self, collection: str,
+    def _insert_many(self, collection: str,
                            entries: list[Entry]) -> tuple[int, int, list[tuple[Entry, str]]]:
         """(inserted, duplicates, [(entry, reason)] the database rejected)."""
         coll = self.db[collection]
         try:
-            await coll.insert_many([e.doc for e in entries if e.doc is not None], ordered=False)
+            coll.insert_many([e.doc for e in entries if e.doc is not None], ordered=False)
             return len(entries), 0, []
         except BulkWriteError as exc:
             if exc.details.get("writeConcernErrors"):
@@ -256,15 +261,15 @@ class MongoSink:
             return exc.details.get("nInserted", 0), duplicates, failed
         except (InvalidDocument, OverflowError, DocumentTooLarge):
             # Encoding failed in the client for the whole call: find the culprits one by one.
-            return await self._insert_one_by_one(collection, entries)
+            return self._insert_one_by_one(collection, entries)
 
-    async def _insert_one_by_one(self, collection: str,
+    def _insert_one_by_one(self, collection: str,
                                  entries: list[Entry]) -> tuple[int, int, list[tuple[Entry, str]]]:
         coll = self.db[collection]
         inserted, duplicates, failed = 0, 0, []
         for entry in entries:
             try:
-                await coll.insert_one(entry.doc)  # type: ignore[arg-type]
+                coll.insert_one(entry.doc)  # type: ignore[arg-type]
                 inserted += 1
             except DuplicateKeyError:
                 duplicates += 1
@@ -274,9 +279,9 @@ class MongoSink:
                 failed.append((entry, f"{type(exc).__name__}: {exc}"[:500]))
         return inserted, duplicates, failed
 
-    async def _insert_dead_letters(self, dead: list[dict[str, Any]]) -> None:
+    def _insert_dead_letters(self, dead: list[dict[str, Any]]) -> None:
         try:
-            await self.db[docs.DLQ].insert_many(dead, ordered=False)
+            self.db[docs.DLQ].insert_many(dead, ordered=False)
         except BulkWriteError as exc:
             other = [e for e in exc.details.get("writeErrors", [])
                      if e.get("code") != DUPLICATE_KEY]
@@ -298,17 +303,17 @@ class MongoSink:
         if minutes:
             await retry.run(lambda: self._upsert_volumes(minutes), holding=len(minutes))
 
-    async def _upsert_volumes(self, minutes: list[datetime]) -> None:
+    def _upsert_volumes(self, minutes: list[datetime]) -> None:
         by_minute: dict[datetime, list[dict[str, Any]]] = {m: [] for m in minutes}
         cursor = self.db[docs.MERCHANT_MINUTE].find(
             {"minute": {"$in": minutes}}, {"minute": 1, "count": 1, "revenue": 1, "anomalies": 1})
-        async for row in cursor:
+        for row in cursor:
             by_minute.setdefault(row["minute"].astimezone(UTC), []).append(row)
         ops = []
         for minute, rows in by_minute.items():
             _id, labels, numbers = docs.volume_minute_doc(minute, docs.sum_rollups(rows))
             ops.append(UpdateOne({"_id": _id}, {"$set": labels, "$max": numbers}, upsert=True))
-        await self.db[docs.VOLUME_MINUTE].bulk_write(ops, ordered=False)
+        self.db[docs.VOLUME_MINUTE].bulk_write(ops, ordered=False)
 
     async def record_batch(self, collection: str, result: InsertResult, seconds: float,
                            oldest: datetime | None) -> None:
@@ -320,7 +325,7 @@ class MongoSink:
                "seconds": round(seconds, 4),
                "lag_seconds": None if oldest is None else (now - oldest).total_seconds()}
         try:
-            await self.db[docs.METRICS].insert_one(doc)
+            await asyncio.to_thread(self.db[docs.METRICS].insert_one, doc)
         except Exception as exc:  # noqa: BLE001 - metrics must never stop the sink
             log.debug("sink_batches record not written: %s", exc)
 

@@ -187,7 +187,7 @@ async def test_retry_waits_through_an_outage_and_logs_rarely(
         caplog: pytest.LogCaptureFixture) -> None:
     calls = []
 
-    async def call() -> str:
+    def call() -> str:
         calls.append(1)
         if len(calls) < 8:
             raise (AutoReconnect if len(calls) % 2 else ServerSelectionTimeoutError)("down")
@@ -203,7 +203,7 @@ async def test_retry_waits_through_an_outage_and_logs_rarely(
 
 
 async def test_retry_does_not_hide_data_errors() -> None:
-    async def call() -> None:
+    def call() -> None:
         raise ValueError("bad document")
 
     with pytest.raises(ValueError):

@@ -24,7 +24,7 @@ ENRICHED, _ = enriched_stream(300, seed=11)
 async def sink(mongo_db: pymongo.database.Database) -> AsyncIterator[MongoSink]:
     client = connect(settings.mongo_url)
     yield MongoSink(client[mongo_db.name])
-    await client.close()
+    client.close()
 
 
 def entries(values: list[dict[str, Any]], topic: str = "t") -> list[Entry]:
@@ -33,8 +33,8 @@ def entries(values: list[dict[str, Any]], topic: str = "t") -> list[Entry]:
 
 async def test_collections_and_indexes_are_made_once(
         sink: MongoSink, mongo_db: pymongo.database.Database) -> None:
-    assert await ensure_collections(sink.db) == "regular"  # FerretDB: no time series
-    assert await ensure_collections(sink.db) == "regular"
+    assert ensure_collections(sink.db) == "regular"  # FerretDB: no time series
+    assert ensure_collections(sink.db) == "regular"
     assert set(INDEXES) <= set(mongo_db.list_collection_names())
     keys = [list(i["key"].items()) for i in mongo_db[docs.TRANSACTIONS].list_indexes()]
     assert [("user_id", 1), ("timestamp", -1)] in keys
