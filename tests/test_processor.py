@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,10 +52,13 @@ class Recorder:
 
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
-    if app.conf.store.scheme != "memory":
+    tables = (state.user_stats, state._daily)
+    previous = app.conf.store
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "reconfiguring late": exactly what we mean here
         app.conf.store = "memory://"
-    for table in (state.user_stats, state._daily):
-        table.data.clear()
+    for table in tables:
+        table._data = None  # a fresh store, of the configured kind, on first use
     rec = Recorder()
     monkeypatch.setattr(processor, "output", rec)
 
@@ -64,6 +68,11 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     monkeypatch.setattr(processor, "declare_outputs", no_topics)
     monkeypatch.setattr(processor, "counters", processor.Counters())
     yield rec
+    for table in tables:
+        table._data = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        app.conf.store = previous
 
 
 async def put_all(agent: Any, recorder: Recorder, items: list[tuple[bytes | None, bytes]],
