@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from app.contract import CATEGORIES, PAYMENT_METHODS, STATUSES
+from app.contract import ANOMALY_FIELDS, CATEGORIES, PAYMENT_METHODS, STATUSES
 from app.mongo_dbt import TMP_MARK
+from app.sink_docs import anomaly_doc, transaction_doc
 from tests.procs import ROOT, wait_for
 
 pytestmark = pytest.mark.integration
@@ -35,38 +36,35 @@ KEYS = {"daily_merchant_revenue": ("day", "merchant_id"), "top_spenders": ("user
 DAY0 = datetime(2026, 11, 20, tzinfo=UTC)
 
 
-# --- seed data, shaped as docs/data-model.md says ---------------------------------------------
+# --- seed data: enriched messages made into documents by the sink's own functions -----------
 def transaction(rng: random.Random, i: int, user: str, merchant: str, ts: datetime) -> dict:
     z = rng.choice([None, round(rng.uniform(-2.5, 2.9), 4), round(rng.uniform(3.01, 9), 4)])
-    txn_id = f"{i:064x}"
-    return {
-        "_id": txn_id, "txn_id": txn_id, "user_id": user,
-        "amount": round(rng.uniform(0.5, 2500), 2), "currency": "EUR", "timestamp": ts,
-        "merchant_id": merchant,
+    return transaction_doc({
+        "txn_id": f"{i:064x}", "user_id": user, "amount": round(rng.uniform(0.5, 2500), 2),
+        "currency": "EUR", "timestamp": ts.isoformat(), "merchant_id": merchant,
         "merchant_category": CATEGORIES[int(merchant[1:]) % len(CATEGORIES)],
         "payment_method": rng.choice(PAYMENT_METHODS), "status": rng.choice(STATUSES),
         "location": {"city": "Lyon", "country": "FR"},
         "user_txn_count": 1, "user_running_mean": 1.0, "user_running_std": 0.0,
         "z_score": z, "is_anomaly": z is not None and z > 3.0, "user_daily_spend": 1.0,
-        "processed_at": ts + timedelta(milliseconds=40),
-        "day": ts.strftime("%Y-%m-%d"), "minute": ts.replace(second=0, microsecond=0),
-    }
+        "processed_at": (ts + timedelta(milliseconds=40)).isoformat(),
+    })
 
 
 def anomaly(txn: dict) -> dict:
-    fields = ("txn_id", "user_id", "amount", "currency", "merchant_id", "merchant_category",
-              "timestamp", "z_score", "day", "minute")
-    return {"_id": txn["_id"], **{k: txn[k] for k in fields}, "mean_prev": 100.0,
-            "std_prev": 20.0, "n_prev": 9, "detected_at": txn["processed_at"]}
+    value = {**txn, "timestamp": txn["timestamp"].isoformat(), "mean_prev": 100.0,
+             "std_prev": 20.0, "n_prev": 9, "detected_at": txn["processed_at"].isoformat()}
+    return anomaly_doc({k: value[k] for k in ANOMALY_FIELDS})
 
 
-def seed(n: int, start: int = 0, seed_value: int = 8) -> list[dict]:
+def seed(n: int, start: int = 0, seed_value: int = 8, day0: datetime = DAY0,
+         user: str | None = None) -> list[dict]:
     rng = random.Random(seed_value)
     txns = []
     for i in range(start, start + n):
-        ts = DAY0 + timedelta(milliseconds=rng.randrange(3 * 86_400_000))
-        txns.append(transaction(rng, i, f"user-{rng.randint(1, 40)}", f"m{rng.randint(1, 9)}",
-                                ts.replace(microsecond=ts.microsecond // 1000 * 1000)))
+        ts = day0 + timedelta(milliseconds=rng.randrange(3 * 86_400_000))
+        txns.append(transaction(rng, i, user or f"user-{rng.randint(1, 40)}",
+                                f"m{rng.randint(1, 9)}", ts))
     return txns
 
 
@@ -234,12 +232,7 @@ def test_dbt_build_marts_equal_recomputation_idempotent_never_partial(
     for t in changed:
         t["amount"] = round(t["amount"] + 1.5, 2)
         mongo_db.transactions.update_one({"_id": t["_id"]}, {"$set": {"amount": t["amount"]}})
-    extra = seed(80, start=10_000, seed_value=9)
-    for t in extra:
-        t["timestamp"] += timedelta(days=3)
-        t["processed_at"] += timedelta(days=3)
-        t["day"], t["minute"] = t["timestamp"].strftime("%Y-%m-%d"), t["minute"] + timedelta(days=3)
-        t["user_id"] = "user-new"
+    extra = seed(80, start=10_000, seed_value=9, day0=DAY0 + timedelta(days=3), user="user-new")
     mongo_db.transactions.insert_many(extra)
     extra_anomalies = [anomaly(t) for t in extra if t["is_anomaly"]]
     mongo_db.anomalies.insert_many(extra_anomalies)
