@@ -225,7 +225,8 @@ async def process_batch(events: Sequence[EventT]) -> None:
         # Crash instead: the restarted worker replays it (and skips what is already done).
         log.critical("batch of %d messages could not be made durable: exiting", len(events),
                      exc_info=True)
-        logging.shutdown()
+        for handler in logging.getLogger().handlers:
+            handler.flush()
         os._exit(70)
     counters.batches += 1
 

@@ -179,3 +179,45 @@ async def test_days_are_utc_event_time_days(recorder: Recorder) -> None:
         await put_all(agent, recorder, [encoded(t) for t in (late, early, third)])
     assert [e["user_daily_spend"] for e in recorder.values(processor.ENRICHED)] == [
         4.0, 6.0, 5.5]
+
+
+async def test_an_unexpected_error_parks_the_users_messages(recorder: Recorder,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """A bug in the rule for one user's messages sends them to the DLQ; others go on."""
+    real_update = processor.update
+
+    def failing_update(state: Any, amount: float) -> Any:
+        if amount == 66.6:
+            raise ZeroDivisionError("boom")
+        return real_update(state, amount)
+
+    monkeypatch.setattr(processor, "update", failing_update)
+    bad, good = txn("frank", 66.6), txn("gina", 1.0)
+    async with processor.process.test_context() as agent:
+        await put_all(agent, recorder, [encoded(bad), encoded(good)])
+    [parked] = [m for m in recorder.messages if m.topic == processor.DLQ]
+    assert parked.value == orjson.dumps(bad)
+    assert dict(parked.headers)["dlq.reason"].startswith(b"processing error: ZeroDivisionError")
+    assert [e["user_id"] for e in recorder.values(processor.ENRICHED)] == ["gina"]
+    assert processor.counters.errors == 1
+
+
+async def test_a_batch_that_cannot_be_made_durable_ends_the_process(
+        recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing may be acked (and so committed) if publishing fails: the worker exits."""
+    exits: list[int] = []
+
+    async def broken_publish(messages: list[Any]) -> list[Any]:
+        raise OSError("broker gone")
+
+    monkeypatch.setattr(recorder, "publish", broken_publish)
+    monkeypatch.setattr(processor.os, "_exit", exits.append)
+    async with processor.process.test_context() as agent:
+        await agent.put(value=orjson.dumps(txn("hana", 2.0)), key=b"hana", partition=0,
+                        timestamp=TS_EPOCH, wait=False)
+        for _ in range(100):
+            if exits:
+                break
+            await asyncio.sleep(0.02)
+    assert exits == [70]
