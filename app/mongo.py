@@ -1,7 +1,7 @@
 """The sink's MongoDB side: collections and indexes at start-up, batched idempotent inserts that
 survive an outage, poison documents to dead-letter records, and rollup upserts. pymongo's
-(synchronous) client, each call run in a worker thread (``asyncio.to_thread``), off the event
-loop; every call has a socket timeout, so a database that stops answering is retried too.
+(synchronous) client, every call run in one writer thread (``WRITER``), off the event loop;
+every call has a socket timeout, so a database that stops answering is retried too.
 
 - ``insert``: ``insert_many(ordered=False)``; a duplicate key (code 11000) means "already
   stored" and is ignored, so replays never duplicate nor change a document. Any other error for
@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -60,6 +61,12 @@ LOG_EVERY_SECONDS = 10.0
 SERVER_TIMEOUT_MS = 5_000
 SOCKET_TIMEOUT_MS = 60_000
 DUPLICATE_KEY = 11000
+
+#: The one thread every database call of the sink runs in: off the event loop, and one at a
+#: time. FerretDB's SQLite backend can stop answering when writes to several collections
+#: (inserts and upserts) come from concurrent connections; one writer avoids that, and
+#: SQLite takes one writer at a time anyway.
+WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-mongo")
 
 #: Errors after which the same call may succeed later: the database is down, slow or failing
 #: over. Everything else is about the data.
@@ -118,13 +125,13 @@ class Retry:
     failures: int = 0
 
     async def run(self, call: Callable[[], T], holding: int = 0) -> T:
-        """``call()`` in a worker thread (pymongo blocks), until it does not fail with a
+        """``call()`` in the writer thread (pymongo blocks), until it does not fail with a
         transient error."""
         delay = self.min_seconds
         started = last_log = 0.0
         while True:
             try:
-                result = await asyncio.to_thread(call)
+                result = await asyncio.get_running_loop().run_in_executor(WRITER, call)
             except TRANSIENT as exc:
                 now = time.monotonic()
                 self.failures += 1
@@ -325,7 +332,8 @@ class MongoSink:
                "seconds": round(seconds, 4),
                "lag_seconds": None if oldest is None else (now - oldest).total_seconds()}
         try:
-            await asyncio.to_thread(self.db[docs.METRICS].insert_one, doc)
+            await asyncio.get_running_loop().run_in_executor(
+                WRITER, self.db[docs.METRICS].insert_one, doc)
         except Exception as exc:  # noqa: BLE001 - metrics must never stop the sink
             log.debug("sink_batches record not written: %s", exc)
 

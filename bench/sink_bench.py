@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import sink_docs as docs  # noqa: E402
-from app.contract import ANOMALIES, ENRICHED  # noqa: E402
+from app.contract import ANOMALIES, DLQ, ENRICHED  # noqa: E402
+from app.producer import ensure_topic  # noqa: E402
 from app.settings import settings  # noqa: E402
 from tests.procs import TXN, Proc, free_port, pipeline_env, wait_for  # noqa: E402
 from tests.test_sink_data import enriched_stream, produce  # noqa: E402
@@ -141,6 +142,7 @@ def run(batch_size: int, count: int, mongo_url: str | None, tmp: Path, lag_secon
                                         start=datetime.now(UTC))
     produce(settings.kafka_bootstrap_servers, f"{prefix}-{ENRICHED}", values, PARTITIONS)
     produce(settings.kafka_bootstrap_servers, f"{prefix}-{ANOMALIES}", anomalies, PARTITIONS)
+    ensure_topic(settings.kafka_bootstrap_servers, f"{prefix}-{DLQ}", PARTITIONS)  # no rebalance
     env = pipeline_env(prefix, MONGO_URL=mongo_url, TOPIC_PARTITIONS=PARTITIONS,
                        DATA_DIR=tmp / f"data-{prefix}", SINK_BATCH_SIZE=batch_size,
                        SINK_BATCH_SECONDS=batch_seconds)
