@@ -364,18 +364,21 @@ class TokenBucket:
         self.tokens = 0.0
         self.last = clock()
 
-    def take(self, most: int) -> int:
-        """Take up to ``most`` whole tokens; returns how many (0 when empty)."""
+    def take(self, n: int) -> int:
+        """Take ``n`` tokens (at most the capacity) if there are that many: returns how many
+        were taken, ``n`` or 0. Taking whole chunks keeps the per-message overhead low."""
         now = self.clock()
         self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
         self.last = now
-        n = min(most, int(self.tokens))
+        n = max(1, min(n, int(self.capacity)))
+        if self.tokens < n:
+            return 0
         self.tokens -= n
         return n
 
-    def wait(self) -> float:
-        """Seconds until the next whole token."""
-        return max(0.0, (1.0 - self.tokens) / self.rate)
+    def wait(self, n: int = 1) -> float:
+        """Seconds until ``n`` tokens are there."""
+        return max(0.0, (min(n, int(self.capacity)) - self.tokens) / self.rate)
 
 
 # --- sending ------------------------------------------------------------------------------------
@@ -517,9 +520,9 @@ def _run(factory: TransactionFactory, deliver: Callable[[Message], None] | None,
         if n <= 0:
             break
         if bucket is not None:
-            n = bucket.take(n)
+            wanted, n = n, bucket.take(n)
             if n == 0:
-                time.sleep(min(bucket.wait(), 0.05))
+                time.sleep(min(bucket.wait(wanted), 0.05))
                 continue
         if deliver is not None and pending() > max_pending:
             while pending() > max_pending // 2 and not stop.is_set():

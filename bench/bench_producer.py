@@ -100,6 +100,15 @@ def main() -> int:
     count = int(1_000_000 * scale)
     rows.append(measured("generate", lambda: generate(factory, count=count), goal=100_000))
 
+    for rate in (1_000, 10_000):
+        secs = 10 * scale
+        print(f"rate control without Kafka (--dry-run): {rate}/s for {secs:.0f} s:")
+        row = measured(f"dry_rate{rate}", lambda r=rate, s=secs: generate(
+            factory, rate=r, duration=s), asked=rate)
+        row["achieved_over_run"] = round(row["sent"] / secs, 1)
+        row["deviation_pct"] = round(100 * (row["sent"] / secs / rate - 1), 2)
+        rows.append(row)
+
     if not args.skip_kafka:
         full = 30 * scale
         print(f"into Kafka at --rate 0 for {full:.0f} s:")
