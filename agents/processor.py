@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import orjson
 from faust.types import EventT
 
-from app.contract import InvalidTransaction, parse_timestamp, validate
+from app.contract import ANOMALY_FIELDS, InvalidTransaction, parse_timestamp, validate
 from app.main import app
 from app.settings import settings
 from app.topics import anomalies_topic, dlq_topic, enriched_topic, transactions_topic
@@ -165,10 +165,9 @@ def _fold_user(user_id: str, items: list[tuple[EventT, dict[str, Any]]], now: st
                        msg.timestamp))
         counters.enriched += 1
         if anomaly:
-            record = {f: txn[f] for f in ("txn_id", "user_id", "amount", "currency",
-                                          "merchant_id", "merchant_category", "timestamp")}
-            record.update(z_score=z, mean_prev=prev.mean, std_prev=prev.std,
-                          n_prev=prev.count, detected_at=now)
+            values = {**txn, "z_score": z, "mean_prev": prev.mean, "std_prev": prev.std,
+                      "n_prev": prev.count, "detected_at": now}
+            record = {f: values[f] for f in ANOMALY_FIELDS}
             out.append(Out(ANOMALIES, msg.key, orjson.dumps(record), msg.partition,
                            msg.timestamp))
             counters.anomalies += 1
@@ -193,8 +192,9 @@ async def process_batch(events: Sequence[EventT]) -> None:
     writes: list[tuple[EventT, str, UserState | None, dict[Any, DaySpend]]] = []
     for user_id, items in by_user.items():
         with state.in_partition_of(items[0][0]):
+            results: list[Out] = []
             try:
-                user, days = _fold_user(user_id, items, now, out)
+                user, days = _fold_user(user_id, items, now, results)
             except Exception as exc:  # a bug must not stop the stream: park the messages
                 log.exception("processing error for user %r", user_id)
                 counters.errors += len(items)
@@ -202,6 +202,7 @@ async def process_batch(events: Sequence[EventT]) -> None:
                 out.extend(dlq_message(e, f"processing error: {exc!r}"[:500], now)
                            for e, _ in items)
                 continue
+        out.extend(results)
         writes.append((items[0][0], user_id, user, days))
 
     try:

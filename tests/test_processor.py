@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from agents import processor
+from app import contract
 from app.contract import canonical_id
 from app.main import app
 from tables import state
@@ -114,7 +115,9 @@ async def test_enriched_fields_of_a_hand_checked_sequence(recorder: Recorder) ->
     assert [e["user_daily_spend"] for e in enriched] == [10, 22, 33, 42, 55, 66, 116]
     assert all(e["processed_at"].endswith("+00:00") for e in enriched)
     assert {k: enriched[0][k] for k in txns[0]} == txns[0]  # every transaction field kept
+    assert list(enriched[0]) == [*contract.FIELDS, *contract.ENRICHED_FIELDS]
     [anomaly] = recorder.values(processor.ANOMALIES)
+    assert list(anomaly) == list(contract.ANOMALY_FIELDS)
     assert anomaly["txn_id"] == txns[6]["txn_id"]
     assert anomaly["n_prev"] == 6 and anomaly["mean_prev"] == 11.0
     assert math.isclose(anomaly["std_prev"], math.sqrt(2.0))
@@ -184,7 +187,8 @@ async def test_days_are_utc_event_time_days(recorder: Recorder) -> None:
 async def test_an_unexpected_error_parks_the_users_messages(recorder: Recorder,
                                                             monkeypatch: pytest.MonkeyPatch
                                                             ) -> None:
-    """A bug in the rule for one user's messages sends them to the DLQ; others go on."""
+    """A bug in the rule for one user's messages sends all of that user's messages of the batch
+    to the DLQ (none half-applied); other users go on."""
     real_update = processor.update
 
     def failing_update(state: Any, amount: float) -> Any:
@@ -193,14 +197,16 @@ async def test_an_unexpected_error_parks_the_users_messages(recorder: Recorder,
         return real_update(state, amount)
 
     monkeypatch.setattr(processor, "update", failing_update)
-    bad, good = txn("frank", 66.6), txn("gina", 1.0)
+    first, bad, good = txn("frank", 5.0), txn("frank", 66.6), txn("gina", 1.0)
     async with processor.process.test_context() as agent:
-        await put_all(agent, recorder, [encoded(bad), encoded(good)])
-    [parked] = [m for m in recorder.messages if m.topic == processor.DLQ]
-    assert parked.value == orjson.dumps(bad)
-    assert dict(parked.headers)["dlq.reason"].startswith(b"processing error: ZeroDivisionError")
+        await put_all(agent, recorder, [encoded(t) for t in (first, bad, good)])
+    parked = [m for m in recorder.messages if m.topic == processor.DLQ]
+    assert [m.value for m in parked] == [orjson.dumps(first), orjson.dumps(bad)]  # all of frank
+    assert dict(parked[1].headers)["dlq.reason"].startswith(
+        b"processing error: ZeroDivisionError")
     assert [e["user_id"] for e in recorder.values(processor.ENRICHED)] == ["gina"]
-    assert processor.counters.errors == 1
+    assert processor.counters.errors == 2
+    assert b"frank" not in [c.key for c in recorder.changes]  # frank's state is untouched
 
 
 async def test_a_batch_that_cannot_be_made_durable_ends_the_process(
