@@ -60,6 +60,7 @@ RETRY_MAX_SECONDS = 10.0
 LOG_EVERY_SECONDS = 10.0
 SERVER_TIMEOUT_MS = 5_000
 SOCKET_TIMEOUT_MS = 60_000
+UPDATES_PER_COMMAND = 40
 DUPLICATE_KEY = 11000
 
 #: The one thread every database call of the sink runs in: off the event loop, and one at a
@@ -305,7 +306,7 @@ class MongoSink:
         minutes = sorted(set(minutes))
         retry = Retry(f"{len(ops)} rollups")
         if ops:
-            await retry.run(lambda: self.db[docs.MERCHANT_MINUTE].bulk_write(ops, ordered=False),
+            await retry.run(lambda: self._update_in_chunks(docs.MERCHANT_MINUTE, ops),
                             holding=len(ops))
         if minutes:
             await retry.run(lambda: self._upsert_volumes(minutes), holding=len(minutes))
@@ -320,7 +321,15 @@ class MongoSink:
         for minute, rows in by_minute.items():
             _id, labels, numbers = docs.volume_minute_doc(minute, docs.sum_rollups(rows))
             ops.append(UpdateOne({"_id": _id}, {"$set": labels, "$max": numbers}, upsert=True))
-        self.db[docs.VOLUME_MINUTE].bulk_write(ops, ordered=False)
+        self._update_in_chunks(docs.VOLUME_MINUTE, ops)
+
+    def _update_in_chunks(self, collection: str, ops: list[UpdateOne]) -> None:
+        """``bulk_write`` at most ``UPDATES_PER_COMMAND`` updates per command: FerretDB keeps
+        every statement's query open until the command ends and has 100 SQLite connections
+        per database, so a command of ~100 updates never returns (docs/data-model.md)."""
+        for start in range(0, len(ops), UPDATES_PER_COMMAND):
+            self.db[collection].bulk_write(ops[start:start + UPDATES_PER_COMMAND],
+                                           ordered=False)
 
     async def record_batch(self, collection: str, result: InsertResult, seconds: float,
                            oldest: datetime | None) -> None:

@@ -108,3 +108,16 @@ async def test_batch_records(sink: MongoSink, mongo_db: pymongo.database.Databas
     await sink.record_batch(docs.TRANSACTIONS, result, 0.01, datetime.now(UTC))
     row = mongo_db[docs.METRICS].find_one()
     assert row is not None and row["inserted"] == 3 and row["lag_seconds"] >= 0
+
+
+@pytest.mark.timeout(120)
+async def test_many_rollups_in_one_batch(sink: MongoSink,
+                                         mongo_db: pymongo.database.Database) -> None:
+    """A batch touching 300 merchants: FerretDB never answers a command of ~100 updates, so
+    the sink splits them; this returns, with every row and the minute's total."""
+    minute = datetime(2026, 11, 25, 11, 0, tzinfo=UTC)
+    value = {"count": 1, "cents": 100, "anomalies": 0}
+    await sink.upsert_rollups([docs.merchant_minute_doc(f"m-{i}", "grocery", minute, value)
+                               for i in range(300)], [minute])
+    assert mongo_db[docs.MERCHANT_MINUTE].count_documents({}) == 300
+    assert mongo_db[docs.VOLUME_MINUTE].find_one()["count"] == 300
