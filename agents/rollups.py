@@ -43,7 +43,7 @@ async def write_rollups(touched: list[Touched]) -> None:
 @sink_app.agent(enriched_raw)
 async def rollups(stream: StreamT[bytes]) -> None:
     """Count each enriched transaction once in its merchant's minute; write batches."""
-    by_merchant = stream.group_by(merchant_key, name="merchant").noack()
+    by_merchant = stream.group_by(merchant_key, name="merchant").noack()  # type: ignore[attr-defined]
     batch: Batch[Touched] = Batch("rollups", write_rollups, acker(by_merchant),
                                   settings.sink_batch_size, settings.sink_batch_seconds)
     BATCHES.append(batch)

@@ -58,7 +58,7 @@ def _oldest(entries: Sequence[Entry]) -> datetime | None:
 async def _store(stream: StreamT, collection: str,
                  make_doc: Callable[[Any], dict[str, Any]]) -> None:
     """Store every message of ``stream`` into ``collection``, in batches."""
-    events = stream.noack()
+    events = stream.noack()  # type: ignore[attr-defined]
 
     async def write(entries: list[Entry]) -> None:
         started = time.monotonic()

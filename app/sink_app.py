@@ -11,6 +11,8 @@ beyond creating these objects.
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
 from app import contract
@@ -36,8 +38,8 @@ sink_app = faust.App(
     broker_session_timeout=app.conf.broker_session_timeout,
 )
 
-_raw = dict(partitions=settings.topic_partitions, key_type=str, key_serializer="raw",
-            value_type=bytes, value_serializer="raw")
+_raw: dict[str, Any] = dict(partitions=settings.topic_partitions, key_type=str,
+                            key_serializer="raw", value_type=bytes, value_serializer="raw")
 # The sink reads values as bytes and parses them itself, so a message it cannot store can be
 # kept as it came in a dead-letter record (the rollups read them as bytes too).
 enriched_raw = sink_app.topic(settings.topic(contract.ENRICHED), **_raw)

@@ -46,9 +46,9 @@ def event_time(event: Any) -> float:
 merchant_minute = sink_app.Table(
     "merchant-minute", default=dict, partitions=settings.topic_partitions,
     help="count, revenue (cents) and anomalies per merchant per minute",
-).tumbling(WINDOW, expires=EXPIRES).relative_to(event_time)
+).tumbling(WINDOW, expires=EXPIRES).relative_to(event_time)  # type: ignore[attr-defined]
 
 rollup_seen = sink_app.Table(
     "rollup-seen", default=bool, partitions=settings.topic_partitions,
     help="transactions already counted in merchant_minute",
-).tumbling(WINDOW, expires=EXPIRES).relative_to(event_time)
+).tumbling(WINDOW, expires=EXPIRES).relative_to(event_time)  # type: ignore[attr-defined]
