@@ -20,6 +20,7 @@ from kafka.partitioner.default import murmur2
 
 from app import contract
 from app.producer import TransactionFactory, send, step_us_for
+from app.settings import settings
 from tests.procs import ROOT, TXN, pipeline_env
 
 pytestmark = pytest.mark.integration
@@ -82,7 +83,7 @@ def test_txn_produce_20k_round_trip(tmp_path: Path, unique: str, bootstrap: str,
     records = consume(bootstrap, topic, 20_000)
     assert len(records) == 20_000
     partitions = len({r.partition for r in records})
-    assert partitions == 8  # TOPIC_PARTITIONS, created by the producer
+    assert partitions == settings.topic_partitions  # the producer created the topic
     seen_days: set[str] = set()
     last_seq: dict[int, int] = {}
     for record in records:
