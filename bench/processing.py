@@ -3,14 +3,15 @@
 For each user count: fresh topics (a unique ``TOPIC_PREFIX``) and ``DATA_DIR``; the producer
 (:mod:`app.producer`, as fast as it goes) writes ``--count`` transactions to ``transactions``
 first; then one worker starts and the script polls its ``/metrics`` until every message is
-processed (valid ones folded, invalid ones in the DLQ). The rate is messages / seconds between
+processed (valid ones folded, invalid ones in the DLQ); ``--workers 2`` starts two workers in
+one group, which split the partitions. The rate is messages / seconds between
 the first and the last processed poll; CPU per message is the worker's user+system time over
 the same window divided by the messages, so ``msgs_per_cpu_second`` is the rate one whole core
 would give: on a machine shared with other work, the wall-clock rate depends on how much CPU
 the worker gets.
 
     python bench/processing.py [--count 60000] [--users 1000,10000] [--partitions 8]
-        [--no-write]
+        [--workers 1] [--no-write]
 
 prints one line per case and writes ``bench/results/processing.json``.
 """
@@ -48,39 +49,56 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_case(count: int, users: int, partitions: int, tmp: Path) -> dict[str, object]:
+def run_case(count: int, users: int, partitions: int, tmp: Path,
+             workers: int = 1) -> dict[str, object]:
     load_before = os.getloadavg()
     prefix = f"bench-proc-{uuid.uuid4().hex[:8]}"
     factory = TransactionFactory(seed=11, users=users, merchants=1_000, anomaly_rate=0.002,
                                  bad_rate=0.001)
     produced = send(factory, f"{prefix}-transactions", rate=0, count=count,
                     partitions=partitions)
-    port = free_port()
-    env = pipeline_env(prefix, TOPIC_PARTITIONS=partitions, WEB_PORT=port,
-                       DATA_DIR=tmp / prefix)
-    with Proc(prefix, [TXN, "worker", "-l", "info"], env, tmp) as proc:
-        assert proc.proc is not None
-        wait_http(f"http://localhost:{port}/health", timeout=120, proc=proc)
-        samples: list[tuple[float, float, float]] = []  # (time, messages done, worker CPU)
+    procs: list[tuple[Proc, int]] = []
+    for i in range(workers):
+        port = free_port()
+        env = pipeline_env(prefix, TOPIC_PARTITIONS=partitions, WEB_PORT=port,
+                           DATA_DIR=tmp / f"{prefix}-{i}")
+        procs.append((Proc(f"{prefix}-{i}", [TXN, "worker", "-l", "info"], env, tmp).start(),
+                      port))
+    try:
+        for proc, port in procs:
+            wait_http(f"http://localhost:{port}/health", timeout=120, proc=proc)
+        # several workers: measure once they have split the partitions
+        split_by = time.monotonic() + 120
+        while workers > 1 and time.monotonic() < split_by and not all(
+                json.loads(wait_http(f"http://localhost:{port}/health"))["partitions"]
+                for _, port in procs):
+            time.sleep(0.3)
+        samples: list[tuple[float, float, float]] = []  # (time, messages done, workers' CPU)
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            m = metrics(port)
-            done = m["txn_processed_total"] + m["txn_dlq_total"]
-            samples.append((time.monotonic(), done, cpu_seconds(proc.proc.pid)))
+            done = cpu = 0.0
+            for proc, port in procs:
+                m = metrics(port)
+                done += m["txn_processed_total"] + m["txn_dlq_total"]
+                cpu += cpu_seconds(proc.proc.pid)  # type: ignore[union-attr]
+            samples.append((time.monotonic(), done, cpu))
             if done >= count:
                 break
             time.sleep(0.5)
-        cpu = cpu_seconds(proc.proc.pid)
-        m = metrics(port)
+        totals = [metrics(port) for _, port in procs]
+        m = {k: sum(t[k] for t in totals) for k in totals[0]}
+    finally:
+        for proc, _ in procs:
+            proc.stop()
     moving = [s for s in samples if s[1] > 0]
     (t0, n0, c0), (t1, n1, c1) = moving[0], moving[-1]
     rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
     cpu_us = (c1 - c0) / (n1 - n0) * 1e6 if n1 > n0 else float("nan")
-    return {"count": count, "users": users, "partitions": partitions,
+    return {"count": count, "users": users, "partitions": partitions, "workers": workers,
             "produced": str(produced), "processed": m["txn_processed_total"],
             "dlq": m["txn_dlq_total"], "anomalies": m["txn_anomalies_total"],
             "batches": m["txn_batches_total"], "seconds": round(t1 - t0, 2),
-            "rate_msgs_per_s": round(rate), "worker_cpu_seconds": round(cpu, 1),
+            "rate_msgs_per_s": round(rate),
             "worker_cpu_us_per_msg": round(cpu_us), "msgs_per_cpu_second": round(1e6 / cpu_us),
             "load_average_before": [round(x, 2) for x in load_before]}
 
@@ -90,13 +108,15 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=60_000)
     parser.add_argument("--users", default="1000,10000")
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (one group)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     cases = []
     with tempfile.TemporaryDirectory(prefix="bench-proc-") as tmp:
         for users in (int(u) for u in args.users.split(",")):
-            case = run_case(args.count, users, args.partitions, Path(tmp))
-            print(f"users={users} count={args.count} rate={case['rate_msgs_per_s']} msg/s "
+            case = run_case(args.count, users, args.partitions, Path(tmp), args.workers)
+            print(f"workers={args.workers} users={users} count={args.count} "
+                  f"rate={case['rate_msgs_per_s']} msg/s "
                   f"cpu={case['worker_cpu_us_per_msg']} us/msg "
                   f"(= {case['msgs_per_cpu_second']} msg per CPU second) "
                   f"batches={case['batches']} load={case['load_average_before']}", flush=True)
@@ -108,7 +128,10 @@ def main() -> None:
               "load_average_after": [round(x, 2) for x in load], "cases": cases}
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        runs = [r for r in previous.get("runs", []) if r.get("workers") != args.workers]
+        result["workers"] = args.workers
+        RESULTS.write_text(json.dumps({"runs": [*runs, result]}, indent=2) + "\n")
         print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
