@@ -18,6 +18,7 @@ from agents.processor import counters
 from app.main import app
 from app.topics import transactions_topic
 from tables import state
+from tables.records import UserState
 
 __all__ = ["health", "metrics", "user_stats", "user_stats_body"]
 
@@ -27,7 +28,7 @@ def user_stats_body(user_id: str, now: float | None = None) -> dict[str, Any] | 
     raw = state.user_stats.get(user_id)
     if raw is None:
         return None
-    user = state.UserState.decode(raw)
+    user = UserState.decode(raw)
     days = state.recent_days(user_id, time.time() if now is None else now)
     stats = user.stats
     return {
