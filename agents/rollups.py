@@ -8,7 +8,7 @@ of that minute's merchant rows; only then are the batch's events acked. A replay
 rewrites the same numbers.
 
 Lag between a transaction and its rollup row: the repartition hop plus at most
-``SINK_BATCH_SECONDS`` plus one write (docs/sink.md has the measured numbers).
+``FLUSH_SECONDS`` plus one write (docs/sink.md has the measured numbers).
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ from app.sink_app import enriched_raw, sink_app
 from app.sink_batch import Batch
 from tables.rollups import merchant_key, merchant_minute, rollup_seen
 
-__all__ = ["rollups", "write_rollups"]
+__all__ = ["FLUSH_EVENTS", "FLUSH_SECONDS", "rollups", "write_rollups"]
+
+#: A rollup batch is written every FLUSH_SECONDS (or FLUSH_EVENTS events): each write upserts
+#: every window touched since the last one, one upsert per merchant and minute, whatever the
+#: number of transactions; upserts are slow on FerretDB (~hundreds/s), so they are batched
+#: over a longer time than the inserts.
+FLUSH_SECONDS = 5.0
+FLUSH_EVENTS = 10 * settings.sink_batch_size
 
 #: (merchant_id, merchant_category, minute, window value)
 Touched = tuple[str, str, datetime, docs.Rollup]
@@ -45,7 +52,7 @@ async def rollups(stream: StreamT[bytes]) -> None:
     """Count each enriched transaction once in its merchant's minute; write batches."""
     by_merchant = stream.group_by(merchant_key, name="merchant").noack()  # type: ignore[attr-defined]
     batch: Batch[Touched] = Batch("rollups", write_rollups, acker(by_merchant),
-                                  settings.sink_batch_size, settings.sink_batch_seconds)
+                                  FLUSH_EVENTS, FLUSH_SECONDS)
     BATCHES.append(batch)
     try:
         async for event in by_merchant.events():

@@ -63,11 +63,12 @@ SOCKET_TIMEOUT_MS = 60_000
 UPDATES_PER_COMMAND = 40
 DUPLICATE_KEY = 11000
 
-#: The one thread every database call of the sink runs in: off the event loop, and one at a
-#: time. FerretDB's SQLite backend can stop answering when writes to several collections
-#: (inserts and upserts) come from concurrent connections; one writer avoids that, and
-#: SQLite takes one writer at a time anyway.
+#: The thread the sink's inserts run in: off the event loop, one call at a time (SQLite takes
+#: one writer at a time anyway, and FerretDB runs out of connections under many concurrent
+#: update statements).
 WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-mongo")
+#: The rollups' own thread: their upserts (slow on FerretDB) do not delay the inserts.
+ROLLUP_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-rollups")
 
 #: Errors after which the same call may succeed later: the database is down, slow or failing
 #: over. Everything else is about the data.
@@ -125,14 +126,15 @@ class Retry:
     log_every: float = LOG_EVERY_SECONDS
     failures: int = 0
 
-    async def run(self, call: Callable[[], T], holding: int = 0) -> T:
+    async def run(self, call: Callable[[], T], holding: int = 0,
+                  executor: ThreadPoolExecutor = WRITER) -> T:
         """``call()`` in the writer thread (pymongo blocks), until it does not fail with a
         transient error."""
         delay = self.min_seconds
         started = last_log = 0.0
         while True:
             try:
-                result = await asyncio.get_running_loop().run_in_executor(WRITER, call)
+                result = await asyncio.get_running_loop().run_in_executor(executor, call)
             except TRANSIENT as exc:
                 now = time.monotonic()
                 self.failures += 1
@@ -307,9 +309,10 @@ class MongoSink:
         retry = Retry(f"{len(ops)} rollups")
         if ops:
             await retry.run(lambda: self._update_in_chunks(docs.MERCHANT_MINUTE, ops),
-                            holding=len(ops))
+                            holding=len(ops), executor=ROLLUP_WRITER)
         if minutes:
-            await retry.run(lambda: self._upsert_volumes(minutes), holding=len(minutes))
+            await retry.run(lambda: self._upsert_volumes(minutes), holding=len(minutes),
+                            executor=ROLLUP_WRITER)
 
     def _upsert_volumes(self, minutes: list[datetime]) -> None:
         by_minute: dict[datetime, list[dict[str, Any]]] = {m: [] for m in minutes}
