@@ -11,6 +11,7 @@ recomputation over what the topic holds, in partition order.
 
 from __future__ import annotations
 
+import calendar
 import json
 import math
 import random
@@ -191,8 +192,7 @@ class Pipeline:
             assert close(body["mean"], stats.mean) and close(body["std"], stats.std), body
             assert close(body["last_z"], exp.last_z[user]), (body, exp.last_z[user])
             for day in body["last_7_days"]:
-                start = time.mktime(time.strptime(day["day"] + " UTC", "%Y-%m-%d %Z"))
-                start -= time.timezone if time.daylight == 0 else time.altzone
+                start = calendar.timegm(time.strptime(day["day"], "%Y-%m-%d"))
                 assert day["spend"] == exp.day_cents.get((user, start), 0) / 100, (user, day)
         assert get_status(f"http://localhost:{port}/users/no-such-user/stats") == 404
 
