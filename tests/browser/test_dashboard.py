@@ -176,9 +176,10 @@ def test_new_anomaly_appears_without_reload(stack: Stack, seeded: Seed, page: An
     expect(first).to_contain_text("user-new")
     expect(first).to_contain_text("11.50")
     cell = first.locator('.tabulator-cell[tabulator-field="user_id"]')
-    assert cell.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(255, 243, 191)"
+    # the row's style arrives with (or right after) its data: poll, don't read once
+    expect(cell).to_have_css("background-color", "rgb(255, 243, 191)", timeout=WAIT_MS)
     z_cell = first.locator('.tabulator-cell[tabulator-field="z_score"]')
-    assert z_cell.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(248, 196, 196)"
+    expect(z_cell).to_have_css("background-color", "rgb(248, 196, 196)", timeout=WAIT_MS)
     page.screenshot(path=str(ARTIFACTS / "dashboard-new-anomaly.png"), full_page=True)
 
 
