@@ -115,6 +115,36 @@ def read_stats(prefix: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def scrape(host: str) -> dict[str, dict[float, float]]:
+    """route -> {bucket upper bound (s): cumulative count} of api_request_duration_seconds."""
+    text = urllib.request.urlopen(host + "/metrics", timeout=30).read().decode()
+    out: dict[str, dict[float, float]] = {}
+    for line in text.splitlines():
+        if line.startswith("api_request_duration_seconds_bucket{"):
+            labels, value = line[len("api_request_duration_seconds_bucket{"):].split("} ")
+            parts = dict(p.split("=", 1) for p in labels.split(","))
+            le = parts["le"].strip('"')
+            out.setdefault(parts["route"].strip('"'), {})[float(le)] = float(value)
+    return out
+
+
+def server_side(before: dict, after: dict) -> list[dict[str, Any]]:
+    """Per route: requests during the load and the bucket bounds holding p50 / p99 (ms), from
+    the API's own histogram (time inside the app: no network, no client)."""
+    rows = []
+    for route, buckets in sorted(after.items()):
+        counts = {le: n - before.get(route, {}).get(le, 0.0) for le, n in buckets.items()}
+        total = counts.get(float("inf"), 0.0)
+        if total <= 0:
+            continue
+        def bound(q: float, counts: dict = counts, total: float = total) -> str:
+            le = min(le for le, n in counts.items() if n >= q * total)
+            return "> 15000" if le == float("inf") else f"<= {le * 1000:g}"
+        rows.append({"route": route, "requests": int(total), "p50": bound(0.5),
+                     "p99": bound(0.99)})
+    return rows
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"Measured {result['when']} on {result['machine']}: {result['seed']['transactions']:,}"
              f" transactions ({result['seed']['anomalies']:,} anomalies, "
@@ -128,6 +158,11 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["locust"]:
         lines.append(f"| `{r['name']}` | {r['requests']:,} | {r['failures']} | {r['rps']:.1f} | "
                      f"{r['p50']} | {r['p95']} | {r['p99']} | {r['max']} |")
+    lines += ["", "The same requests inside the API (its own `api_request_duration_seconds` "
+              "histogram, scraped before and after the load: no network, no client; bucket "
+              "bounds):", "", "| route | requests | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
+    lines += [f"| `{r['route']}` | {r['requests']:,} | {r['p50']} | {r['p99']} |"
+              for r in result["server"]]
     lines += ["", "Uncached cost of each query (ms, pymongo straight to this FerretDB, once):", "",
               "| query | ms |", "|---|---:|"]
     lines += [f"| {k} | {v:,} |" for k, v in result["cold_ms"].items()]
@@ -196,12 +231,15 @@ def main() -> int:
                 print(f"[warm] {path}: {time.perf_counter() - t:.1f} s", flush=True)
             except OSError as exc:
                 print(f"[warm] {path}: {exc}", flush=True)
+        before = scrape(host)
         run_locust(host, args.users, args.duration, work / "locust", args.trends_weight)
+        after = scrape(host)
         result = {
             "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, shared",
             "seed": seeded, "users": args.users, "duration": args.duration,
             "cold_ms": cold, "locust": read_stats(work / "locust"),
+            "server": server_side(before, after),
             "command": "python bench/api_load.py " + " ".join(sys.argv[1:]),
         }
         out = ROOT / "bench" / "results"

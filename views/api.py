@@ -64,6 +64,8 @@ log = logging.getLogger("views.api")
 
 #: Seconds a cached answer stays fresh (see views/api_cache.py); 0 disables the cache.
 CACHE_SECONDS = 2.0
+#: Seconds a page of anomalies after the first (a cursor page) stays fresh.
+CURSOR_PAGE_SECONDS = 300.0
 #: Longest wait for one MongoDB answer (pymongo's socketTimeoutMS): past it, a 503.
 QUERY_TIMEOUT_MS = 60_000
 #: Seconds to wait for the worker's web server.
@@ -250,10 +252,11 @@ def _api(request: Request) -> Api:
     return api
 
 
-async def _cached(request: Request, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+async def _cached(request: Request, key: tuple[Any, ...], compute: Callable[[], Any],
+                  ttl: float | None = None) -> Any:
     cache = _api(request).cache
-    hit, value = cache.lookup(key, compute)  # most requests: no thread, no database
-    return value if hit else await run_in_threadpool(cache.get, key, compute)
+    hit, value = cache.lookup(key, compute, ttl)  # most requests: no thread, no database
+    return value if hit else await run_in_threadpool(cache.get, key, compute, ttl)
 
 
 def _timed(query: Callable[..., Any], *args: Any) -> tuple[str, Any]:
@@ -292,9 +295,13 @@ async def anomalies(request: Request) -> Response:
             p._fail("cursor", f"is invalid: {exc}")
     p.check()
     db = _api(request).db
+    # Pages after the first only change when an anomaly arrives late with an older timestamp:
+    # they are kept longer (CURSOR_PAGE_SECONDS), so deep pagination does not keep the
+    # database busy refreshing pages.
     items, next_cursor = await _cached(
         request, ("anomalies", limit, cursor, category, min_z, since),
-        lambda: queries.anomalies(db, limit, cursor, category, min_z, since))
+        lambda: queries.anomalies(db, limit, cursor, category, min_z, since),
+        ttl=CURSOR_PAGE_SECONDS if cursor else None)
     return JSON({"items": items, "next_cursor": next_cursor})
 
 

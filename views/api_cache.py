@@ -48,7 +48,8 @@ class ResultCache:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="api-cache")
         self.hits = self.misses = self.refreshes = 0
 
-    def lookup(self, key: Hashable, compute: Callable[[], Any]) -> tuple[bool, Any]:
+    def lookup(self, key: Hashable, compute: Callable[[], Any],
+               ttl: float | None = None) -> tuple[bool, Any]:
         """(True, value) when ``key`` can be answered from the cache right now (fresh, or stale
         with a refresh started), else (False, None): never waits for the database, so the
         event loop may call it directly."""
@@ -63,15 +64,16 @@ class ResultCache:
             if now >= entry.fresh_until and not entry.refreshing:
                 entry.refreshing = True
                 self.refreshes += 1
-                self._pool.submit(self._refresh, key, compute)
+                self._pool.submit(self._refresh, key, compute, ttl)
             self.hits += 1
             return True, entry.value
 
-    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        """The cached value of ``key``, computing it with ``compute()`` when needed."""
+    def get(self, key: Hashable, compute: Callable[[], Any], ttl: float | None = None) -> Any:
+        """The cached value of ``key``, computing it with ``compute()`` when needed; ``ttl``
+        overrides the cache's for this key."""
         if self.ttl <= 0:
             return compute()
-        hit, value = self.lookup(key, compute)
+        hit, value = self.lookup(key, compute, ttl)
         if hit:
             return value
         with self._lock:
@@ -84,16 +86,17 @@ class ResultCache:
                     return entry.value
                 self.misses += 1
             try:
-                return self._compute(key, compute)
+                return self._compute(key, compute, ttl)
             finally:
                 with self._lock:
                     self._key_locks.pop(key, None)
 
-    def _compute(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+    def _compute(self, key: Hashable, compute: Callable[[], Any],
+                 ttl: float | None = None) -> Any:
         started = time.monotonic()
         value = compute()
         done = time.monotonic()
-        fresh = max(self.ttl, self.cost_factor * (done - started))
+        fresh = max(self.ttl if ttl is None else ttl, self.cost_factor * (done - started))
         with self._lock:
             stale = max(self.stale_seconds, fresh)  # time for a slow refresh to finish
             self._entries[key] = _Entry(value, done + fresh, done + fresh + stale)
@@ -102,9 +105,9 @@ class ResultCache:
                 self._entries.popitem(last=False)
         return value
 
-    def _refresh(self, key: Hashable, compute: Callable[[], Any]) -> None:
+    def _refresh(self, key: Hashable, compute: Callable[[], Any], ttl: float | None) -> None:
         try:
-            self._compute(key, compute)
+            self._compute(key, compute, ttl)
         except Exception:  # the next request past stale_until computes and reports the error
             with self._lock:
                 entry = self._entries.get(key)
