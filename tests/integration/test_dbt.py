@@ -157,7 +157,7 @@ class Reader(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.wait(0.005):
+        while not self.done.wait(0.02):
             self.polls.append(read_marts(self.db))
 
     def stop(self) -> list[dict[str, dict[str, dict]]]:
