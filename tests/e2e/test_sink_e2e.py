@@ -174,7 +174,7 @@ def test_pipeline_stores_each_transaction_once_and_a_replay_changes_nothing(
         enriched = [orjson.loads(r.value) for r in read_topic(f"{prefix}-{ENRICHED}")]
         by_id = {e["txn_id"]: e for e in enriched}
         assert len(by_id) == len(enriched) == 20_000 - summary.bad
-        wait_for(lambda: committed_everything(sink_group, sink_topics(prefix)), timeout=180,
+        wait_for(lambda: committed_everything(sink_group, sink_topics(prefix)), timeout=420,
                  interval=2, message=f"the sink to commit everything:\n{sink.log()}")
 
         assert_stored_as_sent(db, by_id)
@@ -196,8 +196,8 @@ def test_pipeline_stores_each_transaction_once_and_a_replay_changes_nothing(
         sink.start()
         wait_for(lambda: sum(b["duplicates"] for b in db[docs.METRICS].find(
                      {"collection": docs.TRANSACTIONS})) >= len(by_id),
-                 timeout=120, interval=1, message="the sink to read everything again")
-        wait_for(lambda: committed_everything(sink_group, sink_topics(prefix)), timeout=120,
+                 timeout=300, interval=1, message="the sink to read everything again")
+        wait_for(lambda: committed_everything(sink_group, sink_topics(prefix)), timeout=300,
                  interval=2, message="the sink to commit the replay")
         assert snapshot(db, names) == before
 
@@ -229,10 +229,10 @@ def test_ferretdb_down_for_30_s_loses_and_duplicates_nothing(
             assert sink.alive, sink.log()
             ferretdb.start()
             wait_for(lambda: client[db.name][docs.TRANSACTIONS].count_documents({}) == 12_000,
-                     timeout=180, interval=1, message=f"every document:\n{sink.log()}")
+                     timeout=420, interval=2, message=f"every document:\n{sink.log()}")
             wait_for(lambda: committed_everything(f"{prefix}-txn-analytics-sink",
                                                   sink_topics(prefix)),
-                     timeout=120, interval=2, message="the sink to commit everything")
+                     timeout=300, interval=2, message="the sink to commit everything")
             log = sink.log(lines=100_000)
         assert_stored_as_sent(db, {e["txn_id"]: e for e in enriched})
         assert_stored_as_sent(db, {a["txn_id"]: a for a in anomalies}, docs.ANOMALIES)
