@@ -22,6 +22,8 @@ import argparse
 import json
 import os
 import platform
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,8 +51,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy (root, or ptrace allowed) sampling the worker into collapsed stacks (``raw``)."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen([str(py_spy), "record", "--format", "raw", "--rate", "200",
+                             "--nonblocking", "-o", str(out), "--pid", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def run_case(count: int, users: int, partitions: int, tmp: Path,
-             workers: int = 1) -> dict[str, object]:
+             workers: int = 1, profile: Path | None = None,
+             code: Path | None = None) -> dict[str, object]:
     load_before = os.getloadavg()
     prefix = f"bench-proc-{uuid.uuid4().hex[:8]}"
     factory = TransactionFactory(seed=11, users=users, merchants=1_000, anomaly_rate=0.002,
@@ -62,6 +73,8 @@ def run_case(count: int, users: int, partitions: int, tmp: Path,
         port = free_port()
         env = pipeline_env(prefix, TOPIC_PARTITIONS=partitions, WEB_PORT=port,
                            DATA_DIR=tmp / f"{prefix}-{i}")
+        if code is not None:  # another version of the worker's code (app, agents, tables...)
+            env["PYTHONPATH"] = str(code)
         procs.append((Proc(f"{prefix}-{i}", [TXN, "worker", "-l", "info"], env, tmp).start(),
                       port))
     try:
@@ -73,6 +86,10 @@ def run_case(count: int, users: int, partitions: int, tmp: Path,
                 json.loads(wait_http(f"http://localhost:{port}/health"))["partitions"]
                 for _, port in procs):
             time.sleep(0.3)
+        profiler = None
+        if profile is not None:
+            profiler = start_profiler(procs[0][0].proc.pid,  # type: ignore[union-attr]
+                                      profile / f"processing-{users}.txt")
         samples: list[tuple[float, float, float]] = []  # (time, messages done, workers' CPU)
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -85,6 +102,9 @@ def run_case(count: int, users: int, partitions: int, tmp: Path,
             if done >= count:
                 break
             time.sleep(0.5)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            profiler.wait(60)
         totals = [metrics(port) for _, port in procs]
         m = {k: sum(t[k] for t in totals) for k in totals[0]}
     finally:
@@ -94,7 +114,8 @@ def run_case(count: int, users: int, partitions: int, tmp: Path,
     (t0, n0, c0), (t1, n1, c1) = moving[0], moving[-1]
     rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
     cpu_us = (c1 - c0) / (n1 - n0) * 1e6 if n1 > n0 else float("nan")
-    return {"count": count, "users": users, "partitions": partitions, "workers": workers,
+    return {"code": "current" if code is None else str(code),
+            "count": count, "users": users, "partitions": partitions, "workers": workers,
             "produced": str(produced), "processed": m["txn_processed_total"],
             "dlq": m["txn_dlq_total"], "anomalies": m["txn_anomalies_total"],
             "batches": m["txn_batches_total"], "seconds": round(t1 - t0, 2),
@@ -110,12 +131,19 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (one group)")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--profile", type=Path, help="py-spy the (first) worker: stacks here")
+    parser.add_argument("--compare", type=Path, action="append", default=[],
+                        help="also run the worker from this copy of the code (e.g. `git archive "
+                             "<commit> | tar -x -C DIR`), alternating with the current code")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each case")
     args = parser.parse_args()
     cases = []
     with tempfile.TemporaryDirectory(prefix="bench-proc-") as tmp:
-        for users in (int(u) for u in args.users.split(",")):
-            case = run_case(args.count, users, args.partitions, Path(tmp), args.workers)
-            print(f"workers={args.workers} users={users} count={args.count} "
+        for _, users, code in ((r, int(u), c) for r in range(args.repeat)
+                               for u in args.users.split(",") for c in [*args.compare, None]):
+            case = run_case(args.count, users, args.partitions, Path(tmp), args.workers,
+                            args.profile, code)
+            print(f"code={case['code']} workers={args.workers} users={users} count={args.count} "
                   f"rate={case['rate_msgs_per_s']} msg/s "
                   f"cpu={case['worker_cpu_us_per_msg']} us/msg "
                   f"(= {case['msgs_per_cpu_second']} msg per CPU second) "
