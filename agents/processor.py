@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -39,7 +39,7 @@ from tables import state
 from tables.records import DaySpend, UserState, cents
 from tables.welford import is_anomaly, update, z_score
 
-__all__ = ["BATCH_MAX", "BATCH_SECONDS", "Counters", "KafkaOutput", "Out", "counters",
+__all__ = ["Acked", "BATCH_MAX", "BATCH_SECONDS", "Counters", "KafkaOutput", "Out", "counters",
            "process", "process_batch"]
 
 log = logging.getLogger(__name__)
@@ -89,16 +89,47 @@ class Out(NamedTuple):
     headers: list[tuple[str, bytes]] | None = None
 
 
-class KafkaOutput:
-    """Publishes through the app's producer and waits for Kafka's acknowledgements."""
+class Acked(NamedTuple):
+    """Kafka acknowledged a topic partition's messages up to ``offset`` (the last one's)."""
 
-    async def publish(self, messages: Sequence[Out | state.Change]) -> list[Any]:
-        """Send ``messages`` (in order per partition); return their RecordMetadata once all
-        are acknowledged."""
-        send = app.producer.send
-        pending = [await send(m.topic, m.key, m.value, m.partition, m.timestamp, m.headers)
-                   for m in messages]
-        return [await fut for fut in pending]
+    topic: str
+    partition: int
+    offset: int
+
+
+class KafkaOutput:
+    """Publishes through the app's producer and waits for Kafka's acknowledgements.
+
+    A batch of the worker holds thousands of messages; sending them one by one
+    (``app.producer.send``: a coroutine, a future and Faust's hooks per message) cost more CPU
+    than anything the worker computes. So the messages of each topic partition go into
+    aiokafka record batches (``create_batch`` / ``send_batch``, in order) and one future per
+    record batch is awaited.
+    """
+
+    async def publish(self, messages: Sequence[Out | state.Change]) -> list[Acked]:
+        """Send ``messages`` (in order per partition); return, per record batch, the offset of
+        its last message once all are acknowledged."""
+        producer = app.producer._ensure_producer()  # the aiokafka producer Faust started
+        by_partition: dict[tuple[str, int], list[Out | state.Change]] = {}
+        for m in messages:
+            by_partition.setdefault((m.topic, m.partition), []).append(m)  # type: ignore[arg-type]
+        sent: list[tuple[str, int, int, Awaitable[Any]]] = []  # (topic, partition, n, future)
+        for (topic, partition), batch_messages in by_partition.items():
+            batch, count = producer.create_batch(), 0
+            for m in batch_messages:
+                timestamp_ms = int(m.timestamp * 1000) if m.timestamp else None
+                while batch.append(key=m.key, value=m.value, timestamp=timestamp_ms,
+                                   headers=m.headers or []) is None:  # full: send it
+                    future = await producer.send_batch(batch, topic, partition=partition)
+                    sent.append((topic, partition, count, future))
+                    batch, count = producer.create_batch(), 0
+                count += 1
+            future = await producer.send_batch(batch, topic, partition=partition)
+            sent.append((topic, partition, count, future))
+        # a record batch's metadata holds the offset of its first message
+        return [Acked(topic, partition, (await future).offset + count - 1)
+                for topic, partition, count, future in sent]
 
 
 #: Where a batch goes; unit tests put a recorder here.
