@@ -165,10 +165,22 @@ def profile_summary(collapsed: Iterable[str], top: int = 15) -> dict[str, list[l
             incl[frame] = incl.get(frame, 0) + count
 
     def ranked(counts: dict[str, int]) -> list[list[Any]]:
-        best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        kept = {k: v for k, v in counts.items() if k.split(" (")[0] not in ENTRY_FRAMES}
+        best = sorted(kept.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
         return [[name, round(100 * c / total, 1)] for name, c in best]
 
     return {"samples": [[total]], "self": ranked(own), "inclusive": ranked(incl)}
+
+
+#: Frames every sample goes through (entry points, the event loop, threads): left out of the
+#: inclusive ranking, which is about where the work is.
+ENTRY_FRAMES = frozenset((
+    "<module>", "main", "App.main", "Command.__call__", "Command.as_click_command.<locals>._inner",
+    "Command.invoke", "Command.main", "Command.run_using_worker", "Context.invoke",
+    "Group.invoke", "pass_context.<locals>.new_func", "Worker.execute_from_commandline",
+    "BaseEventLoop.run_forever", "BaseEventLoop.run_until_complete", "BaseEventLoop._run_once",
+    "Handle._run", "Thread.run", "Thread._bootstrap", "Thread._bootstrap_inner",
+    "Service._execute_task", "ServiceThread._start_thread", "ServiceThread._serve"))
 
 
 def _where(frame: str) -> str:
@@ -711,19 +723,20 @@ def chart(cases: Sequence[Case], path: Path = CHART) -> None:
     labels = [rate_label(r) for r in rates]
     x = list(range(len(rates)))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for mode, style in (("pipeline", "o-"), ("passthrough", "s--")):
+    for mode, style, color in (("pipeline", "o-", "tab:blue"),
+                               ("passthrough", "s--", "tab:orange")):
         by = {c.rate: c for c in cases if c.mode == mode}
         if not by:
             continue
         ax1.plot(x, [by[r].processed_rate if r in by else None for r in rates], style,
-                 label=f"{mode}: processed/s")
+                 color=color, label=f"{mode}: processed/s")
         if mode == "pipeline":
             ax1.plot(x, [by[r].stored_rate if r in by else None for r in rates], "^:",
-                     label="pipeline: stored/s (MongoDB)")
-        for q, ls in (("p50", style), ("p99", style.replace("-", ":"))):
+                     color="tab:green", label="pipeline: stored/s (MongoDB)")
+        for q, marker, ls in (("p50", style[0], "-"), ("p99", style[0], ":")):
             ys = [by[r].latency_ms.get(q) if r in by else None for r in rates]
-            ax2.plot(x, [y if y is not None else float("nan") for y in ys], ls,
-                     label=f"{mode} {q}")
+            ax2.plot(x, [y if y is not None else float("nan") for y in ys], marker=marker,
+                     ls=ls, color=color, label=f"{mode} {q}")
     offered = [r if r else float("nan") for r in rates]
     ax1.plot(x, offered, color="grey", lw=0.8, label="offered")
     ax1.set_xticks(x, labels)

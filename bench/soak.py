@@ -38,7 +38,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +75,8 @@ def expected_stats(transactions: Iterator[tuple[str, str, float, str]], min_hist
                    threshold: float) -> Expected:
     """``(txn_id, user_id, amount, timestamp)`` in each user's order -> :class:`Expected`.
 
-    Exact: sums of cents and of squared cents are integers, so mean and variance are exact
-    fractions, rounded to float only at the end."""
+    Exact: sums of cents and of squared cents are integers, so the variance's numerator and
+    denominator are exact integers, divided (correctly rounded) only at the end."""
     users: dict[str, tuple[int, int, int]] = {}  # user -> (n, sum cents, sum cents^2)
     days: dict[tuple[str, str], int] = {}  # (user, UTC day) -> cents
     out = Expected()
@@ -86,13 +85,13 @@ def expected_stats(transactions: Iterator[tuple[str, str, float, str]], min_hist
         n, s1, s2 = users.get(user, (0, 0, 0))
         z = None
         if n >= min_history:
-            var_prev = Fraction(n * s2 - s1 * s1, n * (n - 1))  # in cents^2
-            if var_prev > 0:
-                std_prev = float(var_prev) ** 0.5
+            num = n * s2 - s1 * s1  # n (n-1) times the variance, in cents^2
+            if num > 0:
+                std_prev = (num / (n * (n - 1))) ** 0.5
                 z = (cents - s1 / n) / std_prev
         n, s1, s2 = n + 1, s1 + cents, s2 + cents * cents
         users[user] = (n, s1, s2)
-        std = float(Fraction(n * s2 - s1 * s1, n * (n - 1))) ** 0.5 / 100 if n >= 2 else 0.0
+        std = ((n * s2 - s1 * s1) / (n * (n - 1))) ** 0.5 / 100 if n >= 2 else 0.0
         day = (user, timestamp[:10])  # the producer writes UTC timestamps (+00:00)
         days[day] = days.get(day, 0) + cents
         out[txn_id] = {"user_txn_count": n, "user_running_mean": s1 / n / 100,
@@ -321,6 +320,7 @@ def verify(args: argparse.Namespace, bootstrap: str, source: str, enriched_topic
             in_kafka[txn_id] = in_kafka.get(txn_id, 0) + 1
         else:
             foreign += 1
+    checks["seconds_generate_and_read_source"] = round(time.time() - t, 1)
     checks["transactions_topic"] = {
         "generated": len(generated), "delivered": len(in_kafka), "foreign": foreign,
         "duplicates": sum(n - 1 for n in in_kafka.values()),
@@ -328,9 +328,9 @@ def verify(args: argparse.Namespace, bootstrap: str, source: str, enriched_topic
         "ok": foreign == 0 and len(in_kafka) == produced["sent"]}
     # 2. The offline recomputation, in each user's order (= sequence order, one partition each).
     ordered = sorted((generated[i] for i in in_kafka), key=lambda m: m.seq)
+    parsed = ((m, orjson.loads(m.value)) for m in ordered)
     expected = expected_stats(
-        ((m.txn_id, m.user_id, orjson.loads(m.value)["amount"],
-          orjson.loads(m.value)["timestamp"]) for m in ordered),
+        ((m.txn_id, m.user_id, txn["amount"], txn["timestamp"]) for m, txn in parsed),
         settings.anomaly_min_history, settings.anomaly_z_threshold)
     # 3. Every enriched message (duplicates included) against it.
     seen: dict[str, int] = {}
@@ -348,6 +348,7 @@ def verify(args: argparse.Namespace, bootstrap: str, source: str, enriched_topic
             wrong.append(f"{msg['txn_id'][:12]} ({msg.get('user_id')}): {problem}")
         elif problem:
             wrong.append("...")
+    checks["seconds_enriched"] = round(time.time() - t, 1)
     checks["enriched_topic"] = {
         "expected": len(expected), "distinct": len(seen), "missing": len(expected) - len(seen),
         "duplicate_messages": sum(n - 1 for n in seen.values()), "unknown": unknown,
@@ -385,6 +386,7 @@ def verify(args: argparse.Namespace, bootstrap: str, source: str, enriched_topic
             bad_view.append(f"{user}: view {view.get('count')}/{view.get('mean')}/"
                             f"{view.get('std')} != {exp['user_txn_count']}/"
                             f"{exp['user_running_mean']}/{exp['user_running_std']}")
+    checks["seconds_mongodb"] = round(time.time() - t, 1)
     checks["stats_view"] = {"users": len(sample), "wrong": bad_view[:10], "ok": not bad_view}
     checks["seconds"] = round(time.time() - t, 1)
     checks["ok"] = all(c["ok"] for c in checks.values() if isinstance(c, dict))
