@@ -59,9 +59,8 @@ def sink_topics(prefix: str) -> list[str]:
     """The topics the sink group reads: the three sources and its repartition topic."""
     consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP)
     try:
-        internal = [t for t in consumer.topics()
-                    if t.startswith(f"{prefix}-txn-analytics-sink") and
-                    t.endswith("merchant-repartition")]
+        internal = [t for t in consumer.topics()  # "<agent>-<topic>-merchant-repartition"
+                    if t.endswith(f"{prefix}-{ENRICHED}-merchant-repartition")]
     finally:
         consumer.close()
     return [f"{prefix}-{t}" for t in (ENRICHED, ANOMALIES, DLQ)] + internal
@@ -184,7 +183,7 @@ def test_pipeline_stores_each_transaction_once_and_a_replay_changes_nothing(
         assert_stored_as_sent(db, anomalies, docs.ANOMALIES)
         assert db[docs.DLQ].count_documents({}) == summary.bad == \
             len(read_topic(f"{prefix}-{DLQ}"))
-        assert check_rollups(db)
+        wait_for(lambda: check_rollups(db), timeout=60, message="the rollups")
         assert db[docs.VOLUME_MINUTE].count_documents({}) >= 1
         names = (docs.TRANSACTIONS, docs.ANOMALIES, docs.DLQ, docs.MERCHANT_MINUTE,
                  docs.VOLUME_MINUTE)
@@ -236,7 +235,7 @@ def test_ferretdb_down_for_30_s_loses_and_duplicates_nothing(
             log = sink.log(lines=100_000)
         assert_stored_as_sent(db, {e["txn_id"]: e for e in enriched})
         assert_stored_as_sent(db, {a["txn_id"]: a for a in anomalies}, docs.ANOMALIES)
-        assert check_rollups(db)
+        wait_for(lambda: check_rollups(db), timeout=60, message="the rollups")
         unavailable = log.count("MongoDB unavailable")
         assert 1 <= unavailable <= 20, log[-3000:]  # once in a while, not per message
         assert "MongoDB is back" in log
