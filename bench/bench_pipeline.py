@@ -460,14 +460,16 @@ def _status(path: Path) -> dict[str, Any]:
 def run_case(mode: str, rate: int, duration: float, warmup: float, run_id: str,
              work: Path, bootstrap: str, mongo_url: str, partitions: int,
              drain_timeout: float, with_sink: bool = True, sink_mongo_options: str = "",
-             private_db: bool = True, profile_s: float = 0.0) -> Case:
+             private_db: bool = True, profile_s: float = 0.0, tuned: str = "") -> Case:
     import numpy as np
     import pymongo
 
     from app import contract
 
     case = Case(mode, rate, rate_label(rate))
-    prefix = f"bench-{run_id}-{mode[:4]}-{case.label}"
+    if mode == "tuned":  # the pipeline with --tuned settings
+        mode, case.notes = "pipeline", [f"worker with {tuned}"]
+    prefix = f"bench-{run_id}-{case.mode[:4]}-{case.label}"
     db_name = prefix.replace("-", "_")
     port = free_port()
     logs = work / prefix
@@ -494,7 +496,7 @@ def run_case(mode: str, rate: int, duration: float, warmup: float, run_id: str,
     try:
         if mode == "pipeline":
             kafka.create([source] + [topic_prefix + t for t in contract.TOPICS[1:]], partitions)
-            worker = Proc("worker", [TXN, "worker", "-l", "info"], env, logs).start()
+            worker = Proc("worker", worker_command(tuned), env, logs).start()
             procs.append(worker)
             hop = {"worker": worker.proc.pid}  # type: ignore[union-attr]
             if with_sink:
@@ -648,6 +650,25 @@ def stored_series(db: Any) -> list[tuple[float, float]]:
     return series
 
 
+#: ``txn worker`` with module constants of :mod:`agents.processor` set first (``--tuned``):
+#: an experiment on the worker's knobs without editing its code.
+TUNED_WORKER = """
+import sys
+import agents.processor as p
+for item in sys.argv.pop(1).split(","):
+    name, value = item.split("=")
+    setattr(p, name, type(getattr(p, name))(value))
+from app.main import main
+main()
+"""
+
+
+def worker_command(tuned: str = "") -> list[str]:
+    if not tuned:
+        return [TXN, "worker", "-l", "info"]
+    return [PY, "-c", TUNED_WORKER, tuned, "worker", "-l", "info"]
+
+
 def with_options(url: str, options: str) -> str:
     """``url`` with extra MongoDB URI ``options`` (``"maxPoolSize=1"``) appended."""
     if not options:
@@ -685,9 +706,9 @@ def table(cases: Sequence[Case]) -> str:
     lines = [head, "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"]
     for c in cases:
         ratio = None
-        if c.mode == "pipeline" and c.rate in base and base[c.rate].processed_rate:
+        if c.mode != "passthrough" and c.rate in base and base[c.rate].processed_rate:
             ratio = f"{c.processed_rate / base[c.rate].processed_rate:.0%}"
-        hop = "worker" if c.mode == "pipeline" else "passthrough"
+        hop = "passthrough" if c.mode == "passthrough" else "worker"
         cpu = " / ".join(_fmt(c.cpu.get(n), 2) for n in
                          ("broker", "ferretdb", hop, "sink", "producer", "probe"))
         rss = ", ".join(_fmt(c.rss_mb.get(n)) for n in (hop, "sink") if n in c.rss_mb)
@@ -724,7 +745,8 @@ def chart(cases: Sequence[Case], path: Path = CHART) -> None:
     x = list(range(len(rates)))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for mode, style, color in (("pipeline", "o-", "tab:blue"),
-                               ("passthrough", "s--", "tab:orange")):
+                               ("passthrough", "s--", "tab:orange"),
+                               ("tuned", "d-.", "tab:purple")):
         by = {c.rate: c for c in cases if c.mode == mode}
         if not by:
             continue
@@ -790,7 +812,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60, help="seconds per case")
     parser.add_argument("--warmup", type=float, default=5,
                         help="seconds at the start of each case left out of the rates")
-    parser.add_argument("--modes", default="pipeline,passthrough")
+    parser.add_argument("--modes", default="pipeline,passthrough",
+                        help="pipeline, passthrough and/or tuned (the pipeline with --tuned)")
+    parser.add_argument("--tuned", default="BATCH_SECONDS=0.02",
+                        help="NAME=VALUE,... constants of agents.processor for mode 'tuned'")
+    parser.add_argument("--tuned-rates", default="5000",
+                        help="the offered rates at which mode 'tuned' runs")
     parser.add_argument("--drain-timeout", type=float, default=60)
     parser.add_argument("--sink-mongo-options", default=SINK_MONGO_OPTIONS,
                         help=f"URI options for the sink's MONGO_URL (default "
@@ -813,6 +840,7 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration, "warmup_s": args.warmup, "rates": args.rates,
             "partitions": settings.topic_partitions, "sink": not args.no_sink,
             "sink_mongo_options": args.sink_mongo_options,
+            "tuned": args.tuned if "tuned" in modes else "",
             "db": "shared MONGO_URL" if args.shared_db else "a fresh FerretDB 1.24 per case",
             "note": args.note}
     print(f"[bench] run {run_id}: {json.dumps(info)}", flush=True)
@@ -826,9 +854,12 @@ def main(argv: list[str] | None = None) -> int:
                       mongo_url=settings.mongo_url, partitions=settings.topic_partitions,
                       drain_timeout=args.drain_timeout, with_sink=not args.no_sink,
                       sink_mongo_options=args.sink_mongo_options,
-                      private_db=not args.shared_db)
+                      private_db=not args.shared_db, tuned=args.tuned)
+        tuned_rates = set(parse_rates(args.tuned_rates))
         for rate in rates:
             for mode in modes:
+                if mode == "tuned" and rate not in tuned_rates:
+                    continue
                 case = run_case(mode, rate, **common)  # type: ignore[arg-type]
                 cases.append(case)
                 print(f"[bench] {json.dumps(asdict(case))}", flush=True)
