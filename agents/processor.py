@@ -157,7 +157,8 @@ def _fold_user(user_id: str, items: list[tuple[EventT, dict[str, Any]]], now: st
     """Apply one user's transactions of the batch, in partition order. Returns the user's new
     state (None if unchanged) and the day windows to write back."""
     threshold, min_history = settings.anomaly_z_threshold, settings.anomaly_min_history
-    user = before = state.get_user(user_id)
+    partition = items[0][0].message.partition  # a user's messages share one partition
+    user = before = state.get_user(user_id, partition)
     days: dict[Any, DaySpend] = {}
     dirty_days: dict[Any, DaySpend] = {}
     rewrite_user = False
@@ -166,7 +167,7 @@ def _fold_user(user_id: str, items: list[tuple[EventT, dict[str, Any]]], now: st
         offset = msg.offset
         amount = txn["amount"]
         key = state.day_key(user_id, parse_timestamp(txn["timestamp"]).timestamp())
-        day = days[key] if key in days else state.get_day(key)
+        day = days[key] if key in days else state.get_day(key, partition)
         new_stats, new_day = offset > user.offset, offset > day.offset
         if not (new_stats and new_day):
             # Redelivered after a crash: a table already holds it, so it was published.
@@ -222,17 +223,16 @@ async def process_batch(events: Sequence[EventT]) -> None:
 
     writes: list[tuple[EventT, str, UserState | None, dict[Any, DaySpend]]] = []
     for user_id, items in by_user.items():
-        with state.in_partition_of(items[0][0]):
-            results: list[Out] = []
-            try:
-                user, days = _fold_user(user_id, items, now, results)
-            except Exception as exc:  # a bug must not stop the stream: park the messages
-                log.exception("processing error for user %r", user_id)
-                counters.errors += len(items)
-                counters.dlq += len(items)
-                out.extend(dlq_message(e, f"processing error: {exc!r}"[:500], now)
-                           for e, _ in items)
-                continue
+        results: list[Out] = []
+        try:
+            user, days = _fold_user(user_id, items, now, results)
+        except Exception as exc:  # a bug must not stop the stream: park the messages
+            log.exception("processing error for user %r", user_id)
+            counters.errors += len(items)
+            counters.dlq += len(items)
+            out.extend(dlq_message(e, f"processing error: {exc!r}"[:500], now)
+                       for e, _ in items)
+            continue
         out.extend(results)
         writes.append((items[0][0], user_id, user, days))
 
@@ -241,10 +241,9 @@ async def process_batch(events: Sequence[EventT]) -> None:
         changes: list[state.Change] = []
         for event, user_id, user, days in writes:
             partition = event.message.partition
-            with state.in_partition_of(event):
-                if user is not None:
-                    changes.append(state.put_user(user_id, user, partition))
-                changes.extend(state.put_day(key, day, partition) for key, day in days.items())
+            if user is not None:
+                changes.append(state.put_user(user_id, user, partition))
+            changes.extend(state.put_day(key, day, partition) for key, day in days.items())
         acked = await output.publish(changes)
         persisted: dict[tuple[str, int], int] = {}
         for md in acked:

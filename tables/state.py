@@ -16,14 +16,11 @@ Faust commit the source offsets. Faust recovers the tables from the changelogs a
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from faust.streams import _current_event  # the context variable behind faust.current_event()
-from faust.types import TP, EventT
+from faust.stores.rocksdb import Store as RocksDBStore
+from faust.types import TP
 
 from app.main import app
 from app.settings import settings
@@ -37,7 +34,6 @@ __all__ = [
     "day_key",
     "get_day",
     "get_user",
-    "in_partition_of",
     "put_day",
     "put_user",
     "recent_days",
@@ -63,6 +59,7 @@ _daily = _table("user-daily-spend", help="Per-user spend in each UTC day (DaySpe
 daily_spend = _daily.tumbling(timedelta(seconds=DAY_SECONDS), expires=DAY_EXPIRES)
 
 _BY_CHANGELOG = {t.changelog_topic.get_topic_name(): t for t in (user_stats, _daily)}
+_CHANGELOG_NAME = {id(t): name for name, t in _BY_CHANGELOG.items()}
 
 
 class Change(NamedTuple):
@@ -76,14 +73,42 @@ class Change(NamedTuple):
     headers: None = None
 
 
+def _rocksdb(table: Any, partition: int | None) -> Any:
+    """The RocksDB database holding ``partition`` of ``table``, or None (no partition given, or
+    another kind of store: the unit tests use the memory store).
+
+    The worker reads and writes it directly: Faust's store API (``table.data[key]``) finds the
+    partition from the current event, encodes the key through its codec registry and updates
+    a locked key index on every call, which cost more than RocksDB itself.
+    """
+    store = table.data
+    if partition is None or not isinstance(store, RocksDBStore):
+        return None
+    return store._db_for_partition(partition)
+
+
+def _key_bytes(table: Any, key: Any) -> bytes:
+    """``key`` as Faust stores it, in RocksDB and in the changelog (the same bytes)."""
+    return table.changelog_topic.prepare_key(key, None)[0]
+
+
+def _get(table: Any, key: Any, partition: int | None) -> bytes | None:
+    db = _rocksdb(table, partition)
+    return table.data.get(key) if db is None else db.get(_key_bytes(table, key))
+
+
 def _write(table: Any, key: Any, value: bytes, partition: int) -> Change:
     """What ``table[key] = value`` does, minus Faust's per-message producer buffer: write the
     local store and return the changelog message, which the caller publishes and awaits
     (``table[key] = value`` would queue it and give no way to wait for it)."""
-    table.data[key] = value
+    key_bytes = _key_bytes(table, key)
+    db = _rocksdb(table, partition)
+    if db is None:
+        table.data[key] = value
+    else:
+        db.put(key_bytes, value)
     table._maybe_set_key_ttl(key, partition)  # window expiry bookkeeping (Table.on_key_set)
-    topic = table.changelog_topic
-    return Change(topic.get_topic_name(), topic.prepare_key(key, None)[0], value, partition)
+    return Change(_CHANGELOG_NAME[id(table)], key_bytes, value, partition)
 
 
 def changes_persisted(offsets: dict[tuple[str, int], int]) -> None:
@@ -93,22 +118,10 @@ def changes_persisted(offsets: dict[tuple[str, int], int]) -> None:
         _BY_CHANGELOG[topic].data.set_persisted_offset(TP(topic, partition), offset)
 
 
-@contextmanager
-def in_partition_of(event: EventT) -> Iterator[None]:
-    """Make ``event`` the current event, so table reads and writes go to its partition.
-
-    Faust picks a table's partition from the event being processed; the processor handles a
-    batch of events from several partitions at once (``stream.take_events``), so it says which.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
-def get_user(user_id: str) -> UserState:
-    return UserState.decode(user_stats.data.get(user_id))  # the store: no table hooks
+def get_user(user_id: str, partition: int | None = None) -> UserState:
+    """The user's state (reading the store: no table hooks); pass the user's partition when
+    known (the worker), else Faust looks for it (the views)."""
+    return UserState.decode(_get(user_stats, user_id, partition))
 
 
 def put_user(user_id: str, state: UserState, partition: int) -> Change:
@@ -120,8 +133,8 @@ def day_key(user_id: str, epoch_seconds: float) -> tuple[str, tuple[float, float
     return user_id, _daily.window.current(epoch_seconds)
 
 
-def get_day(key: tuple[str, tuple[float, float]]) -> DaySpend:
-    return DaySpend.decode(_daily.data.get(key))
+def get_day(key: tuple[str, tuple[float, float]], partition: int | None = None) -> DaySpend:
+    return DaySpend.decode(_get(_daily, key, partition))
 
 
 def put_day(key: tuple[str, tuple[float, float]], spend: DaySpend, partition: int) -> Change:
