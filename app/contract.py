@@ -81,6 +81,7 @@ ENRICHED_FIELDS: dict[str, Any] = {
 ANOMALY_FIELDS = ("txn_id", "user_id", "amount", "currency", "merchant_id", "merchant_category",
                   "timestamp", "z_score", "mean_prev", "std_prev", "n_prev", "detected_at")
 
+_FIELD_SET = frozenset(FIELDS)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _COUNTRY = re.compile(r"[A-Z]{2}")
@@ -96,7 +97,8 @@ class InvalidTransaction(ValueError):
 def canonical_id(txn: dict[str, Any]) -> str:
     """SHA-256 (hex) of the canonical content: every field but ``txn_id``, as compact JSON with
     sorted keys. The same content always gives the same id."""
-    content = {k: v for k, v in txn.items() if k != "txn_id"}
+    content = dict(txn)  # a C-level copy: cheaper than a comprehension (once per message)
+    content.pop("txn_id", None)
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -131,12 +133,13 @@ def validate(raw: bytes | str) -> dict[str, Any]:
         raise InvalidTransaction(f"not valid JSON: {exc}") from None
     if not isinstance(txn, dict):
         raise InvalidTransaction(f"expected a JSON object, got {type(txn).__name__}")
-    missing = [f for f in FIELDS if f not in txn]
-    if missing:
-        raise InvalidTransaction(f"missing field(s): {', '.join(missing)}")
-    extra = sorted(set(txn) - set(FIELDS))
-    if extra:
-        raise InvalidTransaction(f"unexpected field(s): {', '.join(extra)[:200]}")
+    if txn.keys() != _FIELD_SET:  # the usual case (exactly the fields) needs no lists
+        missing = [f for f in FIELDS if f not in txn]
+        if missing:
+            raise InvalidTransaction(f"missing field(s): {', '.join(missing)}")
+        extra = sorted(set(txn) - _FIELD_SET)
+        if extra:
+            raise InvalidTransaction(f"unexpected field(s): {', '.join(extra)[:200]}")
 
     txn_id = txn["txn_id"]
     if not isinstance(txn_id, str) or not _HEX64.fullmatch(txn_id):
