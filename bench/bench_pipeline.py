@@ -496,7 +496,8 @@ def run_case(mode: str, rate: int, duration: float, warmup: float, run_id: str,
     try:
         if mode == "pipeline":
             kafka.create([source] + [topic_prefix + t for t in contract.TOPICS[1:]], partitions)
-            worker = Proc("worker", worker_command(tuned), env, logs).start()
+            worker = Proc("worker", worker_command(tuned if case.mode == "tuned" else ""), env,
+                          logs).start()
             procs.append(worker)
             hop = {"worker": worker.proc.pid}  # type: ignore[union-attr]
             if with_sink:
