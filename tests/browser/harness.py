@@ -34,8 +34,9 @@ API_KEY = "browser-test-key"
 WAIT_MS = 15_000
 
 
-def wait_up(url: str, proc: Proc, timeout: float = 60) -> None:
-    """Wait until ``url`` answers at all (any HTTP status counts)."""
+def wait_up(url: str, proc: Proc, timeout: float = 180) -> None:
+    """Wait until ``url`` answers at all (any HTTP status counts). Generous: panel builds the
+    first page slowly on a loaded 2-core machine (over 60 s seen)."""
     def answered() -> bool:
         if not proc.alive:
             raise AssertionError(f"{proc.name} exited:\n{proc.log()}")
