@@ -157,8 +157,9 @@ def main() -> None:
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        runs = [r for r in previous.get("runs", []) if r.get("workers") != args.workers]
-        result["workers"] = args.workers
+        runs = [r for r in previous.get("runs", [])
+                if (r.get("workers"), r.get("users", args.users)) != (args.workers, args.users)]
+        result["workers"], result["users"] = args.workers, args.users
         RESULTS.write_text(json.dumps({"runs": [*runs, result]}, indent=2) + "\n")
         print(f"wrote {RESULTS.relative_to(ROOT)}")
 
