@@ -1,7 +1,11 @@
 """`make demo`: the whole pipeline on this machine, in the foreground.
 
-Starts the services (Kafka, FerretDB), then each part of the pipeline as a child process with
-its output in var/log/<part>.log, prints where to look, and stops everything on Ctrl-C.
+Starts the services (Kafka, FerretDB) unless they already run, then each part of the pipeline
+as a child process with its output in var/log/<part>.log, prints where to look and, every 10 s,
+what the worker has processed. Ctrl-C stops every part, and the services if it started them.
+
+Ports: WEB_PORT (worker, 6066), API_PORT (8000), DASHBOARD_PORT (5006); the parts are given
+matching WORKER_URL and API_URL.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +35,7 @@ class Part:
 def parts() -> list[Part]:
     txn = str(VENV_BIN / "txn")
     py = sys.executable
-    web_port = os.environ.get("WEB_PORT", "6066")
-    api_port = os.environ.get("API_PORT", "8000")
-    dash_port = os.environ.get("DASHBOARD_PORT", "5006")
+    web_port, api_port, dash_port = ports()
     tps = os.environ.get("TARGET_TPS", "1000")
     found = [
         Part("worker", [txn, "worker", "-l", "info"],
@@ -57,9 +60,37 @@ def parts() -> list[Part]:
     return found
 
 
+def ports() -> tuple[str, str, str]:
+    return (os.environ.get("WEB_PORT", "6066"), os.environ.get("API_PORT", "8000"),
+            os.environ.get("DASHBOARD_PORT", "5006"))
+
+
+def services(command: str) -> int:
+    return subprocess.run([sys.executable, "scripts/services.py", command], cwd=ROOT,
+                          stdout=subprocess.DEVNULL if command == "status" else None).returncode
+
+
+def worker_progress(web_port: str) -> str:
+    """One line from the worker's /metrics: what it has processed so far."""
+    try:
+        with urllib.request.urlopen(f"http://localhost:{web_port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return "worker not answering yet"
+    values = dict(line.split()[:2] for line in text.splitlines()
+                  if line and not line.startswith("#") and "{" not in line.split()[0])
+    pick = {k.removeprefix("txn_").removesuffix("_total"): v for k, v in values.items()}
+    return "  ".join(f"{k}={float(v):,.0f}" for k, v in pick.items()
+                     if k in ("processed", "anomalies", "dlq", "errors", "consumer_lag"))
+
+
 def main() -> int:
-    if subprocess.run([sys.executable, "scripts/services.py", "start"], cwd=ROOT).returncode:
+    web_port, api_port, _ = ports()
+    started_services = services("status") != 0
+    if started_services and services("start"):
         return 1
+    shared_env = {"WEB_PORT": web_port, "WORKER_URL": f"http://localhost:{web_port}",
+                  "API_URL": f"http://localhost:{api_port}"}
     LOGS.mkdir(parents=True, exist_ok=True)
     procs: list[tuple[Part, subprocess.Popen[bytes]]] = []
 
@@ -73,14 +104,18 @@ def main() -> int:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        subprocess.run([sys.executable, "scripts/services.py", "stop"], cwd=ROOT)
+        if started_services:
+            services("stop")
+        else:
+            print("[demo] the services were already running before the demo: left running "
+                  "(make services-down stops them)", flush=True)
         print("[demo] stopped", flush=True)
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         for part in parts():
             log = open(LOGS / f"{part.name}.log", "ab")
-            env = {**os.environ, **(part.env or {})}
+            env = {**os.environ, **shared_env, **(part.env or {})}
             procs.append((part, subprocess.Popen(part.cmd, cwd=ROOT, stdout=log,
                                                  stderr=subprocess.STDOUT, env=env)))
             time.sleep(1)
@@ -89,6 +124,7 @@ def main() -> int:
             print(f"  {part.name:<10} pid {proc.pid:<7} {part.where}"
                   f"   log: var/log/{part.name}.log")
         print("  kafka      127.0.0.1:9092    ferretdb  mongodb://127.0.0.1:27017", flush=True)
+        ticks = 0
         while True:
             for part, proc in procs:
                 if proc.poll() is not None:
@@ -96,6 +132,10 @@ def main() -> int:
                           f"see var/log/{part.name}.log", flush=True)
                     raise KeyboardInterrupt
             time.sleep(1)
+            ticks += 1
+            if ticks % 10 == 0:
+                print(f"[demo] {time.strftime('%H:%M:%S')} {worker_progress(web_port)}",
+                      flush=True)
     except KeyboardInterrupt:
         stop()
     return 0
