@@ -828,7 +828,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sink", action="store_true",
                         help="run the pipeline without the sink (no stored rate)")
     parser.add_argument("--profile", type=float, default=0,
-                        help="also profile the worker with py-spy for this many seconds")
+                        help="sample the worker with py-spy for this many seconds during the "
+                             "pipeline case at --profile-rate")
     parser.add_argument("--profile-rate", default="10000")
     parser.add_argument("--no-write", action="store_true",
                         help="print only (no results file, doc or chart)")
@@ -857,25 +858,26 @@ def main(argv: list[str] | None = None) -> int:
                       sink_mongo_options=args.sink_mongo_options,
                       private_db=not args.shared_db, tuned=args.tuned)
         tuned_rates = set(parse_rates(args.tuned_rates))
+        prof_rate = parse_rates(args.profile_rate)[0]
         for rate in rates:
             for mode in modes:
                 if mode == "tuned" and rate not in tuned_rates:
                     continue
-                case = run_case(mode, rate, **common)  # type: ignore[arg-type]
+                profiled = bool(args.profile) and mode == "pipeline" and rate == prof_rate
+                if profiled:
+                    RESULTS.mkdir(parents=True, exist_ok=True)
+                    (RESULTS / "worker-profile.txt").unlink(missing_ok=True)
+                case = run_case(mode, rate, **common,  # type: ignore[arg-type]
+                                profile_s=args.profile if profiled else 0.0)
                 cases.append(case)
                 print(f"[bench] {json.dumps(asdict(case))}", flush=True)
-        if args.profile:
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            prof_rate = parse_rates(args.profile_rate)[0]
-            prof_case = run_case("pipeline", prof_rate, **{  # type: ignore[arg-type]
-                **common, "duration": max(args.duration, args.profile + args.warmup + 5),
-                "run_id": run_id + "p"}, profile_s=args.profile)
-            raw = RESULTS / "worker-profile.txt"
-            if raw.exists():
-                profile = {"rate": rate_label(prof_rate), "seconds": args.profile,
-                           "processed_rate": prof_case.processed_rate,
-                           **profile_summary(raw.read_text().splitlines())}
-                print(f"[bench] profile {json.dumps(profile)}", flush=True)
+                raw = RESULTS / "worker-profile.txt"
+                if profiled and raw.exists():
+                    case.notes.append(f"py-spy sampled the worker for {args.profile:g} s")
+                    profile = {"rate": rate_label(rate), "seconds": args.profile,
+                               "processed_rate": case.processed_rate,
+                               **profile_summary(raw.read_text().splitlines())}
+                    print(f"[bench] profile {json.dumps(profile)}", flush=True)
     text = table(cases)
     print(text)
     if not args.no_write:
