@@ -723,6 +723,48 @@ def table(cases: Sequence[Case]) -> str:
     return "\n".join(lines)
 
 
+def goals(cases: Sequence[Case]) -> str:
+    """The issue's three goals against this run's cases, as markdown lines."""
+    by = {(c.mode, c.rate): c for c in cases}
+    lines = []
+    pipe10 = by.get(("pipeline", 10000))
+    if pipe10 is not None:
+        ok = pipe10.processed_rate >= 9500 and (pipe10.stored_rate or 0) >= 9500
+        lines.append(f"- Sustained 10k transactions/s end to end: **{'yes' if ok else 'no'}** "
+                     f"(at 10k offered: {_fmt(pipe10.produce_rate)}/s produced, "
+                     f"{_fmt(pipe10.processed_rate)}/s processed, "
+                     f"{_fmt(pipe10.stored_rate)}/s stored)")
+    pipe5 = by.get(("pipeline", 5000))
+    if pipe5 is not None and pipe5.latency_ms:
+        p99 = pipe5.latency_ms.get("p99")
+        lines.append(f"- p99 < 50 ms at 5k/s: **{'yes' if p99 is not None and p99 < 50 else 'no'}"
+                     f"** (p99 {_fmt(p99, 1)} ms, p50 {_fmt(pipe5.latency_ms.get('p50'), 1)} ms)")
+    tuned5 = by.get(("tuned", 5000))
+    if tuned5 is not None and tuned5.latency_ms:
+        lines.append(f"  - with the tuned worker ({'; '.join(tuned5.notes[:1])}): p99 "
+                     f"{_fmt(tuned5.latency_ms.get('p99'), 1)} ms, p50 "
+                     f"{_fmt(tuned5.latency_ms.get('p50'), 1)} ms, "
+                     f"{_fmt(tuned5.processed_rate)}/s processed")
+    for rate in sorted({c.rate for c in cases}, key=lambda r: (r == 0, r)):
+        pipe, base = by.get(("pipeline", rate)), by.get(("passthrough", rate))
+        if pipe is None or base is None or not base.processed_rate:
+            continue
+        ratio = pipe.processed_rate / base.processed_rate
+        if rate == 0:
+            lines.append(f"- Pipeline throughput >= 50% of the pass-through's (both as fast as "
+                         f"they go): **{'yes' if ratio >= 0.5 else 'no'}** ({ratio:.0%}: "
+                         f"{_fmt(pipe.processed_rate)}/s vs {_fmt(base.processed_rate)}/s)")
+    top = by.get(("pipeline", 0)) or (max((c for c in cases if c.mode == "pipeline"),
+                                          key=lambda c: c.processed_rate, default=None))
+    if top is not None and top.cpu:
+        used = sum(top.cpu.values())
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(top.cpu.items(),
+                                                          key=lambda kv: -kv[1]))
+        lines.append(f"- CPU at {top.label} (pipeline): {used:.2f} of {os.cpu_count()} cores "
+                     f"busy ({parts})")
+    return "\n".join(lines)
+
+
 def write_doc(text: str, doc: Path = DOC) -> None:
     """Replace the table between the markers of ``doc`` (or append it with the markers)."""
     block = f"{TABLE_START}\n{text}\n{TABLE_END}"
@@ -888,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / "pipeline.json").write_text(json.dumps(out, indent=1) + "\n")
         write_doc(f"Run {info['started']} (commit {info['commit']}, {args.duration:g} s per "
                   f"case, warm-up {args.warmup:g} s{'; ' + args.note if args.note else ''}):"
-                  f"\n\n{text}")
+                  f"\n\n{text}\n\n{goals(cases)}")
         chart(cases)
         print(f"[bench] wrote {RESULTS / 'pipeline.json'}, {DOC}, {CHART}", flush=True)
     return 0

@@ -140,3 +140,16 @@ def test_mismatch_names_the_wrong_field() -> None:
     assert soak.close(None, None) and not soak.close(1.0, None)
     assert soak.close(0.0, 1e-12) and not soak.close(1.0, 1.0 + 1e-6)
     assert math.isclose(1.0, 1.0)
+
+
+def test_goals_lines() -> None:
+    cases = [bp.Case("pipeline", 5000, "5k", processed_rate=5000.0,
+                     latency_ms={"p50": 20.0, "p99": 45.0}),
+             bp.Case("pipeline", 10000, "10k", processed_rate=9990.0, stored_rate=9000.0),
+             bp.Case("pipeline", 0, "max", processed_rate=6000.0, cpu={"worker": 1.0}),
+             bp.Case("passthrough", 0, "max", processed_rate=10000.0)]
+    text = bp.goals(cases)
+    assert "10k transactions/s end to end: **no**" in text  # stored 9,000 < 9,500
+    assert "p99 < 50 ms at 5k/s: **yes**" in text
+    assert "**yes** (60%" in text
+    assert "CPU at max" in text
