@@ -232,10 +232,11 @@ def test_ferretdb_down_for_30_s_loses_and_duplicates_nothing(
             wait_for(lambda: committed_everything(f"{prefix}-txn-analytics-sink",
                                                   sink_topics(prefix)),
                      timeout=300, interval=2, message="the sink to commit everything")
+            # (while the sink runs: a batch still held is written by the running sink)
+            wait_for(lambda: check_rollups(db), timeout=120, message="the rollups")
             log = sink.log(lines=100_000)
         assert_stored_as_sent(db, {e["txn_id"]: e for e in enriched})
         assert_stored_as_sent(db, {a["txn_id"]: a for a in anomalies}, docs.ANOMALIES)
-        wait_for(lambda: check_rollups(db), timeout=60, message="the rollups")
         unavailable = log.count("MongoDB unavailable")
         assert 1 <= unavailable <= 20, log[-3000:]  # once in a while, not per message
         assert "MongoDB is back" in log
@@ -265,12 +266,13 @@ def test_poison_is_skipped_to_dead_letters(tmp_path: Path, unique: str,
         wait_for(lambda: committed_everything(f"{prefix}-txn-analytics-sink",
                                               sink_topics(prefix)),
                  timeout=60, interval=1, message="the sink to commit past the poison")
+        # The rollups count what the stream holds: the valid ones and the two the database
+        # refused.
+        wait_for(lambda: check_rollups(db, [*enriched, rejected, too_big]), timeout=60,
+                 message="rollups of the countable messages")
         assert sink.alive
     dead = list(db[docs.DLQ].find())
     assert all(d["stage"] == "sink" and d["topic"] == f"{prefix}-{ENRICHED}" for d in dead)
     reasons = " ".join(d["reason"] for d in dead)
     assert "not valid JSON" in reasons and "$" in reasons and "timestamp" in reasons
     assert_stored_as_sent(db, {e["txn_id"]: e for e in enriched})
-    # The rollups count what the stream holds: the valid ones and the two the database refused.
-    wait_for(lambda: check_rollups(db, [*enriched, rejected, too_big]), timeout=30,
-             message="rollups of the countable messages")
