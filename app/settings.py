@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["ENV_VARS", "Settings", "SettingsError", "load", "settings"]
 
@@ -85,7 +85,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     d = Settings()
     positive: Callable[[int], bool] = lambda v: v > 0  # noqa: E731
-    values = dict(
+    values: dict[str, Any] = dict(
         kafka_bootstrap_servers=_parse(env, "KAFKA_BOOTSTRAP_SERVERS", str,
                                        d.kafka_bootstrap_servers, _non_empty, "host:port[,...]"),
         mongo_url=_parse(env, "MONGO_URL", str, d.mongo_url,

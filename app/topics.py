@@ -7,6 +7,8 @@ itself, so an invalid one can go to the DLQ exactly as it arrived.
 
 from __future__ import annotations
 
+from typing import Any
+
 from app import contract
 from app.main import app
 from app.models import Anomaly, EnrichedTransaction
@@ -14,7 +16,8 @@ from app.settings import settings
 
 __all__ = ["anomalies_topic", "dlq_topic", "enriched_topic", "transactions_topic"]
 
-_common = dict(partitions=settings.topic_partitions, key_type=str, key_serializer="raw")
+_common: dict[str, Any] = dict(partitions=settings.topic_partitions, key_type=str,
+                              key_serializer="raw")
 
 # internal=True: the worker creates it (TOPIC_PARTITIONS partitions) before subscribing to it.
 transactions_topic = app.topic(
