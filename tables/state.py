@@ -17,6 +17,7 @@ Faust commit the source offsets. Faust recovers the tables from the changelogs a
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from faust.stores.rocksdb import Store as RocksDBStore
@@ -87,8 +88,11 @@ def _rocksdb(table: Any, partition: int | None) -> Any:
     return store._db_for_partition(partition)
 
 
+@lru_cache(maxsize=2**16)
 def _key_bytes(table: Any, key: Any) -> bytes:
-    """``key`` as Faust stores it, in RocksDB and in the changelog (the same bytes)."""
+    """``key`` as Faust stores it, in RocksDB and in the changelog (the same bytes). Cached:
+    Faust's codec registry costs more than the RocksDB read or write the key is used for, and
+    each key is needed at least twice per batch (read, write) and again in later batches."""
     return table.changelog_topic.prepare_key(key, None)[0]
 
 
