@@ -26,7 +26,7 @@ import os
 from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
 from faust.types import EventT
@@ -110,7 +110,7 @@ class KafkaOutput:
     async def publish(self, messages: Sequence[Out | state.Change]) -> list[Acked]:
         """Send ``messages`` (in order per partition); return, per record batch, the offset of
         its last message once all are acknowledged."""
-        producer = app.producer._ensure_producer()  # the aiokafka producer Faust started
+        producer = cast(Any, app.producer)._ensure_producer()  # the aiokafka producer Faust started
         by_partition: dict[tuple[str, int], list[Out | state.Change]] = {}
         for m in messages:
             by_partition.setdefault((m.topic, m.partition), []).append(m)  # type: ignore[arg-type]

@@ -59,7 +59,7 @@ def make_events(users: int, count: int, first_offset: int) -> list[Event]:
     return events
 
 
-async def run(events: list[Event], batch: int) -> float:
+async def run(events: list[Any], batch: int) -> float:
     start = time.process_time()
     for i in range(0, len(events), batch):
         await processor.process_batch(events[i:i + batch])
