@@ -83,7 +83,7 @@ def test_pipeline_to_the_page(pipeline: Pipeline, browser: Any) -> None:
     page.locator(".user-input input").fill("pipe-a")
     page.locator(".user-input input").press("Enter")
     info = page.locator(".user-info")
-    expect(info).to_contain_text("User pipe-a", timeout=15_000)
+    expect(info).to_contain_text("User pipe-a", timeout=PIPELINE_WAIT_MS)
     expect(info).to_contain_text("live statistic")
     expect(info).to_contain_text(f"{live['mean']:,.2f}")
     expect(info).to_contain_text(f"{sum(40.0 + i for i in range(HISTORY)) + 4000.0:,.2f}")
