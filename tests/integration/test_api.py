@@ -4,6 +4,7 @@ abuse, API key, CORS, metrics and a database outage."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.integration
 
 
 def _client(db_name: str, cache_seconds: float = 0, **env: str) -> TestClient:
-    settings = load({"MONGO_DB": db_name, "WORKER_URL": f"http://127.0.0.1:{free_port()}", **env})
+    settings = load({**os.environ, "MONGO_DB": db_name,
+                     "WORKER_URL": f"http://127.0.0.1:{free_port()}", **env})
     return TestClient(create_app(settings, cache_seconds=cache_seconds))
 
 

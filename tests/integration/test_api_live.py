@@ -5,6 +5,7 @@ reports the worker. Worker process, real Kafka topics (unique prefix), real Ferr
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def test_trends_carry_the_workers_live_stats(tmp_path: Path, unique: str, mongo_
             return body if body.get("count", 0) > 0 else None
 
         wait_for(worker_stats, timeout=120, interval=1, message="the worker's stats view")
-        app = create_app(load({"MONGO_DB": mongo_db.name,
+        app = create_app(load({**os.environ, "MONGO_DB": mongo_db.name,
                                "WORKER_URL": f"http://localhost:{port}"}), cache_seconds=0)
         with TestClient(app) as client:
             body = client.get(f"/users/{user}/trends?days=3").json()

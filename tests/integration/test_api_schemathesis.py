@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 # The schema is read from the app at import (no database needed for /openapi.json); the
 # database it reads is seeded by the fixture below before the first generated request.
 DB_NAME = f"test_api_st_{uuid.uuid4().hex[:10]}"
-APP = create_app(load({"MONGO_DB": DB_NAME, "WORKER_URL": f"http://127.0.0.1:{free_port()}"}))
+APP = create_app(load({**os.environ, "MONGO_DB": DB_NAME, "WORKER_URL": f"http://127.0.0.1:{free_port()}"}))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
