@@ -183,7 +183,7 @@ def test_pipeline_stores_each_transaction_once_and_a_replay_changes_nothing(
         assert_stored_as_sent(db, anomalies, docs.ANOMALIES)
         assert db[docs.DLQ].count_documents({}) == summary.bad == \
             len(read_topic(f"{prefix}-{DLQ}"))
-        wait_for(lambda: check_rollups(db), timeout=60, message="the rollups")
+        wait_for(lambda: check_rollups(db), timeout=240, message="the rollups")
         assert db[docs.VOLUME_MINUTE].count_documents({}) >= 1
         names = (docs.TRANSACTIONS, docs.ANOMALIES, docs.DLQ, docs.MERCHANT_MINUTE,
                  docs.VOLUME_MINUTE)
@@ -233,7 +233,7 @@ def test_ferretdb_down_for_30_s_loses_and_duplicates_nothing(
                                                   sink_topics(prefix)),
                      timeout=300, interval=2, message="the sink to commit everything")
             # (while the sink runs: a batch still held is written by the running sink)
-            wait_for(lambda: check_rollups(db), timeout=120, message="the rollups")
+            wait_for(lambda: check_rollups(db), timeout=300, message="the rollups")
             log = sink.log(lines=100_000)
         assert_stored_as_sent(db, {e["txn_id"]: e for e in enriched})
         assert_stored_as_sent(db, {a["txn_id"]: a for a in anomalies}, docs.ANOMALIES)
