@@ -28,6 +28,7 @@ __all__ = [
     "TOPICS",
     "TRANSACTIONS",
     "canonical_id",
+    "load_object",
     "parse_timestamp",
     "validate",
 ]
@@ -124,15 +125,22 @@ def _text(txn: dict[str, Any], field: str, max_len: int = MAX_ID_LENGTH) -> str:
     return value
 
 
+def load_object(raw: bytes | str, error: type[ValueError] = InvalidTransaction) -> dict[str, Any]:
+    """The JSON object in a message value, or ``error`` with the reason (shared with the sink,
+    which raises its own PoisonMessage)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise error(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def validate(raw: bytes | str) -> dict[str, Any]:
     """Parse and check one ``transactions`` message. Returns the transaction as a dict, or raises
     :class:`InvalidTransaction` whose message is the reason."""
-    try:
-        txn = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidTransaction(f"not valid JSON: {exc}") from None
-    if not isinstance(txn, dict):
-        raise InvalidTransaction(f"expected a JSON object, got {type(txn).__name__}")
+    txn = load_object(raw)
     if txn.keys() != _FIELD_SET:  # the usual case (exactly the fields) needs no lists
         missing = [f for f in FIELDS if f not in txn]
         if missing:

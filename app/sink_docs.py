@@ -12,9 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
-from app.contract import InvalidTransaction, parse_timestamp
+from app.contract import InvalidTransaction, load_object, parse_timestamp
 
 __all__ = [
     "ANOMALIES",
@@ -59,13 +57,7 @@ class PoisonMessage(ValueError):
 
 def parse_json(raw: bytes | str) -> dict[str, Any]:
     """The JSON object in a message value, or PoisonMessage."""
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise PoisonMessage(f"not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise PoisonMessage(f"expected a JSON object, got {type(value).__name__}")
-    return value
+    return load_object(raw, PoisonMessage)
 
 
 def to_date(value: Any, field: str = "timestamp") -> datetime:
