@@ -21,16 +21,18 @@ committed and the restarted worker does it again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, NoReturn, cast
 
 import orjson
-from faust.types import EventT
+from faust.types import EventT, Message, TopicT
 
+from agents.batch_consumer import DIRECT, BatchConsumer, BatchTransport
 from app.contract import ANOMALY_FIELDS, InvalidTransaction, parse_timestamp, validate
 from app.main import app
 from app.settings import settings
@@ -39,24 +41,31 @@ from tables import state
 from tables.records import DaySpend, UserState, cents
 from tables.welford import is_anomaly, update, z_score
 
-__all__ = ["Acked", "BATCH_MAX", "BATCH_SECONDS", "Counters", "KafkaOutput", "Out", "counters",
-           "process", "process_batch"]
+__all__ = ["Acked", "BATCH_MAX", "BATCH_SECONDS", "Counters", "KafkaOutput", "Out", "Sent",
+           "acknowledged", "batches", "counters", "fetched_batches", "process", "process_batch",
+           "start_batch", "stream_batches"]
 
 log = logging.getLogger(__name__)
 
-#: A batch holds at most this many messages...
+#: A batch holds at most this many messages (the stream buffer, ``stream_buffer_maxsize``,
+#: holds 4,096)...
 BATCH_MAX = 5_000
-#: ...and waits at most this long for them (the latency a quiet stream adds). Bigger batches
-#: mean fewer table writes (one per user and day per batch) and fewer acknowledgement waits.
-BATCH_SECONDS = 0.2
+#: ...and, after its first message, waits this long for more (the latency a quiet stream
+#: adds). Under load batches grow anyway: messages queue up while a batch is published.
+BATCH_SECONDS = 0.005
 
 #: Outputs carry the transaction's event time as their Kafka timestamp, like ``transactions``;
 #: Kafka 4 would reject one more than an hour ahead of its clock (a producer with a time scale).
 OUTPUT_TOPIC_CONFIG = {"message.timestamp.after.max.ms": str(2**63 - 1)}
 
+TRANSACTIONS = transactions_topic.get_topic_name()
 ENRICHED = enriched_topic.get_topic_name()
 ANOMALIES = anomalies_topic.get_topic_name()
 DLQ = dlq_topic.get_topic_name()
+
+#: The worker's consumer hands ``transactions`` over a fetch at a time (agents/batch_consumer.py).
+DIRECT[TRANSACTIONS] = asyncio.Queue(maxsize=4)
+app.transport = BatchTransport(app.conf.broker_consumer, app)
 
 
 @dataclass
@@ -107,14 +116,15 @@ class KafkaOutput:
     record batch is awaited.
     """
 
-    async def publish(self, messages: Sequence[Out | state.Change]) -> list[Acked]:
-        """Send ``messages`` (in order per partition); return, per record batch, the offset of
-        its last message once all are acknowledged."""
+    async def send(self, messages: Sequence[Out | state.Change]) -> list[Sent]:
+        """Hand ``messages`` to the producer (in order per partition) and return, per record
+        batch, the future of its acknowledgement. Sends made one after the other keep their
+        order in every partition (aiokafka queues record batches per partition)."""
         producer = cast(Any, app.producer)._ensure_producer()  # the aiokafka producer Faust started
         by_partition: dict[tuple[str, int], list[Out | state.Change]] = {}
         for m in messages:
             by_partition.setdefault((m.topic, m.partition), []).append(m)  # type: ignore[arg-type]
-        sent: list[tuple[str, int, int, Awaitable[Any]]] = []  # (topic, partition, n, future)
+        sent: list[Sent] = []
         for (topic, partition), batch_messages in by_partition.items():
             batch, count = producer.create_batch(), 0
             for m in batch_messages:
@@ -122,48 +132,62 @@ class KafkaOutput:
                 while batch.append(key=m.key, value=m.value, timestamp=timestamp_ms,
                                    headers=m.headers or []) is None:  # full: send it
                     future = await producer.send_batch(batch, topic, partition=partition)
-                    sent.append((topic, partition, count, future))
+                    sent.append(Sent(topic, partition, count, future))
                     batch, count = producer.create_batch(), 0
                 count += 1
             future = await producer.send_batch(batch, topic, partition=partition)
-            sent.append((topic, partition, count, future))
-        # a record batch's metadata holds the offset of its first message
-        return [Acked(topic, partition, (await future).offset + count - 1)
-                for topic, partition, count, future in sent]
+            sent.append(Sent(topic, partition, count, future))
+        return sent
+
+    async def publish(self, messages: Sequence[Out | state.Change]) -> list[Acked]:
+        """Send ``messages`` and return once Kafka acknowledged them all."""
+        return await acknowledged(await self.send(messages))
+
+
+class Sent(NamedTuple):
+    """A record batch handed to the producer: ``count`` messages, acknowledged by ``future``."""
+
+    topic: str
+    partition: int
+    count: int
+    future: Awaitable[Any]
+
+
+async def acknowledged(sent: Sequence[Sent]) -> list[Acked]:
+    """Wait for the acknowledgements of ``sent``: per record batch, the offset of its last
+    message (a record batch's metadata holds the offset of its first)."""
+    return [Acked(s.topic, s.partition, (await s.future).offset + s.count - 1) for s in sent]
 
 
 #: Where a batch goes; unit tests put a recorder here.
 output: Any = KafkaOutput()
 
 
-def dlq_message(event: EventT, reason: str, failed_at: str) -> Out:
-    msg = event.message
+def dlq_message(msg: Message, reason: str, failed_at: str) -> Out:
     headers = [("dlq.reason", reason.encode()), ("dlq.topic", str(msg.topic).encode()),
                ("dlq.partition", str(msg.partition).encode()),
                ("dlq.offset", str(msg.offset).encode()), ("dlq.failed_at", failed_at.encode())]
     return Out(DLQ, msg.key, msg.value, msg.partition, msg.timestamp, headers)
 
 
-def _valid(event: EventT) -> dict[str, Any]:
-    msg = event.message
+def _valid(msg: Message) -> dict[str, Any]:
     txn = validate(msg.value or b"")  # a null value (tombstone) is "not valid JSON"
     if msg.key != txn["user_id"].encode():
         raise InvalidTransaction("message key is not the transaction's user_id")
     return txn
 
 
-def _fold_user(user_id: str, items: list[tuple[EventT, dict[str, Any]]], now: str,
+def _fold_user(user_id: str, items: list[tuple[Message, dict[str, Any]]], now: str,
                out: list[Out]) -> tuple[UserState | None, dict[Any, DaySpend]]:
     """Apply one user's transactions of the batch, in partition order. Returns the user's new
     state (None if unchanged) and the day windows to write back."""
     threshold, min_history = settings.anomaly_z_threshold, settings.anomaly_min_history
-    partition = items[0][0].message.partition  # a user's messages share one partition
+    partition = items[0][0].partition  # a user's messages share one partition
     user = before = state.get_user(user_id, partition)
     days: dict[Any, DaySpend] = {}
     dirty_days: dict[Any, DaySpend] = {}
     rewrite_user = False
-    for event, txn in items:
-        msg = event.message
+    for msg, txn in items:
         offset = msg.offset
         amount = txn["amount"]
         key = state.day_key(user_id, parse_timestamp(txn["timestamp"]).timestamp())
@@ -207,21 +231,24 @@ def _fold_user(user_id: str, items: list[tuple[EventT, dict[str, Any]]], now: st
     return changed, dirty_days
 
 
-async def process_batch(events: Sequence[EventT]) -> None:
-    """Process one batch (see the module docstring). Returns when it is safe to ack it."""
+async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
+    """Process one batch up to handing its changelog messages to the producer (steps 1-4 of
+    the module docstring, without waiting for the changelog's acknowledgements). Returns an
+    awaitable that completes once Kafka acknowledged them: only then may the messages be
+    acked."""
     now = datetime.now(UTC).isoformat()
     out: list[Out] = []
-    by_user: dict[str, list[tuple[EventT, dict[str, Any]]]] = {}
-    for event in events:
+    by_user: dict[str, list[tuple[Message, dict[str, Any]]]] = {}
+    for msg in messages:
         try:
-            txn = _valid(event)
+            txn = _valid(msg)
         except InvalidTransaction as exc:
-            out.append(dlq_message(event, str(exc), now))
+            out.append(dlq_message(msg, str(exc), now))
             counters.dlq += 1
             continue
-        by_user.setdefault(txn["user_id"], []).append((event, txn))
+        by_user.setdefault(txn["user_id"], []).append((msg, txn))
 
-    writes: list[tuple[EventT, str, UserState | None, dict[Any, DaySpend]]] = []
+    writes: list[tuple[int, str, UserState | None, dict[Any, DaySpend]]] = []
     for user_id, items in by_user.items():
         results: list[Out] = []
         try:
@@ -234,32 +261,46 @@ async def process_batch(events: Sequence[EventT]) -> None:
                        for e, _ in items)
             continue
         out.extend(results)
-        writes.append((items[0][0], user_id, user, days))
+        writes.append((items[0][0].partition, user_id, user, days))
 
     try:
         await output.publish(out)
         changes: list[state.Change] = []
-        for event, user_id, user, days in writes:
-            partition = event.message.partition
+        for partition, user_id, user, days in writes:
             if user is not None:
                 changes.append(state.put_user(user_id, user, partition))
             changes.extend(state.put_day(key, day, partition) for key, day in days.items())
-        acked = await output.publish(changes)
+        sent = await output.send(changes)
+    except BaseException:
+        _not_durable(len(messages))
+    counters.batches += 1
+    return _changelog_acknowledged(sent, len(messages))
+
+
+async def _changelog_acknowledged(sent: Sequence[Sent], n_messages: int) -> None:
+    try:
         persisted: dict[tuple[str, int], int] = {}
-        for md in acked:
-            if md is not None:
-                tp = (md.topic, md.partition)
-                persisted[tp] = max(md.offset, persisted.get(tp, -1))
+        for md in await acknowledged(sent):
+            tp = (md.topic, md.partition)
+            persisted[tp] = max(md.offset, persisted.get(tp, -1))
         state.changes_persisted(persisted)
     except BaseException:
-        # Acking this batch now would commit offsets whose results may not be in Kafka.
-        # Crash instead: the restarted worker replays it (and skips what is already done).
-        log.critical("batch of %d messages could not be made durable: exiting", len(events),
-                     exc_info=True)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os._exit(70)
-    counters.batches += 1
+        _not_durable(n_messages)
+
+
+def _not_durable(n_messages: int) -> NoReturn:
+    # Acking this batch now would commit offsets whose results may not be in Kafka.
+    # Crash instead: the restarted worker replays it (and skips what is already done).
+    log.critical("batch of %d messages could not be made durable: exiting", n_messages,
+                 exc_info=True)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(70)
+
+
+async def process_batch(messages: Sequence[Message]) -> None:
+    """Process one batch completely; returns when it is safe to ack it."""
+    await (await start_batch(messages))
 
 
 async def declare_outputs() -> None:
@@ -268,9 +309,98 @@ async def declare_outputs() -> None:
         await topic.derive(config=OUTPUT_TOPIC_CONFIG).maybe_declare()
 
 
+def _in_flight(messages: list[Message], faust_app: Any) -> list[Message]:
+    """What Faust's stream iterator does with each message it takes: skip one of an earlier
+    consumer generation (a rebalance happened since it was fetched; Faust seeks back to the
+    committed offsets, so the new generation reads it again), and track the others as in flight,
+    so that a rebalance or a stop waits until they are acked (``stream_wait_empty``).
+
+    Unlike Faust's stream, a skipped message is not acked: an ack of a message that was not
+    processed could let the commit pass it once its partition is read again."""
+    consumer = faust_app.consumer
+    generation = faust_app.consumer_generation_id
+    if not faust_app.flow_control.is_active():
+        return []
+    acking_topics = faust_app.topics.acking_topics
+    batch = []
+    for message in messages:
+        if message.generation_id != generation:
+            continue
+        if message.topic in acking_topics and not message.tracked:
+            message.tracked = True
+            consumer.track_message(message)
+        batch.append(message)
+    return batch
+
+
+async def fetched_batches(queue: asyncio.Queue[list[Message]], faust_app: Any
+                          ) -> AsyncIterator[list[Message]]:
+    """Batches from the worker's consumer (:class:`agents.batch_consumer.BatchConsumer`: one
+    list per fetch): wait for one, then :data:`BATCH_SECONDS` more, then take everything
+    queued, in batches of at most :data:`BATCH_MAX` (a fetch can hold far more). Under load,
+    fetches queue up while a batch is being published, so batches grow with the load; a quiet
+    stream waits only :data:`BATCH_SECONDS`."""
+    pending: list[Message] = []
+    while True:
+        if not pending:
+            pending = await queue.get()
+            if BATCH_SECONDS:
+                await asyncio.sleep(BATCH_SECONDS)
+        while len(pending) < BATCH_MAX and not queue.empty():
+            pending = pending + queue.get_nowait()
+        batch = _in_flight(pending[:BATCH_MAX], faust_app)
+        del pending[:BATCH_MAX]
+        if batch:
+            yield batch
+
+
+async def stream_batches(stream: Any) -> AsyncIterator[list[Message]]:
+    """The same from a Faust stream's channel (``agent.test_context()``, whose channel is not
+    the topic)."""
+    channel = aiter(stream.channel)
+    queue = channel.queue
+    while True:
+        events: list[EventT] = [await queue.get()]
+        if BATCH_SECONDS:
+            await asyncio.sleep(BATCH_SECONDS)
+        while len(events) < BATCH_MAX and not queue.empty():
+            events.append(queue.get_nowait())
+        batch = _in_flight([e.message for e in events], stream.app)
+        if batch:
+            yield batch
+
+
+def batches(stream: Any) -> AsyncIterator[list[Message]]:
+    """The agent's batches: straight from the consumer when the worker runs
+    :class:`~agents.batch_consumer.BatchConsumer` on the topic, else from the stream."""
+    faust_app = stream.app
+    if isinstance(stream.channel, TopicT) and isinstance(faust_app.consumer, BatchConsumer):
+        aiter(stream.channel)  # registers the topic with the conductor: Faust subscribes to it
+        return fetched_batches(DIRECT[TRANSACTIONS], faust_app)
+    return stream_batches(stream)
+
+
+async def _ack_when_durable(durable: Awaitable[None], messages: Sequence[Message],
+                            consumer: Any) -> None:
+    await durable
+    for message in messages:
+        message.ack(consumer)
+
+
 @app.agent(transactions_topic)
 async def process(stream: Any) -> None:
-    """The processing agent (one per worker; partitions are split across workers)."""
+    """The processing agent (one per worker; partitions are split across workers).
+
+    A batch's changelog acknowledgements are awaited while the next batch is collected,
+    computed and published (its messages are acked after that, in a task), so a batch waits
+    for one produce round trip, not two. Sends stay in order in every partition, and at most
+    two batches are in flight.
+    """
     await declare_outputs()
-    async for events in stream.take_events(BATCH_MAX, within=BATCH_SECONDS):
-        await process_batch(events)
+    consumer = stream.app.consumer
+    finishing: asyncio.Future[None] | None = None
+    async for messages in batches(stream):
+        durable = await start_batch(messages)
+        if finishing is not None:
+            await finishing  # the previous batch's changelog: sent before this one's
+        finishing = asyncio.ensure_future(_ack_when_durable(durable, messages, consumer))

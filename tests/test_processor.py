@@ -42,10 +42,13 @@ class Recorder:
         self.messages: list[processor.Out] = []
         self.changes: list[state.Change] = []
 
-    async def publish(self, messages: list[Any]) -> list[None]:
+    async def send(self, messages: list[Any]) -> list[processor.Sent]:
         self.messages.extend(m for m in messages if isinstance(m, processor.Out))
         self.changes.extend(m for m in messages if isinstance(m, state.Change))
-        return [None] * len(messages)
+        return []
+
+    async def publish(self, messages: list[Any]) -> list[processor.Acked]:
+        return await processor.acknowledged(await self.send(messages))
 
     def values(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(m.value) for m in self.messages if m.topic == topic]
