@@ -1,76 +1,117 @@
 """The rollups (on the sink app; ``txn sink``): per merchant per minute, and overall per minute.
 
-The enriched stream is repartitioned by ``merchant_id`` (``group_by``); each transaction adds to
-its merchant's 1-minute window in ``tables.rollups.merchant_minute`` (once: ``rollup_seen``).
-Batches of windows touched are written to MongoDB as absolute values (``$max`` of the window's
-current totals, never ``$inc``), then ``volume_minute`` of each touched minute is set to the sum
-of that minute's merchant rows; only then are the batch's events acked. A replay therefore
-rewrites the same numbers.
+No stream of their own: ``store_transactions`` (``agents/sink.py``) hands over each batch it
+stored, as :class:`~tables.rollups.Countable` items (only the transactions whose document is
+this message's: a duplicate ``txn_id`` another message stored is not counted), and holds the
+batch's events here instead of acking them. Every ``FLUSH_SECONDS`` (or ``FLUSH_EVENTS`` held
+events) :func:`flush` folds the items into their rows (:class:`tables.rollups.RollupState`:
+per row, one part per source partition with the offset of its last transaction, so a message
+read again is never counted twice), writes the changed rows to ``merchant_minute`` and
+``volume_minute`` (absolute values), and only then acks the held events.
 
-Lag between a transaction and its rollup row: the repartition hop plus at most
-``FLUSH_SECONDS`` plus one write (docs/sink.md has the measured numbers).
+Lag between a transaction and its rollup row: its insert batch plus at most ``FLUSH_SECONDS``
+plus one write (docs/sink.md has the measured numbers).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from faust import StreamT
-
-from agents.sink import BATCHES, acker, mongo
-from app import sink_docs as docs
+from agents import sink
 from app.settings import settings
 from app.sink_app import enriched_raw, sink_app
-from app.sink_batch import Batch
-from tables.rollups import merchant_key, merchant_minute, rollup_seen
+from tables.rollups import Countable, RollupState
 
-__all__ = ["FLUSH_EVENTS", "FLUSH_SECONDS", "rollups", "write_rollups"]
+__all__ = ["FLUSH_EVENTS", "FLUSH_SECONDS", "STATE", "flush", "hold", "write_rollups"]
 
-#: A rollup batch is written every FLUSH_SECONDS (or FLUSH_EVENTS events): each write upserts
-#: every window touched since the last one, one upsert per merchant and minute, whatever the
-#: number of transactions; upserts are slow on FerretDB (~hundreds/s), so they are batched
-#: over a longer time than the inserts.
+log = logging.getLogger("app.sink")
+
+#: Rollup rows are written FLUSH_SECONDS after the previous write ended: each write upserts
+#: every row changed since the last one, once, whatever the number of transactions; upserts are
+#: slow on FerretDB (~100-300/s), so a slow write just makes the next one cover more events.
+#: Past FLUSH_EVENTS held events (about 1 KB of memory each) the inserts wait for a write.
 FLUSH_SECONDS = 5.0
-FLUSH_EVENTS = 10 * settings.sink_batch_size
+FLUSH_EVENTS = 50 * settings.sink_batch_size
 
-#: (merchant_id, merchant_category, minute, window value)
-Touched = tuple[str, str, datetime, docs.Rollup]
-
-
-async def write_rollups(touched: list[Touched]) -> None:
-    """Upsert each touched window's latest value, then the touched minutes' totals."""
-    latest: dict[tuple[str, datetime], Touched] = {}
-    for item in touched:
-        latest[item[0], item[2]] = item  # values only grow: the last one is the newest
-    rows = [docs.merchant_minute_doc(m, category, minute, value)
-            for m, category, minute, value in latest.values()]
-    await mongo().upsert_rollups(rows, {minute for _, minute in latest})
+STATE = RollupState()
+Ack = Callable[[Sequence[Any]], Awaitable[Any]]
+_items: list[Countable] = []
+_events: list[tuple[Ack, Sequence[Any]]] = []
+_held = [0]
+_lock = asyncio.Lock()
 
 
-@sink_app.agent(enriched_raw)
-async def rollups(stream: StreamT[bytes]) -> None:
-    """Count each enriched transaction once in its merchant's minute; write batches."""
-    by_merchant = stream.group_by(merchant_key, name="merchant").noack()  # type: ignore[attr-defined]
-    batch: Batch[Touched] = Batch("rollups", write_rollups, acker(by_merchant),
-                                  FLUSH_EVENTS, FLUSH_SECONDS)
-    BATCHES.append(batch)
+def _exclusive() -> bool:
+    """Whether this process reads every partition of the enriched topic (then no other
+    process writes parts of its rows)."""
     try:
-        async for event in by_merchant.events():
-            try:
-                txn = docs.parse_json(event.value)
-                merchant, txn_id = txn["merchant_id"], txn["txn_id"]
-                minute = docs.minute_of(docs.to_date(txn.get("timestamp")))
-                amount, is_anomaly = float(txn["amount"]), bool(txn["is_anomaly"])
-                category = str(txn["merchant_category"])
-            except (docs.PoisonMessage, KeyError, TypeError, ValueError):
-                await batch.add(None, event)  # not countable; the sink dead-letters it
-                continue
-            if not rollup_seen[txn_id].value(event):
-                window = merchant_minute[merchant]
-                merchant_minute[merchant] = docs.add_to_rollup(
-                    window.value(event), amount, is_anomaly)
-                rollup_seen[txn_id] = True
-            value = merchant_minute[merchant].value(event)
-            await batch.add((merchant, category, minute, value), event)
-    finally:
-        BATCHES.remove(batch)
+        topic = enriched_raw.get_topic_name()
+        mine = {tp.partition for tp in sink_app.consumer.assignment() if tp.topic == topic}
+    except Exception:  # noqa: BLE001 - no consumer (tests): assume shared, the safe side
+        return False
+    return len(mine) >= settings.topic_partitions
+
+
+async def write_rollups(items: list[Countable], exclusive: bool) -> None:
+    """Fold ``items`` into their rows and write the changed rows (absolute values)."""
+    missing = STATE.missing(items)
+    if missing:
+        stored = await sink.mongo().rollup_parts(list(missing))
+        for key, labels in missing.items():
+            STATE.load(key, labels, stored.get(key))
+    changed = STATE.apply(items)
+    rows = [(collection, _id, row.labels, {p: row.parts[p] for p in parts}, row.totals())
+            for (collection, _id), (row, parts) in changed.items()]
+    await sink.mongo().write_rollup_rows(rows, exclusive)
+    STATE.commit(changed)
+
+
+async def flush() -> None:
+    """Write the held items' rows, then ack the held events."""
+    async with _lock:
+        items, events = list(_items), list(_events)
+        _items.clear()
+        _events.clear()
+        _held[0] = 0
+        if items:
+            await write_rollups(items, _exclusive())
+        for ack, batch in events:
+            await ack(batch)
+
+
+def hold(items: list[Countable]) -> None:
+    """Items of a batch just stored (counted at the next flush)."""
+    _items.extend(items)
+
+
+async def hold_events(ack: Ack, events: Sequence[Any]) -> None:
+    """Events of a batch just stored: acked after the next rollup write (the caller waits for
+    that write when too many events are held)."""
+    _events.append((ack, events))
+    _held[0] += len(events)
+    if _held[0] >= FLUSH_EVENTS:
+        await flush()
+
+
+@sink_app.task
+async def flush_rollups() -> None:
+    """The rollups' time bound."""
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        await flush()
+
+
+@sink_app.on_partitions_revoked.connect
+async def forget_rows(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+    """After a rebalance another process may write parts of the rows cached here: read them
+    again. Items of revoked partitions are dropped (their events are not acked here; the
+    partition's new reader counts them)."""
+    revoked = args[0] if args else kwargs.get("revoked") or ()
+    topic = enriched_raw.get_topic_name()
+    lost = {tp.partition for tp in revoked if tp.topic == topic}
+    if lost:
+        _items[:] = [i for i in _items if i.partition not in lost]
+    STATE.forget()

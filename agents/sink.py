@@ -1,6 +1,7 @@
 """The sink's agents (on the sink app, :mod:`app.sink_app`; run them with ``txn sink -l info``):
 ``transactions_enriched`` -> collection ``transactions``, ``anomalies`` -> ``anomalies``,
-``transactions_dlq`` -> ``dlq``. The rollups are in ``agents/rollups.py``.
+``transactions_dlq`` -> ``dlq``. The rollups (``agents/rollups.py``) count the transactions
+``store_transactions`` stored.
 
 Each agent reads with acks off, turns each message into a document (``app.sink_docs``), and
 holds it in a :class:`~app.sink_batch.Batch`; the batch is inserted (``app.mongo``, idempotent,
@@ -20,11 +21,13 @@ from typing import Any
 
 from faust import StreamT
 
+from agents import rollups
 from app import sink_docs as docs
-from app.mongo import Entry, MongoSink, connect
+from app.mongo import Entry, InsertResult, MongoSink, connect
 from app.settings import settings
 from app.sink_app import anomalies_raw, dlq_raw, enriched_raw, sink_app
 from app.sink_batch import Batch
+from tables.rollups import Countable, countable
 
 __all__ = ["BATCHES", "mongo", "store_anomalies", "store_dlq", "store_transactions"]
 
@@ -55,19 +58,39 @@ def _oldest(entries: Sequence[Entry]) -> datetime | None:
     return min(dates) if dates else None
 
 
+async def stored_here(entries: Sequence[Entry], result: InsertResult) -> list[Countable]:
+    """The rollup items of the entries whose ``transactions`` document is theirs: inserted now,
+    or by an earlier read of the same message (same ``processed_at``). A duplicate ``txn_id``
+    stored from another message (the processor re-emitting it) is not counted again."""
+    rejected = {id(e) for e, _ in result.rejected}
+    kept = [(e, e.doc) for e in entries if e.doc is not None and id(e) not in rejected]
+    if result.duplicates:
+        stored = await mongo().stored_processed_at([doc["_id"] for _, doc in kept])
+        kept = [(e, doc) for e, doc in kept if stored.get(doc["_id"]) == doc["processed_at"]]
+    items = (countable(doc, e.partition, e.offset) for e, doc in kept)
+    return [item for item in items if item is not None]
+
+
 async def _store(stream: StreamT, collection: str,
-                 make_doc: Callable[[Any], dict[str, Any]]) -> None:
-    """Store every message of ``stream`` into ``collection``, in batches."""
+                 make_doc: Callable[[Any], dict[str, Any]], count: bool = False) -> None:
+    """Store every message of ``stream`` into ``collection``, in batches (``count``: hand the
+    stored transactions to the rollups, which ack the events after their next write)."""
     events = stream.noack()  # type: ignore[attr-defined]
+    ack = acker(events)
 
     async def write(entries: list[Entry]) -> None:
         started = time.monotonic()
         result = await mongo().insert(collection, entries)
         await mongo().record_batch(collection, result, time.monotonic() - started,
                                    _oldest(entries))
+        if count:
+            rollups.hold(await stored_here(entries, result))
 
-    batch: Batch[Entry] = Batch(collection, write, acker(events), settings.sink_batch_size,
-                                settings.sink_batch_seconds)
+    async def ack_later(batch_events: Sequence[Any]) -> None:
+        await rollups.hold_events(ack, batch_events)
+
+    batch: Batch[Entry] = Batch(collection, write, ack_later if count else ack,
+                                settings.sink_batch_size, settings.sink_batch_seconds)
     BATCHES.append(batch)
     try:
         async for event in events.events():
@@ -88,7 +111,7 @@ async def _store(stream: StreamT, collection: str,
 async def store_transactions(stream: StreamT) -> None:
     """``transactions_enriched`` -> ``transactions`` (``_id`` = ``txn_id``)."""
     await _store(stream, docs.TRANSACTIONS,
-                 lambda event: docs.transaction_doc(docs.parse_json(event.value)))
+                 lambda event: docs.transaction_doc(docs.parse_json(event.value)), count=True)
 
 
 @sink_app.agent(anomalies_raw)

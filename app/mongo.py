@@ -61,6 +61,8 @@ LOG_EVERY_SECONDS = 10.0
 SERVER_TIMEOUT_MS = 5_000
 SOCKET_TIMEOUT_MS = 60_000
 UPDATES_PER_COMMAND = 40
+#: Ids per ``$in`` read of the rollups and of stored transactions.
+READ_IDS_PER_QUERY = 1000
 DUPLICATE_KEY = 11000
 
 #: The thread the sink's inserts run in: off the event loop, one call at a time (SQLite takes
@@ -325,6 +327,86 @@ class MongoSink:
             _id, labels, numbers = docs.volume_minute_doc(minute, docs.sum_rollups(rows))
             ops.append(UpdateOne({"_id": _id}, {"$set": labels, "$max": numbers}, upsert=True))
         self._update_in_chunks(docs.VOLUME_MINUTE, ops)
+
+    async def stored_processed_at(self, ids: list[str]) -> dict[str, Any]:
+        """``processed_at`` of the stored ``transactions`` with these ids (tells the sink which
+        duplicates were its own earlier write of the same message)."""
+        def read() -> dict[str, Any]:
+            found: dict[str, Any] = {}
+            for start in range(0, len(ids), READ_IDS_PER_QUERY):
+                for row in self.db[docs.TRANSACTIONS].find(
+                        {"_id": {"$in": ids[start:start + READ_IDS_PER_QUERY]}},
+                        {"processed_at": 1}):
+                    found[row["_id"]] = row.get("processed_at")
+            return found
+        return await Retry(f"{len(ids)} stored transactions").run(read)
+
+    async def rollup_parts(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+        """The stored ``parts`` of rollup rows (``(collection, _id)``); absent rows are left
+        out."""
+        def read() -> dict[tuple[str, str], Any]:
+            found: dict[tuple[str, str], Any] = {}
+            for collection in {c for c, _ in keys}:
+                ids = [i for c, i in keys if c == collection]
+                for start in range(0, len(ids), READ_IDS_PER_QUERY):
+                    for row in self.db[collection].find(
+                            {"_id": {"$in": ids[start:start + READ_IDS_PER_QUERY]}},
+                            {"parts": 1}):
+                        found[collection, row["_id"]] = row.get("parts") or {}
+            return found
+        return await Retry(f"{len(keys)} rollup rows").run(read, executor=ROLLUP_WRITER)
+
+    async def write_rollup_rows(
+            self, rows: list[tuple[str, str, dict[str, Any], dict[str, Any], dict[str, Any]]],
+            exclusive: bool) -> None:
+        """Write rollup rows ``(collection, _id, labels, changed parts, totals)``: ``$set`` the
+        labels and this process's changed parts, ``$max`` the totals (absolute values: a
+        rewrite is harmless). When other sink processes may own parts of the same rows
+        (``exclusive`` False), the totals are then recomputed from the rows read back: every
+        writer reads after its own write, so the last read sees every part and ``$max`` keeps
+        it."""
+        await self.ready()
+        updates = [(c, {"q": {"_id": _id},
+                        "u": {"$set": {**labels, **{f"parts.{p}": v for p, v in parts.items()}},
+                              "$max": docs.rollup_numbers(totals)},
+                        "upsert": True})
+                   for c, _id, labels, parts, totals in rows]
+        retry = Retry(f"{len(rows)} rollup rows")
+        await retry.run(lambda: self._update_rows(updates), holding=len(rows),
+                        executor=ROLLUP_WRITER)
+        if not exclusive and rows:
+            stored = await self.rollup_parts([(c, _id) for c, _id, *_ in rows])
+            fixes = []
+            for (c, _id), parts in stored.items():
+                total: docs.Rollup = {"count": 0, "cents": 0, "anomalies": 0}
+                for part in parts.values():
+                    total["count"] += int(part[0])
+                    total["cents"] += int(part[1])
+                    total["anomalies"] += int(part[2])
+                fixes.append((c, {"q": {"_id": _id}, "u": {"$max": docs.rollup_numbers(total)}}))
+            await retry.run(lambda: self._update_rows(fixes), executor=ROLLUP_WRITER)
+
+    def _update_rows(self, updates: list[tuple[str, dict[str, Any]]]) -> None:
+        """Raw ``update`` commands, ``UPDATES_PER_COMMAND`` statements each, ordered, with a
+        journaled write concern. The raw command, not ``bulk_write``: FerretDB answers an
+        upsert that lost a race for a new ``_id`` without ``nModified``, which pymongo's bulk
+        API cannot read. Such a duplicate key (two sink processes creating the same row at
+        once) means the row exists now: the command is sent again (the writes are absolute,
+        so repeating them is harmless)."""
+        by_collection: dict[str, list[dict[str, Any]]] = {}
+        for collection, update in updates:
+            by_collection.setdefault(collection, []).append(update)
+        for collection, statements in by_collection.items():
+            for start in range(0, len(statements), UPDATES_PER_COMMAND):
+                chunk = statements[start:start + UPDATES_PER_COMMAND]
+                for attempt in range(5):
+                    answer = self.db.command("update", collection, updates=chunk, ordered=True,
+                                             writeConcern={"w": 1, "j": True})
+                    errors = answer.get("writeErrors") or []
+                    if not errors:
+                        break
+                    if any(e.get("code") != DUPLICATE_KEY for e in errors) or attempt == 4:
+                        raise OperationFailure(f"rollup update failed: {str(errors)[:300]}")
 
     def _update_in_chunks(self, collection: str, ops: list[UpdateOne]) -> None:
         """``bulk_write`` at most ``UPDATES_PER_COMMAND`` updates per command: FerretDB keeps

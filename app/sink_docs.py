@@ -31,6 +31,7 @@ __all__ = [
     "minute_id",
     "minute_of",
     "parse_json",
+    "rollup_numbers",
     "sum_rollups",
     "to_date",
     "transaction_doc",
@@ -180,7 +181,9 @@ def sum_rollups(values: Iterable[Mapping[str, Any]]) -> Rollup:
     return total
 
 
-def _numbers(value: Rollup) -> dict[str, Any]:
+def rollup_numbers(value: Rollup) -> dict[str, Any]:
+    """A rollup value as a row's stored numbers: ``count``, ``revenue`` (from integer cents,
+    two decimals), ``anomalies``."""
     return {"count": value["count"], "revenue": round(value["cents"] / 100, 2),
             "anomalies": value["anomalies"]}
 
@@ -192,10 +195,10 @@ def merchant_minute_doc(merchant_id: str, category: str, minute: datetime,
     (after the table expired it) from lowering a complete count."""
     return (f"{merchant_id}|{minute_id(minute)}",
             {"merchant_id": merchant_id, "merchant_category": category, "minute": minute},
-            _numbers(value))
+            rollup_numbers(value))
 
 
 def volume_minute_doc(minute: datetime,
                       value: Rollup) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """``(_id, fields to $set, numbers to $max)`` of a ``volume_minute`` row."""
-    return minute_id(minute), {"minute": minute}, _numbers(value)
+    return minute_id(minute), {"minute": minute}, rollup_numbers(value)

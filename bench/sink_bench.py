@@ -77,6 +77,18 @@ def write_rate(db: pymongo.database.Database) -> dict[str, Any]:
             "mean_write_seconds": round(statistics.mean(b["seconds"] for b in batches), 3)}
 
 
+def cpu_seconds(proc: Proc) -> float:
+    """User + system CPU time of a running process (Linux ``/proc``)."""
+    assert proc.proc is not None
+    fields = Path(f"/proc/{proc.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rolled_up(db: pymongo.database.Database) -> int:
+    """Transactions counted in ``volume_minute`` so far."""
+    return sum(int(row.get("count", 0)) for row in db[docs.VOLUME_MINUTE].find({}, {"count": 1}))
+
+
 def live_lag(prefix: str, db: pymongo.database.Database, tps: int,
              seconds: int) -> dict[str, Any]:
     """Send live traffic plus one probe a second; time each probe into MongoDB."""
@@ -150,13 +162,23 @@ def run(batch_size: int, count: int, mongo_url: str | None, tmp: Path, lag_secon
     db = client[env["MONGO_DB"]]
     sink = Proc("sink", [TXN, "sink", "-l", "info"], env, tmp).start()
     try:
+        # the sink's CPU from its first stored document to the last rollup written
+        wait_for(lambda: db[docs.TRANSACTIONS].estimated_document_count() > 0,
+                 timeout=300, interval=0.2, message=f"a first document:\n{sink.log()}")
+        cpu0, first = cpu_seconds(sink), db[docs.TRANSACTIONS].estimated_document_count()
         wait_for(lambda: db[docs.TRANSACTIONS].estimated_document_count() >= count,
                  timeout=900, interval=1, message=f"{count} documents:\n{sink.log()}")
+        wait_for(lambda: rolled_up(db) >= count, timeout=300, interval=0.5,
+                 message=f"rollups of {count}:\n{sink.log()}")
+        cpu = cpu_seconds(sink) - cpu0
         result: dict[str, Any] = {"batch_size": batch_size, "batch_seconds": batch_seconds,
-                                  **write_rate(db)}
+                                  **write_rate(db), "sink_cpu_seconds": round(cpu, 2),
+                                  "sink_cpu_ms_per_document":
+                                      round(1000 * cpu / max(1, count - first), 3)}
         print(f"batch {batch_size}: {result['docs_per_second']} documents/s "
               f"({result['documents']} in {result['seconds']} s, "
-              f"{result['batches']} batches)", flush=True)
+              f"{result['batches']} batches); sink CPU "
+              f"{result['sink_cpu_ms_per_document']} ms per document", flush=True)
         if lag_seconds:
             result["lag"] = live_lag(prefix, db, live_tps, lag_seconds)
             print(f"  rollup lag at {live_tps} tps: {result['lag']['rollup_lag']}; "

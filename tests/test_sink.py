@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -16,6 +16,7 @@ from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 from app import sink_docs as docs
 from app.mongo import Retry, time_series_supported
 from app.sink_batch import Batch
+from tables.rollups import CACHE_MINUTES, Countable, RollupState, countable
 from tests.test_sink_data import enriched_stream
 
 ENRICHED, ANOMALIES = enriched_stream(400)
@@ -122,6 +123,87 @@ def test_rollup_docs() -> None:
         datetime(2026, 1, 1, 5, 6, tzinfo=UTC)
 
 
+# --- the rollup state: replays never count twice ----------------------------------------------
+MINUTES = [datetime(2026, 11, 25, 23, m, tzinfo=UTC) for m in range(3)]
+streams = st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["m-a", "m-b", "m-c"]),
+                             st.integers(0, 2), st.integers(1, 10_000), st.booleans()),
+                   max_size=80)
+
+
+def _items(stream: list) -> list[Countable]:
+    """Countables of a stream: (partition, merchant, minute, cents, anomaly), offsets in order
+    per partition."""
+    next_offset = [0, 0, 0]
+    items = []
+    for partition, merchant, minute, cents, anomaly in stream:
+        items.append(Countable(merchant, "grocery", MINUTES[minute], cents, int(anomaly),
+                               partition, next_offset[partition]))
+        next_offset[partition] += 1
+    return items
+
+
+def _written(state: RollupState, items: list[Countable],
+             store: dict[tuple[str, str], dict[str, list[int]]]) -> None:
+    """One flush as agents/rollups.py does it, with ``store`` as the database."""
+    for key, labels in state.missing(items).items():
+        state.load(key, labels, store.get(key))
+    changed = state.apply(items)
+    for key, (row, parts) in changed.items():
+        store.setdefault(key, {}).update({p: list(row.parts[p]) for p in parts})
+    state.commit(changed)
+
+
+@given(streams, st.lists(st.integers(0, 80), max_size=6), st.randoms())
+def test_rollup_rows_are_exact_under_redelivery_and_restarts(stream: list, cuts: list,
+                                                              rnd: object) -> None:
+    items = _items(stream)
+    expected: dict[tuple[str, str], list[int]] = {}
+    for item in items:
+        for key in ((docs.MERCHANT_MINUTE, f"{item.merchant_id}|{docs.minute_id(item.minute)}"),
+                    (docs.VOLUME_MINUTE, docs.minute_id(item.minute))):
+            row = expected.setdefault(key, [0, 0, 0])
+            row[0] += 1
+            row[1] += item.cents
+            row[2] += item.anomaly
+    store: dict[tuple[str, str], dict[str, list[int]]] = {}
+    state = RollupState()
+    done = 0
+    for cut in sorted(cuts):
+        # a flush up to ``cut``, then a crash: the process restarts with an empty cache and
+        # reads again from an earlier point (what was written stays written)
+        _written(state, items[:cut], store)
+        done = max(done, cut)
+        state = RollupState() if rnd.random() < 0.5 else state  # type: ignore[attr-defined]
+    _written(state, items[rnd.randint(0, done):], store)  # type: ignore[attr-defined]
+    got = {key: [sum(p[i] for p in parts.values()) for i in range(3)]
+           for key, parts in store.items()}
+    assert {k: v for k, v in got.items() if v[0]} == expected
+    for key, row in state.rows.items():
+        assert row.totals() == dict(zip(("count", "cents", "anomalies"), got[key], strict=True))
+
+
+def test_countable_needs_a_merchant_and_a_number() -> None:
+    doc = docs.transaction_doc(dict(ENRICHED[0]))
+    item = countable(doc, 3, 17)
+    assert item is not None and (item.partition, item.offset) == (3, 17)
+    assert item.cents == round(ENRICHED[0]["amount"] * 100) and item.minute == doc["minute"]
+    assert countable({**doc, "amount": "12"}, 0, 0) is None
+    assert countable({**doc, "merchant_id": None}, 0, 0) is None
+
+
+def test_rows_far_behind_leave_the_cache() -> None:
+    state = RollupState()
+    late = Countable("m", "grocery", MINUTES[0], 100, 0, 0, 0)
+    now = Countable("m", "grocery", MINUTES[0] + timedelta(minutes=CACHE_MINUTES + 1), 100, 0, 0,
+                    1)
+    for item in (late, now):
+        for key, labels in state.missing([item]).items():
+            state.load(key, labels, None)
+        state.commit(state.apply([item]))
+    assert len(state.rows) == 2  # the late rows left; the new merchant and volume rows stay
+    assert state.missing([late])
+
+
 # --- the time-series decision -----------------------------------------------------------------
 def test_time_series_only_on_real_mongodb_5_and_later() -> None:
     assert time_series_supported({"version": "7.0.2", "versionArray": [7, 0, 2, 0]})
@@ -213,3 +295,21 @@ async def test_retry_does_not_hide_data_errors() -> None:
 def test_messages_round_trip_through_json() -> None:
     raw = orjson.dumps(ENRICHED[3])
     assert docs.transaction_doc(docs.parse_json(raw))["_id"] == ENRICHED[3]["txn_id"]
+
+
+async def test_a_rebalance_forgets_the_cached_rows_and_the_revoked_items() -> None:
+    from faust.types import TP
+
+    from agents import rollups
+    from app.sink_app import enriched_raw
+
+    topic = enriched_raw.get_topic_name()
+    mine = Countable("m", "grocery", MINUTES[0], 100, 0, 1, 5)
+    theirs = Countable("m", "grocery", MINUTES[0], 100, 0, 2, 5)
+    rollups.STATE.load((docs.VOLUME_MINUTE, "x"), {"minute": MINUTES[0]}, None)
+    rollups.hold([mine, theirs])
+    try:
+        await rollups.forget_rows(None, {TP(topic, 2), TP("other", 1)})
+        assert rollups._items == [mine] and not rollups.STATE.rows
+    finally:
+        rollups._items.clear()
