@@ -2,11 +2,11 @@
 (see :mod:`app.sink_command`), separate from the processing worker (``txn worker``).
 
 Its own app id (``<app id>-sink``) makes it its own consumer group: it reads the topics the
-processing worker writes without taking partitions from it. It keeps its tables (the rollups)
-under ``DATA_DIR/sink`` and runs no web server. Its agents are in ``agents/sink.py`` and
-``agents/rollups.py``, its tables in ``tables/rollups.py``; this module only declares the app and
-the topics it reads, so importing it (the processing app's autodiscovery does) has no effect
-beyond creating these objects.
+processing worker writes without taking partitions from it. It has no Faust table and sends
+no Kafka message (the rollups live in MongoDB: ``agents/rollups.py``); ``DATA_DIR/sink`` is only
+Faust's own state directory. It runs no web server. Its agents are in ``agents/sink.py`` and
+``agents/rollups.py``; this module only declares the app and the topics it reads, so importing
+it (the processing app's autodiscovery does) has no effect beyond creating these objects.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ sink_app = faust.App(
     web_enabled=False,
     producer_acks=-1,
     producer_compression_type="lz4",
-    producer_linger=0.05,  # see docs/sink.md, Numbers: one produce request per 50 ms, not per send
+    producer_linger=0.05,  # the sink sends nothing now; kept from when it sent per transaction
     producer_max_batch_size=512 * 1024,
     consumer_auto_offset_reset="earliest",
     table_standby_replicas=0,

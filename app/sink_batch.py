@@ -52,6 +52,20 @@ class Batch(Generic[T]):
         if len(self.events) >= self.max_size:
             await self.flush()
 
+    async def add_many(self, items: Sequence[T], events: Sequence[Any]) -> None:
+        """Hold ``items`` and their ``events`` (the same length: one item per event), flushing
+        every ``max_size`` events."""
+        start = 0
+        while start < len(events):
+            if self.first_at is None:
+                self.first_at = time.monotonic()
+            end = start + self.max_size - len(self.events)
+            self.items.extend(items[start:end])
+            self.events.extend(events[start:end])
+            start = end
+            if len(self.events) >= self.max_size:
+                await self.flush()
+
     def due(self) -> bool:
         return self.first_at is not None and \
             time.monotonic() - self.first_at >= self.max_seconds

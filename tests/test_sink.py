@@ -313,3 +313,20 @@ async def test_a_rebalance_forgets_the_cached_rows_and_the_revoked_items() -> No
         assert rollups._items == [mine] and not rollups.STATE.rows
     finally:
         rollups._items.clear()
+
+
+async def test_batch_add_many_flushes_every_max_size_events() -> None:
+    written: list[list[int]] = []
+    acked: list[list[int]] = []
+
+    async def write(items: list[int]) -> None:
+        written.append(items)
+
+    async def ack(events: list[int]) -> None:
+        acked.append(list(events))
+
+    batch: Batch[int] = Batch("t", write, ack, max_size=4, max_seconds=60)
+    await batch.add_many([1, 2, 3], [1, 2, 3])
+    await batch.add_many(list(range(4, 12)), list(range(4, 12)))
+    assert written == [[1, 2, 3, 4], [5, 6, 7, 8]] and acked == written
+    assert batch.items == [9, 10, 11] and len(batch) == 3
