@@ -210,7 +210,7 @@ def start_kafka() -> None:
 # --- FerretDB --------------------------------------------------------------------------------
 
 def ferretdb_binary() -> Path:
-    sources = [FERRETDB_SRC / n for n in ("main.go", "go.mod", "go.sum")]
+    sources = [*FERRETDB_SRC.glob("*.go"), FERRETDB_SRC / "go.mod", FERRETDB_SRC / "go.sum"]
     newest = max(p.stat().st_mtime for p in sources)
     if FERRETDB_BIN.exists() and FERRETDB_BIN.stat().st_mtime >= newest:
         return FERRETDB_BIN

@@ -3,22 +3,44 @@
 // FerretDB's own cmd/ferretdb cannot be installed with `go install` (its build/version
 // file is not part of the module and it panics at start), so the project embeds the
 // library package instead, which skips that check.
+//
+// Flags:
+//
+//	--listen-addr    address of the MongoDB wire protocol (127.0.0.1:27017)
+//	--data-dir       directory of the SQLite databases (one file per database)
+//	--sqlite-params  query parameters added to FerretDB's SQLite URL (see DefaultSQLiteParams)
+//	--id-index       add the index FerretDB's _id lookups can use (idindex.go; default true)
+//	--debug-addr     if set (or FERRETDB_DEBUG_ADDR), serve Go's pprof handlers there
+//	                 (/debug/pprof/...), for `go tool pprof`; off by default
 package main
 
 import (
 	"context"
 	"flag"
 	"log"
+	"net/http"
+	_ "net/http/pprof" // registers /debug/pprof/ handlers, served only with --debug-addr
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
 
+// DefaultSQLiteParams: FerretDB itself sets busy_timeout(10000), journal_mode(wal) and
+// auto_vacuum(none) on every connection and leaves SQLite's synchronous=FULL.
+const DefaultSQLiteParams = ""
+
 func main() {
 	listen := flag.String("listen-addr", "127.0.0.1:27017", "address to listen on")
 	dataDir := flag.String("data-dir", "", "existing directory for the SQLite databases (absolute)")
+	params := flag.String("sqlite-params", DefaultSQLiteParams,
+		"query parameters added to the SQLite URL, e.g. _pragma=synchronous(normal)")
+	idIndex := flag.Bool("id-index", true,
+		"index every collection on the _id expression FerretDB's queries use (idindex.go)")
+	debugAddr := flag.String("debug-addr", os.Getenv("FERRETDB_DEBUG_ADDR"),
+		"address for Go's pprof handlers (off when empty)")
 	flag.Parse()
 	if *dataDir == "" {
 		log.Fatal("--data-dir is required")
@@ -27,10 +49,22 @@ func main() {
 		log.Fatal(err)
 	}
 
+	url := "file:" + *dataDir + "/"
+	if *params != "" {
+		url += "?" + *params
+	}
+
+	if *debugAddr != "" {
+		go func() {
+			log.Printf("pprof on http://%s/debug/pprof/", *debugAddr)
+			log.Print(http.ListenAndServe(*debugAddr, nil))
+		}()
+	}
+
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: *listen},
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + *dataDir + "/",
+		SQLiteURL: url,
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -38,7 +72,10 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log.Printf("FerretDB (SQLite at %s) listening on %s", *dataDir, *listen)
+	if *idIndex {
+		go keepIDIndexes(ctx, *dataDir, time.Second)
+	}
+	log.Printf("FerretDB (SQLite URL %s) listening on %s", url, *listen)
 	if err := f.Run(ctx); err != nil {
 		log.Fatal(err)
 	}

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import pymongo
 import pytest
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError
+
+from tests.procs import Proc, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +74,53 @@ def test_aggregation_match_group_sort_limit(mongo_db) -> None:
     by_revenue = sorted(expected.items(), key=lambda kv: -sum(kv[1]))[:2]
     assert top({"$sum": "$amount"}) == [(m, sum(v)) for m, v in by_revenue]
     assert sorted(top({"$sum": 1})) == sorted((m, len(v)) for m, v in expected.items())[:2]
+
+
+# --- ferretdb-local's own additions (scripts/ferretdb) ---------------------------------------
+FERRETDB = Path(__file__).resolve().parents[2] / ".cache" / "bin" / "ferretdb-local"
+
+
+def _plan(db: pymongo.database.Database, coll: str, _id: str) -> str:
+    """The SQLite plan of an _id lookup. A real query first: an explain alone does not see a
+    schema change (a new index) on a connection SQLite already uses."""
+    db[coll].find_one({"_id": _id})
+    return str(db.command("explain", {"find": coll, "filter": {"_id": _id}})["queryPlanner"])
+
+
+@pytest.mark.parametrize("id_index", [True, False])
+def test_id_lookups_use_an_index_only_with_ferretdb_local_id_index(
+        tmp_path: Path, id_index: bool) -> None:
+    """FerretDB 1.24 finds documents by ``_id`` with an expression its own ``_id`` index does
+    not match: a full scan ("SCAN") unless ferretdb-local adds its index ("SEARCH")."""
+    data = tmp_path / "data"
+    data.mkdir()
+    port = free_port()
+    with Proc("ferretdb", [str(FERRETDB), f"--listen-addr=127.0.0.1:{port}",
+                           f"--data-dir={data}", f"--id-index={str(id_index).lower()}",
+                           "--sqlite-params=_pragma=synchronous(normal)"],
+              dict(os.environ), tmp_path) as proc, \
+            pymongo.MongoClient(f"mongodb://127.0.0.1:{port}",
+                                serverSelectionTimeoutMS=20_000) as client:
+        db = client.ids
+        db.rows.insert_many([{"_id": f"r{i}", "n": i} for i in range(300)])
+        if id_index:
+            wait_for(lambda: "SEARCH" in _plan(db, "rows", "r7"), timeout=20,
+                     message="the _id path index")
+        else:
+            time.sleep(1.5)  # longer than ferretdb-local's check interval
+            assert "SCAN" in _plan(db, "rows", "r7") and "SEARCH" not in _plan(db, "rows", "r7")
+        # the data and FerretDB's own view of the indexes are unchanged
+        assert db.rows.find_one({"_id": "r7"}) == {"_id": "r7", "n": 7}
+        db.rows.bulk_write([UpdateOne({"_id": "r7"}, {"$max": {"n": 70}}, upsert=True),
+                            UpdateOne({"_id": "new"}, {"$set": {"n": -1}}, upsert=True)])
+        assert db.rows.find_one({"_id": "r7"})["n"] == 70 and db.rows.count_documents({}) == 301
+        assert list(db.rows.index_information()) == ["_id_"]
+        with pytest.raises(pymongo.errors.DuplicateKeyError):
+            db.rows.insert_one({"_id": "r8"})
+        # a dropped and re-made collection gets the index again
+        db.rows.drop()
+        db.rows.insert_one({"_id": "again"})
+        if id_index:
+            wait_for(lambda: "SEARCH" in _plan(db, "rows", "again"), timeout=20,
+                     message="the _id path index after a drop")
+        assert proc.alive
