@@ -22,6 +22,7 @@ committed and the restarted worker does it again.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -53,6 +54,9 @@ BATCH_MAX = 5_000
 #: ...and, after its first message, waits this long for more (the latency a quiet stream
 #: adds). Under load batches grow anyway: messages queue up while a batch is published.
 BATCH_SECONDS = 0.005
+
+#: The worker's garbage collector thresholds (Python's default: 700, 10, 10).
+GC_THRESHOLDS = (10_000, 20, 20)
 
 #: Outputs carry the transaction's event time as their Kafka timestamp, like ``transactions``;
 #: Kafka 4 would reject one more than an hour ahead of its clock (a producer with a time scale).
@@ -236,6 +240,7 @@ async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
     the module docstring, without waiting for the changelog's acknowledgements). Returns an
     awaitable that completes once Kafka acknowledged them: only then may the messages be
     acked."""
+    state.begin_batch(app.consumer_generation_id)
     now = datetime.now(UTC).isoformat()
     out: list[Out] = []
     by_user: dict[str, list[tuple[Message, dict[str, Any]]]] = {}
@@ -397,6 +402,11 @@ async def process(stream: Any) -> None:
     two batches are in flight.
     """
     await declare_outputs()
+    # Faust's many long-lived objects out of the garbage collector's way, and fewer young
+    # collections: the collector took ~12% of the batch code's CPU (bench/process_batch.py).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     consumer = stream.app.consumer
     finishing: asyncio.Future[None] | None = None
     async for messages in batches(stream):

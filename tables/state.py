@@ -29,10 +29,13 @@ from tables.records import DAY_SECONDS, DaySpend, UserState
 
 __all__ = [
     "DAY_EXPIRES",
+    "USER_CACHE_MAX",
     "Change",
+    "begin_batch",
     "changes_persisted",
     "daily_spend",
     "day_key",
+    "forget_users",
     "get_day",
     "get_user",
     "put_day",
@@ -122,13 +125,42 @@ def changes_persisted(offsets: dict[tuple[str, int], int]) -> None:
         _BY_CHANGELOG[topic].data.set_persisted_offset(TP(topic, partition), offset)
 
 
+#: The worker's user states as last read or written, so a user seen again needs no store read
+#: and no decoding: ``user_id`` -> state. Only the worker writes its partitions' states, so the
+#: cache equals the store as long as its partitions stay; a rebalance (a new consumer
+#: generation: partitions moved, tables recovered) empties it (:func:`begin_batch`).
+_users: dict[str, UserState] = {}
+_users_generation: list[int | None] = [None]
+#: The cache is emptied when it grows beyond this many users.
+USER_CACHE_MAX = 500_000
+
+
+def begin_batch(generation: int | None) -> None:
+    """Call before a batch: forgets the cached user states after a rebalance (``generation``:
+    the app's consumer generation) or when there are too many."""
+    if generation != _users_generation[0] or len(_users) > USER_CACHE_MAX:
+        _users.clear()
+        _users_generation[0] = generation
+
+
+def forget_users() -> None:
+    """Empty the user cache (tests that replace the tables' stores)."""
+    _users.clear()
+
+
 def get_user(user_id: str, partition: int | None = None) -> UserState:
     """The user's state (reading the store: no table hooks); pass the user's partition when
-    known (the worker), else Faust looks for it (the views)."""
-    return UserState.decode(_get(user_stats, user_id, partition))
+    known (the worker: cached), else Faust looks for it (the views)."""
+    if partition is None:
+        return UserState.decode(_get(user_stats, user_id, None))
+    user = _users.get(user_id)
+    if user is None:
+        user = _users[user_id] = UserState.decode(_get(user_stats, user_id, partition))
+    return user
 
 
 def put_user(user_id: str, state: UserState, partition: int) -> Change:
+    _users[user_id] = state
     return _write(user_stats, user_id, state.encode(), partition)
 
 

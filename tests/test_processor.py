@@ -63,6 +63,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
         app.conf.store = "memory://"
     for table in tables:
         table._data = None  # a fresh store, of the configured kind, on first use
+    state.forget_users()
     rec = Recorder()
     monkeypatch.setattr(processor, "output", rec)
 
@@ -74,6 +75,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     yield rec
     for table in tables:
         table._data = None
+    state.forget_users()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         app.conf.store = previous
@@ -230,3 +232,17 @@ async def test_a_batch_that_cannot_be_made_durable_ends_the_process(
                 break
             await asyncio.sleep(0.02)
     assert exits == [70]
+
+
+async def test_user_cache_is_dropped_on_a_new_consumer_generation(recorder: Recorder) -> None:
+    """The worker caches user states; after a rebalance (new generation) it reads the store
+    again, which Faust's recovery may have changed."""
+    async with processor.process.test_context() as agent:
+        await put_all(agent, recorder, [encoded(txn("ivan", 3.0))])
+        assert state.get_user("ivan", 0).stats.count == 1
+        state.user_stats.data["ivan"] = UserState(offset=41).encode()  # e.g. a recovery
+        state.begin_batch(app.consumer_generation_id)  # same generation: cached
+        assert state.get_user("ivan", 0).stats.count == 1
+        state.begin_batch(-7)  # a rebalance
+        assert state.get_user("ivan", 0).offset == 41
+        assert state.get_user("ivan").offset == 41  # the views read the store
