@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ class Variant:
     params: str  # ferretdb-local --sqlite-params
     batch: int
     note: str
+    binary: Path = FERRETDB
 
 
 B = settings.sink_batch_size
@@ -115,7 +116,7 @@ def start(name: str, variant: Variant, tmp: Path, profile: bool,
     port = free_port()
     data = tmp / name
     data.mkdir()
-    cmd = [str(FERRETDB), f"--listen-addr=127.0.0.1:{port}", f"--data-dir={data}",
+    cmd = [str(variant.binary), f"--listen-addr=127.0.0.1:{port}", f"--data-dir={data}",
            f"--sqlite-params={variant.params}", f"--id-index={str(variant.id_index).lower()}"]
     debug = None
     if profile:
@@ -195,14 +196,15 @@ def insert(run: Run, client: pymongo.MongoClient[dict[str, Any]],
 
 def profile(run: Run, seconds: int, out: Path) -> threading.Thread:
     def fetch() -> None:
-        raw = out.with_suffix(".pprof")
+        raw = Path(tempfile.gettempdir()) / f"{out.stem}.pprof"
         url = f"http://{run.debug}/debug/pprof/profile?seconds={seconds}"
         with urllib.request.urlopen(url, timeout=seconds + 60) as resp:
             raw.write_bytes(resp.read())
-        top = subprocess.run(["go", "tool", "pprof", "-top", "-nodecount=45", str(FERRETDB),
-                              str(raw)], capture_output=True, text=True, check=False)
+        top = subprocess.run(["go", "tool", "pprof", "-top", "-nodecount=45",
+                              str(run.variant.binary), str(raw)], capture_output=True,
+                             text=True, check=False)
         cum = subprocess.run(["go", "tool", "pprof", "-top", "-cum", "-nodecount=45",
-                              str(FERRETDB), str(raw)], capture_output=True, text=True,
+                              str(run.variant.binary), str(raw)], capture_output=True, text=True,
                              check=False)
         out.write_text(f"# {run.name}: {run.variant.note}\n# flat\n{top.stdout}\n"
                        f"# cumulative\n{cum.stdout}{top.stderr[-500:]}")
@@ -225,6 +227,8 @@ def main() -> None:
     ap.add_argument("--upserts", type=int, default=100,
                     help="rollup upserts per variant per round (half new rows, half updates)")
     ap.add_argument("--profile", default="", help="a variant to CPU-profile (go tool pprof)")
+    ap.add_argument("--other-binary", type=Path, default=None,
+                    help="also run every variant with this ferretdb-local build (name@other)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     # a SIGTERM (timeout, Ctrl-C's cousin) runs the finally below: no FerretDB is left behind
@@ -233,8 +237,14 @@ def main() -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    variants = {n: VARIANTS[n] for n in names}
+    if args.other_binary:
+        for n in names:
+            variants[f"{n}@other"] = replace(VARIANTS[n], binary=args.other_binary.resolve(),
+                                             note=f"{VARIANTS[n].note}, {args.other_binary}")
+    names = list(variants)
 
-    enriched, _ = enriched_stream(args.count + max(VARIANTS[n].batch for n in names)
+    enriched, _ = enriched_stream(args.count + max(v.batch for v in variants.values())
                                   * args.replay_batches, users=10_000, merchants=500)
     all_docs = [docs.transaction_doc(v) for v in enriched]
     main_docs, spare = all_docs[:args.count], all_docs[args.count:]
@@ -247,7 +257,7 @@ def main() -> None:
     threads = []
     try:
         for n in names:
-            runs.append(start(n, VARIANTS[n], tmp, n == args.profile, history))
+            runs.append(start(n, variants[n], tmp, n == args.profile, history))
             clients[n] = connect(runs[-1].url)
         rounds = [main_docs[i:i + args.round] for i in range(0, len(main_docs), args.round)]
         if args.profile in names:

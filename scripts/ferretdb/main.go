@@ -18,6 +18,7 @@ import (
 	"context"
 	"flag"
 	"log"
+	"log/slog"
 	"net/http"
 	_ "net/http/pprof" // registers /debug/pprof/ handlers, served only with --debug-addr
 	"os"
@@ -70,6 +71,7 @@ func main() {
 		Listener:  ferretdb.ListenerConfig{TCP: *listen},
 		Handler:   "sqlite",
 		SQLiteURL: url,
+		Logger:    slog.New(lazyHandler{next: slog.NewTextHandler(os.Stderr, nil)}),
 	})
 	if err != nil {
 		log.Fatal(err)
