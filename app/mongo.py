@@ -49,6 +49,7 @@ __all__ = [
     "Retry",
     "connect",
     "ensure_collections",
+    "is_ferretdb",
     "time_series_supported",
 ]
 
@@ -77,7 +78,9 @@ ROLLUP_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-rollu
 TRANSIENT = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
 
 #: Indexes for the API's queries: per user by time, anomalies by time and category, merchants
-#: by time, the overall volume by time, the DLQ by time.
+#: by time, the overall volume by time, the DLQ by time. Made on MongoDB only: FerretDB 1.24
+#: (SQLite) pushes no filter but ``_id`` down and sorts in memory, so it never uses them, and
+#: keeps each one (a JSON expression index) on every insert (bench/ferretdb_insert.py).
 INDEXES: dict[str, list[IndexModel]] = {
     docs.TRANSACTIONS: [
         IndexModel([("user_id", ASCENDING), ("timestamp", DESCENDING)]),
@@ -108,10 +111,16 @@ def connect(url: str) -> MongoClient[dict[str, Any]]:
                        tz_aware=True, w=1, journal=True)
 
 
+def is_ferretdb(build_info: Mapping[str, Any]) -> bool:
+    """Whether the server (its ``buildInfo`` answer) is FerretDB, which reports a MongoDB
+    version too but adds its own ``ferretdb...`` keys."""
+    return any(key.startswith("ferretdb") for key in build_info)
+
+
 def time_series_supported(build_info: Mapping[str, Any]) -> bool:
     """Whether the server (its ``buildInfo`` answer) can make time-series collections: MongoDB
-    5.0 or newer. FerretDB reports a MongoDB version too, so its own marker is checked first."""
-    if any(key.startswith("ferretdb") for key in build_info):
+    5.0 or newer, not FerretDB."""
+    if is_ferretdb(build_info):
         return False
     version = build_info.get("versionArray") or [0]
     return int(version[0]) >= 5
@@ -181,9 +190,10 @@ class InsertResult:
 
 
 def ensure_collections(db: Database[dict[str, Any]]) -> str:
-    """Create the sink's collections and indexes when missing. Returns (and logs) how the
-    metrics collection was made: "time-series" on MongoDB 5.0+, else "regular"."""
+    """Create the sink's collections and, on MongoDB, their indexes when missing. Returns (and
+    logs) how the metrics collection was made: "time-series" on MongoDB 5.0+, else "regular"."""
     info = db.client.admin.command("buildInfo")
+    ferretdb = is_ferretdb(info)
     existing = set(db.list_collection_names())
     kind = "regular"
     if docs.METRICS not in existing and time_series_supported(info):
@@ -199,17 +209,20 @@ def ensure_collections(db: Database[dict[str, Any]]) -> str:
                 db.create_collection(name)
             except CollectionInvalid:  # created meanwhile by another sink worker
                 pass
+        if ferretdb:  # it would never use them (INDEXES)
+            continue
         # One index per call, only the missing ones: FerretDB 1.24 drops the connection
         # (a panic) on a createIndexes of several indexes that already exist.
         have = {index["name"] for index in db[name].list_indexes()}
         for index in INDEXES[name]:
             if index.document["name"] not in have:
                 db[name].create_indexes([index])
-    log.info("MongoDB %s%s at database %r: collections and indexes ready; %s is a %s "
-             "collection (transactions, anomalies, dlq and rollups are regular collections "
-             "with time indexes, as they need a unique _id)",
-             info.get("version"), " (FerretDB)" if "ferretdbVersion" in info else "",
-             db.name, docs.METRICS, kind)
+    log.info("MongoDB %s%s at database %r: collections and %s ready; %s is a %s "
+             "collection (transactions, anomalies, dlq and rollups are regular collections, "
+             "as they need a unique _id)",
+             info.get("version"), " (FerretDB)" if ferretdb else "", db.name,
+             "the _id indexes (FerretDB uses no other)" if ferretdb else "indexes",
+             docs.METRICS, kind)
     return kind
 
 
