@@ -26,7 +26,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import Message
 
-__all__ = ["DIRECT", "BatchConsumer", "BatchTransport"]
+__all__ = ["DIRECT", "FETCH_MAX_WAIT_MS", "BatchConsumer", "BatchConsumerThread", "BatchTransport"]
 
 #: Topic name -> the queue that receives its messages, one list per fetch.
 DIRECT: dict[str, asyncio.Queue[list[Message]]] = {}
@@ -34,9 +34,29 @@ DIRECT: dict[str, asyncio.Queue[list[Message]]] = {}
 #: Hand the event loop over after this many messages of one fetch (Faust: 100).
 YIELD_EVERY = 1_000
 
+#: How long the broker may hold a fetch without data (Faust: 1,500 ms). aiokafka sends one
+#: fetch at a time per broker, for the partitions whose earlier records were all taken; when a
+#: batch takes longer than aiokafka's prefetch backoff (100 ms), that fetch names only
+#: partitions without new data (e.g. Faust's leader topic) and the broker holds it this long,
+#: while the records of every other partition wait: at 2,000 messages/s the worker got its
+#: input in bursts every ~1.6 s.
+FETCH_MAX_WAIT_MS = 20
+
+
+class BatchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread, with a shorter fetch wait (:data:`FETCH_MAX_WAIT_MS`)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        return consumer
+
 
 class BatchConsumer(aiokafka_driver.Consumer):
     """Faust's aiokafka consumer; the messages of :data:`DIRECT` topics go out as lists."""
+
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # the loop of Faust's Consumer
         callback = self.callback
