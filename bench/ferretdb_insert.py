@@ -16,7 +16,8 @@ parameters of FerretDB's SQLite URL (``--sqlite-params`` of scripts/ferretdb/mai
 FerretDB's own defaults) and the batch size.
 
 Reported per variant: documents/s (wall time of the insert calls, client included) and
-FerretDB's CPU seconds per 1000 documents (psutil, user + system of the FerretDB process); then
+FerretDB's CPU seconds per 1000 documents (psutil, user + system of the FerretDB process) and
+its peak RSS (sampled between calls); then
 the *replay* case: the same number of batches again, each with one document already stored (a
 duplicate, as after a restart), to show what the duplicate costs. Printed, and written to
 bench/results/ferretdb_insert.json. ``--profile VARIANT`` also serves pprof on that variant's
@@ -97,6 +98,7 @@ class Run:
     url: str
     data: Path
     debug: str | None = None
+    peak_rss: int = 0
     seconds: float = 0.0
     cpu: float = 0.0
     documents: int = 0
@@ -106,8 +108,11 @@ class Run:
                                                               "documents": 0})
 
     def cpu_now(self) -> float:
+        """FerretDB's CPU seconds so far (and its peak RSS, sampled here)."""
         assert self.proc.proc is not None
-        t = psutil.Process(self.proc.proc.pid).cpu_times()
+        p = psutil.Process(self.proc.proc.pid)
+        self.peak_rss = max(self.peak_rss, p.memory_info().rss)
+        t = p.cpu_times()
         return float(t.user + t.system)
 
 
@@ -323,20 +328,22 @@ def main() -> None:
             "upsert_cpu_s_per_1000": round(run.upsert["cpu"] / run.upsert["documents"] * 1000,
                                            3),
             "data_mb": round(size / 1e6, 1),
+            "ferretdb_peak_rss_mb": round(run.peak_rss / 1e6),
         })
     base = next((r for r in results if r["variant"] == "baseline"), results[0])
     print(f"\n{args.count:,} documents per variant, rounds of {args.round:,}, side by side; "
           f"replay = batches with one duplicate each")
     print(f"{'variant':<14} {'batch':>5} {'docs/s':>7} {'x base':>6} {'CPU s/1k':>8} "
           f"{'replay/s':>8} {'CPU s/1k':>8} {'upserts/s':>9} {'x base':>6} {'CPU s/1k':>8} "
-          f"{'MB':>5}  note")
+          f"{'MB':>5} {'RSS':>4}  note")
     for r in results:
         print(f"{r['variant']:<14} {r['batch']:>5} {r['docs_per_second']:>7,} "
               f"{r['docs_per_second'] / base['docs_per_second']:>5.2f}x "
               f"{r['ferretdb_cpu_s_per_1000']:>8.3f} {r['replay_docs_per_second'] or 0:>8,} "
               f"{r['replay_cpu_s_per_1000'] or 0:>8.3f} {r['upserts_per_second']:>9,} "
               f"{r['upserts_per_second'] / base['upserts_per_second']:>5.2f}x "
-              f"{r['upsert_cpu_s_per_1000']:>8.3f} {r['data_mb']:>5}  {r['note']}")
+              f"{r['upsert_cpu_s_per_1000']:>8.3f} {r['data_mb']:>5} "
+              f"{r['ferretdb_peak_rss_mb']:>4}  {r['note']}")
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
         out = {"at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -23,6 +23,7 @@ import (
 	_ "net/http/pprof" // registers /debug/pprof/ handlers, served only with --debug-addr
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -53,6 +54,12 @@ func main() {
 	}
 	if err := os.MkdirAll(*dataDir, 0o755); err != nil {
 		log.Fatal(err)
+	}
+
+	if os.Getenv("GOGC") == "" {
+		// FerretDB allocates a lot per document (BSON -> JSON); a collection every 4x growth of
+		// the heap instead of 2x: less CPU in the garbage collector, a few MB more memory
+		debug.SetGCPercent(400)
 	}
 
 	url := "file:" + *dataDir + "/"
