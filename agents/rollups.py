@@ -41,18 +41,27 @@ Ack = Callable[[Sequence[Any]], Awaitable[Any]]
 _items: list[Countable] = []
 _events: list[tuple[Ack, Sequence[Any]]] = []
 _held = [0]
+_seen: list[tuple[int, int | None]] = [(-1, None)]
 _lock = asyncio.Lock()
 
 
 def _exclusive() -> bool:
     """Whether this process reads every partition of the enriched topic (then no other
-    process writes parts of its rows)."""
+    process writes parts of its rows). Logged when it changes."""
     try:
         topic = enriched_raw.get_topic_name()
-        mine = {tp.partition for tp in sink_app.consumer.assignment() if tp.topic == topic}
+        consumer = sink_app.consumer
+        mine = {tp.partition for tp in consumer.assignment() if tp.topic == topic}
+        total = consumer.topic_partitions(topic)
     except Exception:  # noqa: BLE001 - no consumer (tests): assume shared, the safe side
         return False
-    return len(mine) >= settings.topic_partitions
+    exclusive = bool(total) and len(mine) >= total
+    if (len(mine), total) != _seen[0]:
+        _seen[0] = (len(mine), total)
+        log.info("rollups: this process reads %d of %s partitions of %s: %s", len(mine), total,
+                 topic, "it alone writes their rows" if exclusive
+                 else "rows are shared, their totals are re-read after each write")
+    return exclusive
 
 
 async def write_rollups(items: list[Countable], exclusive: bool) -> None:
@@ -76,8 +85,16 @@ async def flush() -> None:
         _items.clear()
         _events.clear()
         _held[0] = 0
-        if items:
-            await write_rollups(items, _exclusive())
+        try:
+            if items:
+                await write_rollups(items, _exclusive())
+        except BaseException:
+            # Not written (a data error; outages are retried inside): keep everything held, so
+            # nothing is acked past it and a later flush tries again.
+            _items[:0] = items
+            _events[:0] = events
+            _held[0] += sum(len(batch) for _, batch in events)
+            raise
         for ack, batch in events:
             await ack(batch)
 

@@ -330,3 +330,29 @@ async def test_batch_add_many_flushes_every_max_size_events() -> None:
     await batch.add_many(list(range(4, 12)), list(range(4, 12)))
     assert written == [[1, 2, 3, 4], [5, 6, 7, 8]] and acked == written
     assert batch.items == [9, 10, 11] and len(batch) == 3
+
+
+async def test_a_failed_rollup_write_keeps_everything_held(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    from agents import rollups
+
+    acked: list[object] = []
+
+    async def ack(events: list[object]) -> None:
+        acked.extend(events)
+
+    async def fails(items: list[Countable], exclusive: bool) -> None:
+        raise RuntimeError("no")
+
+    item = Countable("m", "grocery", MINUTES[0], 100, 0, 1, 5)
+    monkeypatch.setattr(rollups, "write_rollups", fails)
+    rollups.hold([item])
+    await rollups.hold_events(ack, ["e1"])
+    try:
+        with pytest.raises(RuntimeError):
+            await rollups.flush()
+        assert rollups._items == [item] and rollups._held[0] == 1 and not acked
+    finally:
+        rollups._items.clear()
+        rollups._events.clear()
+        rollups._held[0] = 0
