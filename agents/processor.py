@@ -1,7 +1,8 @@
 """The processing agent: ``transactions`` -> statistics, anomaly rule -> ``transactions_enriched``,
 ``anomalies``; invalid messages -> ``transactions_dlq``.
 
-It works on batches (``stream.take_events``) and, for each batch:
+It works on batches of messages (:func:`batches`: the worker's consumer,
+:mod:`agents.batch_consumer`, hands ``transactions`` over a fetch at a time) and, for each batch:
 
 1. validates every message (:func:`app.contract.validate`, plus key == ``user_id``); invalid ones
    become DLQ messages (original bytes, ``dlq.*`` headers);
@@ -10,8 +11,8 @@ It works on batches (``stream.take_events``) and, for each batch:
    offset of the last transaction in it: :mod:`tables.records`);
 3. publishes the enriched, anomaly and DLQ messages and waits until Kafka acknowledged them;
 4. writes the new table values (local store) and publishes their changelog messages, waiting
-   until Kafka acknowledged them too;
-5. returns, and only then are the events acked (so their offsets can be committed).
+   until Kafka acknowledged them too (while the next batch runs: :func:`process`);
+5. only then acks the batch's messages (so their offsets can be committed).
 
 Steps 3-5 in this order are the crash guarantee (docs/stream-processing.md): whatever is
 committed is in the changelogs, whatever a table holds was published, and a replayed message
