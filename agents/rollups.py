@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -25,7 +26,8 @@ from app.settings import settings
 from app.sink_app import enriched_raw, sink_app
 from tables.rollups import Countable, RollupState
 
-__all__ = ["FLUSH_EVENTS", "FLUSH_SECONDS", "STATE", "flush", "hold", "write_rollups"]
+__all__ = ["FLUSH_EVENTS", "FLUSH_SECONDS", "STATE", "WRITE_SHARE", "flush", "hold",
+           "pause_after", "write_rollups"]
 
 log = logging.getLogger("app.sink")
 
@@ -35,6 +37,16 @@ log = logging.getLogger("app.sink")
 #: Past FLUSH_EVENTS held events (about 1 KB of memory each) the inserts wait for a write.
 FLUSH_SECONDS = 5.0
 FLUSH_EVENTS = 50 * settings.sink_batch_size
+#: ...and at most this share of the time goes to rollup writes: after a write of ``t`` seconds
+#: the next one waits ``max(FLUSH_SECONDS, t * (1 / WRITE_SHARE - 1))``. An upsert costs
+#: FerretDB about 15 inserts (docs/sink.md), so under load the rollups back off and leave the
+#: database to the inserts; their rows then cover more transactions each.
+WRITE_SHARE = 0.2
+
+
+def pause_after(write_seconds: float) -> float:
+    """Seconds from the end of a rollup write to the start of the next one."""
+    return max(FLUSH_SECONDS, write_seconds * (1 / WRITE_SHARE - 1))
 
 STATE = RollupState()
 Ack = Callable[[Sequence[Any]], Awaitable[Any]]
@@ -55,7 +67,7 @@ def _exclusive() -> bool:
         total = consumer.topic_partitions(topic)
     except Exception:  # noqa: BLE001 - no consumer (tests): assume shared, the safe side
         return False
-    exclusive = bool(total) and len(mine) >= total
+    exclusive = total is not None and total > 0 and len(mine) >= total
     if (len(mine), total) != _seen[0]:
         _seen[0] = (len(mine), total)
         log.info("rollups: this process reads %d of %s partitions of %s: %s", len(mine), total,
@@ -115,10 +127,13 @@ async def hold_events(ack: Ack, events: Sequence[Any]) -> None:
 
 @sink_app.task
 async def flush_rollups() -> None:
-    """The rollups' time bound."""
+    """The rollups' time bound (and their share of the database's time: :func:`pause_after`)."""
+    took = 0.0
     while True:
-        await asyncio.sleep(FLUSH_SECONDS)
+        await asyncio.sleep(pause_after(took))
+        started = time.monotonic()
         await flush()
+        took = time.monotonic() - started
 
 
 @sink_app.on_partitions_revoked.connect

@@ -356,3 +356,13 @@ async def test_a_failed_rollup_write_keeps_everything_held(monkeypatch: pytest.M
         rollups._items.clear()
         rollups._events.clear()
         rollups._held[0] = 0
+
+
+def test_rollup_writes_back_off_when_they_get_slow() -> None:
+    from agents.rollups import FLUSH_SECONDS, WRITE_SHARE, pause_after
+
+    assert pause_after(0.0) == pause_after(0.5) == FLUSH_SECONDS
+    for took in (2.0, 5.0, 30.0):
+        pause = pause_after(took)
+        assert pause >= FLUSH_SECONDS
+        assert took / (took + pause) <= WRITE_SHARE + 1e-9
