@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -232,6 +232,7 @@ class MongoSink:
     def __init__(self, db: Database[dict[str, Any]]) -> None:
         self.db = db
         self._ready: asyncio.Task[str] | None = None
+        self._ferretdb: bool | None = None  # known after the first read by ids
 
     async def ready(self) -> None:
         """Collections and indexes exist (made once, retried while the database is down)."""
@@ -345,13 +346,8 @@ class MongoSink:
         """``processed_at`` of the stored ``transactions`` with these ids (tells the sink which
         duplicates were its own earlier write of the same message)."""
         def read() -> dict[str, Any]:
-            found: dict[str, Any] = {}
-            for start in range(0, len(ids), READ_IDS_PER_QUERY):
-                for row in self.db[docs.TRANSACTIONS].find(
-                        {"_id": {"$in": ids[start:start + READ_IDS_PER_QUERY]}},
-                        {"processed_at": 1}):
-                    found[row["_id"]] = row.get("processed_at")
-            return found
+            return {row["_id"]: row.get("processed_at")
+                    for row in self._find_ids(docs.TRANSACTIONS, ids, {"processed_at": 1})}
         return await Retry(f"{len(ids)} stored transactions").run(read)
 
     async def rollup_parts(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
@@ -361,11 +357,8 @@ class MongoSink:
             found: dict[tuple[str, str], Any] = {}
             for collection in {c for c, _ in keys}:
                 ids = [i for c, i in keys if c == collection]
-                for start in range(0, len(ids), READ_IDS_PER_QUERY):
-                    for row in self.db[collection].find(
-                            {"_id": {"$in": ids[start:start + READ_IDS_PER_QUERY]}},
-                            {"parts": 1}):
-                        found[collection, row["_id"]] = row.get("parts") or {}
+                for row in self._find_ids(collection, ids, {"parts": 1}):
+                    found[collection, row["_id"]] = row.get("parts") or {}
             return found
         return await Retry(f"{len(keys)} rollup rows").run(read, executor=ROLLUP_WRITER)
 
@@ -398,6 +391,24 @@ class MongoSink:
                     total["anomalies"] += int(part[2])
                 fixes.append((c, {"q": {"_id": _id}, "u": {"$max": docs.rollup_numbers(total)}}))
             await retry.run(lambda: self._update_rows(fixes), executor=ROLLUP_WRITER)
+
+    def _find_ids(self, collection: str, ids: list[str],
+                  projection: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The documents with these ``_id``s. FerretDB 1.24 pushes only an ``_id`` equality
+        down to SQLite: a ``$in`` reads the whole collection (1.4 s for 50 ids among 50,000
+        documents, against 37 ms for 50 single-id queries), so there it asks once per id."""
+        if self._ferretdb is None:
+            self._ferretdb = is_ferretdb(self.db.client.admin.command("buildInfo"))
+        coll = self.db[collection]
+        if self._ferretdb:
+            for _id in ids:
+                row = coll.find_one({"_id": _id}, projection)
+                if row is not None:
+                    yield row
+            return
+        for start in range(0, len(ids), READ_IDS_PER_QUERY):
+            yield from coll.find({"_id": {"$in": ids[start:start + READ_IDS_PER_QUERY]}},
+                                 projection)
 
     def _update_rows(self, updates: list[tuple[str, dict[str, Any]]]) -> None:
         """Raw ``update`` commands, ``UPDATES_PER_COMMAND`` statements each, ordered, with a
