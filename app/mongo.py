@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from bson.errors import InvalidDocument
-from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient
 from pymongo.database import Database
 from pymongo.errors import (
     BulkWriteError,
@@ -314,34 +314,6 @@ class MongoSink:
             if other:  # cannot happen with text-only records, but never loop on it
                 log.error("dead-letter records rejected too: %s", str(other)[:500])
 
-    async def upsert_rollups(self, rows: Iterable[tuple[str, dict[str, Any], dict[str, Any]]],
-                             minutes: Iterable[datetime]) -> None:
-        """Write merchant rows (absolute values: ``$set`` the labels, ``$max`` the numbers),
-        then each touched minute's overall row as the sum of that minute's merchant rows."""
-        await self.ready()
-        ops = [UpdateOne({"_id": _id}, {"$set": labels, "$max": numbers}, upsert=True)
-               for _id, labels, numbers in rows]
-        minutes = sorted(set(minutes))
-        retry = Retry(f"{len(ops)} rollups")
-        if ops:
-            await retry.run(lambda: self._update_in_chunks(docs.MERCHANT_MINUTE, ops),
-                            holding=len(ops), executor=ROLLUP_WRITER)
-        if minutes:
-            await retry.run(lambda: self._upsert_volumes(minutes), holding=len(minutes),
-                            executor=ROLLUP_WRITER)
-
-    def _upsert_volumes(self, minutes: list[datetime]) -> None:
-        by_minute: dict[datetime, list[dict[str, Any]]] = {m: [] for m in minutes}
-        cursor = self.db[docs.MERCHANT_MINUTE].find(
-            {"minute": {"$in": minutes}}, {"minute": 1, "count": 1, "revenue": 1, "anomalies": 1})
-        for row in cursor:
-            by_minute.setdefault(row["minute"].astimezone(UTC), []).append(row)
-        ops = []
-        for minute, rows in by_minute.items():
-            _id, labels, numbers = docs.volume_minute_doc(minute, docs.sum_rollups(rows))
-            ops.append(UpdateOne({"_id": _id}, {"$set": labels, "$max": numbers}, upsert=True))
-        self._update_in_chunks(docs.VOLUME_MINUTE, ops)
-
     async def stored_processed_at(self, ids: list[str]) -> dict[str, Any]:
         """``processed_at`` of the stored ``transactions`` with these ids (tells the sink which
         duplicates were its own earlier write of the same message)."""
@@ -431,14 +403,6 @@ class MongoSink:
                         break
                     if any(e.get("code") != DUPLICATE_KEY for e in errors) or attempt == 4:
                         raise OperationFailure(f"rollup update failed: {str(errors)[:300]}")
-
-    def _update_in_chunks(self, collection: str, ops: list[UpdateOne]) -> None:
-        """``bulk_write`` at most ``UPDATES_PER_COMMAND`` updates per command: FerretDB keeps
-        every statement's query open until the command ends and has 100 SQLite connections
-        per database, so a command of ~100 updates never returns (docs/data-model.md)."""
-        for start in range(0, len(ops), UPDATES_PER_COMMAND):
-            self.db[collection].bulk_write(ops[start:start + UPDATES_PER_COMMAND],
-                                           ordered=False)
 
     async def record_batch(self, collection: str, result: InsertResult, seconds: float,
                            oldest: datetime | None) -> None:

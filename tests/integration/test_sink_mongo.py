@@ -88,44 +88,8 @@ async def test_poison_goes_to_dead_letters_and_the_rest_is_stored(
     assert mongo_db[docs.DLQ].count_documents({}) == 3
 
 
-async def test_rollups_are_absolute_and_volume_is_the_sum(
-        sink: MongoSink, mongo_db: pymongo.database.Database) -> None:
-    m1 = datetime(2026, 11, 25, 10, 1, tzinfo=UTC)
-    m2 = datetime(2026, 11, 25, 10, 2, tzinfo=UTC)
-    a = {"count": 2, "cents": 1050, "anomalies": 1}
-    b = {"count": 3, "cents": 99, "anomalies": 0}
-    await sink.upsert_rollups([docs.merchant_minute_doc("m-a", "grocery", m1, a),
-                               docs.merchant_minute_doc("m-b", "travel", m1, b),
-                               docs.merchant_minute_doc("m-a", "grocery", m2, b)], [m1, m2])
-    # written again (a replay), and a smaller recount: nothing changes
-    smaller = {"count": 1, "cents": 50, "anomalies": 0}
-    await sink.upsert_rollups([docs.merchant_minute_doc("m-a", "grocery", m1, a),
-                               docs.merchant_minute_doc("m-b", "travel", m1, smaller)], [m1])
-    rows = {d["_id"]: d for d in mongo_db[docs.MERCHANT_MINUTE].find()}
-    assert rows["m-a|2026-11-25T10:01:00Z"]["revenue"] == 10.5
-    assert rows["m-b|2026-11-25T10:01:00Z"]["count"] == 3
-    volume = {d["_id"]: d for d in mongo_db[docs.VOLUME_MINUTE].find()}
-    assert volume["2026-11-25T10:01:00Z"]["count"] == 5
-    assert volume["2026-11-25T10:01:00Z"]["revenue"] == 11.49
-    assert volume["2026-11-25T10:01:00Z"]["anomalies"] == 1
-    assert volume["2026-11-25T10:02:00Z"]["count"] == 3
-
-
 async def test_batch_records(sink: MongoSink, mongo_db: pymongo.database.Database) -> None:
     result = await sink.insert(docs.TRANSACTIONS, entries(ENRICHED[:3]))
     await sink.record_batch(docs.TRANSACTIONS, result, 0.01, datetime.now(UTC))
     row = mongo_db[docs.METRICS].find_one()
     assert row is not None and row["inserted"] == 3 and row["lag_seconds"] >= 0
-
-
-@pytest.mark.timeout(120)
-async def test_many_rollups_in_one_batch(sink: MongoSink,
-                                         mongo_db: pymongo.database.Database) -> None:
-    """A batch touching 300 merchants: FerretDB never answers a command of ~100 updates, so
-    the sink splits them; this returns, with every row and the minute's total."""
-    minute = datetime(2026, 11, 25, 11, 0, tzinfo=UTC)
-    value = {"count": 1, "cents": 100, "anomalies": 0}
-    await sink.upsert_rollups([docs.merchant_minute_doc(f"m-{i}", "grocery", minute, value)
-                               for i in range(300)], [minute])
-    assert mongo_db[docs.MERCHANT_MINUTE].count_documents({}) == 300
-    assert mongo_db[docs.VOLUME_MINUTE].find_one()["count"] == 300
