@@ -359,10 +359,10 @@ class PrivateFerret:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self) -> None:
+    def start(self, nice: int = 0) -> None:
         log = open(self.dir.parent / "ferretdb.log", "ab")
         self.proc = subprocess.Popen(
-            [str(ROOT / ".cache" / "bin" / "ferretdb-local"),
+            niced(nice) + [str(ROOT / ".cache" / "bin" / "ferretdb-local"),
              f"--listen-addr=127.0.0.1:{self.port}", f"--data-dir={self.dir}"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         time.sleep(1)
@@ -371,6 +371,11 @@ class PrivateFerret:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(30)
+
+
+def niced(nice: int) -> list[str]:
+    """The command prefix that starts a process (and all its threads) at niceness ``nice``."""
+    return ["nice", "-n", str(nice)] if nice else []
 
 
 def service_pids() -> dict[str, int]:
@@ -460,15 +465,20 @@ def _status(path: Path) -> dict[str, Any]:
 def run_case(mode: str, rate: int, duration: float, warmup: float, run_id: str,
              work: Path, bootstrap: str, mongo_url: str, partitions: int,
              drain_timeout: float, with_sink: bool = True, sink_mongo_options: str = "",
-             private_db: bool = True, profile_s: float = 0.0, tuned: str = "") -> Case:
+             private_db: bool = True, profile_s: float = 0.0, tuned: str = "",
+             tuned_storage_nice: int = 0) -> Case:
     import numpy as np
     import pymongo
 
     from app import contract
 
     case = Case(mode, rate, rate_label(rate))
+    storage_nice = 0
     if mode == "tuned":  # the pipeline with --tuned settings
-        mode, case.notes = "pipeline", [f"worker with {tuned}"]
+        mode, case.notes = "pipeline", [f"worker with {tuned}" if tuned else "worker as is"]
+        storage_nice = tuned_storage_nice
+        if storage_nice:
+            case.notes.append(f"sink and FerretDB at nice {storage_nice}")
     prefix = f"bench-{run_id}-{case.mode[:4]}-{case.label}"
     db_name = prefix.replace("-", "_")
     port = free_port()
@@ -478,7 +488,7 @@ def run_case(mode: str, rate: int, duration: float, warmup: float, run_id: str,
     ferret = None
     if private_db and mode == "pipeline":
         ferret = PrivateFerret(logs)
-        ferret.start()
+        ferret.start(storage_nice)
         mongo_url, pids["ferretdb"] = ferret.url, ferret.pid
     env = pipeline_env(prefix, MONGO_DB=db_name, DATA_DIR=str(logs / "data"), WEB_PORT=port,
                        WEB_HOST="localhost", KAFKA_BOOTSTRAP_SERVERS=bootstrap,
@@ -501,7 +511,8 @@ def run_case(mode: str, rate: int, duration: float, warmup: float, run_id: str,
             procs.append(worker)
             hop = {"worker": worker.proc.pid}  # type: ignore[union-attr]
             if with_sink:
-                sink = Proc("sink", [TXN, "sink", "-l", "info"], env, logs).start()
+                sink = Proc("sink", niced(storage_nice) + [TXN, "sink", "-l", "info"], env,
+                            logs).start()
                 procs.append(sink)
                 hop["sink"] = sink.proc.pid  # type: ignore[union-attr]
             wait_for(lambda: b'"partitions":[0' in _get(f"http://localhost:{port}/health")
@@ -741,7 +752,7 @@ def goals(cases: Sequence[Case]) -> str:
                      f"** (p99 {_fmt(p99, 1)} ms, p50 {_fmt(pipe5.latency_ms.get('p50'), 1)} ms)")
     tuned5 = by.get(("tuned", 5000))
     if tuned5 is not None and tuned5.latency_ms:
-        lines.append(f"  - with the tuned worker ({'; '.join(tuned5.notes[:1])}): p99 "
+        lines.append(f"  - tuned ({'; '.join(tuned5.notes[:2])}): p99 "
                      f"{_fmt(tuned5.latency_ms.get('p99'), 1)} ms, p50 "
                      f"{_fmt(tuned5.latency_ms.get('p50'), 1)} ms, "
                      f"{_fmt(tuned5.processed_rate)}/s processed")
@@ -859,6 +870,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="pipeline, passthrough and/or tuned (the pipeline with --tuned)")
     parser.add_argument("--tuned", default="BATCH_SECONDS=0.02",
                         help="NAME=VALUE,... constants of agents.processor for mode 'tuned'")
+    parser.add_argument("--tuned-storage-nice", type=int, default=0,
+                        help="in mode 'tuned', run the sink and its FerretDB at this niceness "
+                             "(the storage path yields the CPU to the worker)")
     parser.add_argument("--tuned-rates", default="5000",
                         help="the offered rates at which mode 'tuned' runs")
     parser.add_argument("--drain-timeout", type=float, default=60)
@@ -885,6 +899,7 @@ def main(argv: list[str] | None = None) -> int:
             "partitions": settings.topic_partitions, "sink": not args.no_sink,
             "sink_mongo_options": args.sink_mongo_options,
             "tuned": args.tuned if "tuned" in modes else "",
+            "tuned_storage_nice": args.tuned_storage_nice if "tuned" in modes else 0,
             "db": "shared MONGO_URL" if args.shared_db else "a fresh FerretDB 1.24 per case",
             "note": args.note}
     print(f"[bench] run {run_id}: {json.dumps(info)}", flush=True)
@@ -898,7 +913,8 @@ def main(argv: list[str] | None = None) -> int:
                       mongo_url=settings.mongo_url, partitions=settings.topic_partitions,
                       drain_timeout=args.drain_timeout, with_sink=not args.no_sink,
                       sink_mongo_options=args.sink_mongo_options,
-                      private_db=not args.shared_db, tuned=args.tuned)
+                      private_db=not args.shared_db, tuned=args.tuned,
+                      tuned_storage_nice=args.tuned_storage_nice)
         tuned_rates = set(parse_rates(args.tuned_rates))
         prof_rate = parse_rates(args.profile_rate)[0]
         for rate in rates:
