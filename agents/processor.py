@@ -29,6 +29,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from time import monotonic
 from typing import Any, NamedTuple, NoReturn, cast
 
 import orjson
@@ -336,6 +337,12 @@ def _in_flight(messages: list[Message], faust_app: Any) -> list[Message]:
             message.tracked = True
             consumer.track_message(message)
         batch.append(message)
+    # Faust's stall check ("Stream has not started processing TP", logged as an error every
+    # few seconds) reads when a stream last took a message of each partition: tell it.
+    inbound = faust_app.monitor.stream_inbound_time
+    now = monotonic()
+    for tp in {message.tp for message in batch}:
+        inbound[tp] = now
     return batch
 
 
