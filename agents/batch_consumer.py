@@ -13,20 +13,23 @@ Faust's: subscription, the partition assignment (so the partitions processed are
 table partitions this worker holds), pausing partitions during table recovery, flow control on
 rebalances, the consumer generation, read offsets and gaps, acks and commits. The agent skips
 messages of an earlier generation and tracks the others before it processes them, exactly as
-Faust's stream iterator does (:func:`agents.processor.fetched_batches`). Other topics go through
+Faust's stream iterator does (:func:`in_flight`). Other topics go through
 Faust's path unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from time import monotonic
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import Message
+from faust.types import Message, TopicT
 
-__all__ = ["DIRECT", "FETCH_MAX_WAIT_MS", "BatchConsumer", "BatchConsumerThread", "BatchTransport"]
+__all__ = ["DIRECT", "FETCH_MAX_WAIT_MS", "BatchConsumer", "BatchConsumerThread", "BatchTransport",
+           "direct_batches", "fetched_batches", "in_flight", "read_directly"]
 
 #: Topic name -> the queue that receives its messages, one list per fetch.
 DIRECT: dict[str, asyncio.Queue[list[Message]]] = {}
@@ -117,3 +120,73 @@ class BatchTransport(aiokafka_driver.Transport):
     """Faust's aiokafka transport with :class:`BatchConsumer`."""
 
     Consumer = BatchConsumer
+
+
+def in_flight(messages: list[Message], faust_app: Any) -> list[Message]:
+    """What Faust's stream iterator does with each message it takes: skip one of an earlier
+    consumer generation (a rebalance happened since it was fetched; Faust seeks back to the
+    committed offsets, so the new generation reads it again), and track the others as in flight,
+    so that a rebalance or a stop waits until they are acked (``stream_wait_empty``).
+
+    Unlike Faust's stream, a skipped message is not acked: an ack of a message that was not
+    processed could let the commit pass it once its partition is read again."""
+    consumer = faust_app.consumer
+    generation = faust_app.consumer_generation_id
+    if not faust_app.flow_control.is_active():
+        return []
+    acking_topics = faust_app.topics.acking_topics
+    batch = []
+    for message in messages:
+        if message.generation_id != generation:
+            continue
+        if message.topic in acking_topics and not message.tracked:
+            message.tracked = True
+            consumer.track_message(message)
+        batch.append(message)
+    # Faust's stall check ("Stream has not started processing TP", logged as an error every
+    # few seconds) reads when a stream last took a message of each partition: tell it.
+    inbound = faust_app.monitor.stream_inbound_time
+    now = monotonic()
+    for tp in {message.tp for message in batch}:
+        inbound[tp] = now
+    return batch
+
+
+async def fetched_batches(queue: asyncio.Queue[list[Message]], faust_app: Any, max_size: int,
+                          wait_seconds: float) -> AsyncIterator[list[Message]]:
+    """Batches from the consumer (:class:`BatchConsumer`: one list per fetch): wait for one,
+    then ``wait_seconds`` more, then take everything queued, in batches of at most
+    ``max_size`` (a fetch can hold far more). Under load,
+    fetches queue up while a batch is being published, so batches grow with the load; a quiet
+    stream waits only ``wait_seconds``."""
+    pending: list[Message] = []
+    while True:
+        if not pending:
+            pending = await queue.get()
+            if wait_seconds:
+                await asyncio.sleep(wait_seconds)
+        while len(pending) < max_size and not queue.empty():
+            pending = pending + queue.get_nowait()
+        batch = in_flight(pending[:max_size], faust_app)
+        del pending[:max_size]
+        if batch:
+            yield batch
+
+
+def direct_batches(stream: Any, max_size: int, wait_seconds: float
+                   ) -> AsyncIterator[list[Message]] | None:
+    """The batches of an agent's topic straight from the consumer (:func:`fetched_batches`),
+    or None when its messages do not come that way (another consumer, or
+    ``agent.test_context()``, whose channel is not the topic)."""
+    channel, faust_app = stream.channel, stream.app
+    if not (isinstance(channel, TopicT) and isinstance(faust_app.consumer, BatchConsumer)):
+        return None
+    aiter(channel)  # registers the topic with the conductor: Faust subscribes to it
+    return fetched_batches(DIRECT[channel.get_topic_name()], faust_app, max_size, wait_seconds)
+
+
+def read_directly(faust_app: Any, topic: str) -> None:
+    """Have ``faust_app``'s consumer hand ``topic`` over a fetch at a time (a bounded queue:
+    back-pressure on the consumer)."""
+    DIRECT[topic] = asyncio.Queue(maxsize=4)
+    faust_app.transport = BatchTransport(faust_app.conf.broker_consumer, faust_app)

@@ -29,13 +29,12 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from time import monotonic
 from typing import Any, NamedTuple, NoReturn, cast
 
 import orjson
-from faust.types import EventT, Message, TopicT
+from faust.types import EventT, Message
 
-from agents.batch_consumer import DIRECT, BatchConsumer, BatchTransport
+from agents.batch_consumer import direct_batches, in_flight, read_directly
 from app.contract import ANOMALY_FIELDS, InvalidTransaction, parse_timestamp, validate
 from app.main import app
 from app.settings import settings
@@ -45,7 +44,7 @@ from tables.records import DaySpend, UserState, cents
 from tables.welford import is_anomaly, update, z_score
 
 __all__ = ["Acked", "BATCH_MAX", "BATCH_SECONDS", "Counters", "KafkaOutput", "Out", "Sent",
-           "acknowledged", "batches", "counters", "fetched_batches", "process", "process_batch",
+           "acknowledged", "batches", "counters", "process", "process_batch",
            "start_batch", "stream_batches"]
 
 log = logging.getLogger(__name__)
@@ -70,8 +69,7 @@ ANOMALIES = anomalies_topic.get_topic_name()
 DLQ = dlq_topic.get_topic_name()
 
 #: The worker's consumer hands ``transactions`` over a fetch at a time (agents/batch_consumer.py).
-DIRECT[TRANSACTIONS] = asyncio.Queue(maxsize=4)
-app.transport = BatchTransport(app.conf.broker_consumer, app)
+read_directly(app, TRANSACTIONS)
 
 
 @dataclass
@@ -151,18 +149,18 @@ class KafkaOutput:
 
 
 class Sent(NamedTuple):
-    """A record batch handed to the producer: ``count`` messages, acknowledged by ``future``."""
+    """A record batch handed to the producer: ``n_messages`` messages, acknowledged by ``future``."""
 
     topic: str
     partition: int
-    count: int
+    n_messages: int
     future: Awaitable[Any]
 
 
 async def acknowledged(sent: Sequence[Sent]) -> list[Acked]:
     """Wait for the acknowledgements of ``sent``: per record batch, the offset of its last
     message (a record batch's metadata holds the offset of its first)."""
-    return [Acked(s.topic, s.partition, (await s.future).offset + s.count - 1) for s in sent]
+    return [Acked(s.topic, s.partition, (await s.future).offset + s.n_messages - 1) for s in sent]
 
 
 #: Where a batch goes; unit tests put a recorder here.
@@ -316,57 +314,6 @@ async def declare_outputs() -> None:
         await topic.derive(config=OUTPUT_TOPIC_CONFIG).maybe_declare()
 
 
-def _in_flight(messages: list[Message], faust_app: Any) -> list[Message]:
-    """What Faust's stream iterator does with each message it takes: skip one of an earlier
-    consumer generation (a rebalance happened since it was fetched; Faust seeks back to the
-    committed offsets, so the new generation reads it again), and track the others as in flight,
-    so that a rebalance or a stop waits until they are acked (``stream_wait_empty``).
-
-    Unlike Faust's stream, a skipped message is not acked: an ack of a message that was not
-    processed could let the commit pass it once its partition is read again."""
-    consumer = faust_app.consumer
-    generation = faust_app.consumer_generation_id
-    if not faust_app.flow_control.is_active():
-        return []
-    acking_topics = faust_app.topics.acking_topics
-    batch = []
-    for message in messages:
-        if message.generation_id != generation:
-            continue
-        if message.topic in acking_topics and not message.tracked:
-            message.tracked = True
-            consumer.track_message(message)
-        batch.append(message)
-    # Faust's stall check ("Stream has not started processing TP", logged as an error every
-    # few seconds) reads when a stream last took a message of each partition: tell it.
-    inbound = faust_app.monitor.stream_inbound_time
-    now = monotonic()
-    for tp in {message.tp for message in batch}:
-        inbound[tp] = now
-    return batch
-
-
-async def fetched_batches(queue: asyncio.Queue[list[Message]], faust_app: Any
-                          ) -> AsyncIterator[list[Message]]:
-    """Batches from the worker's consumer (:class:`agents.batch_consumer.BatchConsumer`: one
-    list per fetch): wait for one, then :data:`BATCH_SECONDS` more, then take everything
-    queued, in batches of at most :data:`BATCH_MAX` (a fetch can hold far more). Under load,
-    fetches queue up while a batch is being published, so batches grow with the load; a quiet
-    stream waits only :data:`BATCH_SECONDS`."""
-    pending: list[Message] = []
-    while True:
-        if not pending:
-            pending = await queue.get()
-            if BATCH_SECONDS:
-                await asyncio.sleep(BATCH_SECONDS)
-        while len(pending) < BATCH_MAX and not queue.empty():
-            pending = pending + queue.get_nowait()
-        batch = _in_flight(pending[:BATCH_MAX], faust_app)
-        del pending[:BATCH_MAX]
-        if batch:
-            yield batch
-
-
 async def stream_batches(stream: Any) -> AsyncIterator[list[Message]]:
     """The same from a Faust stream's channel (``agent.test_context()``, whose channel is not
     the topic)."""
@@ -378,7 +325,7 @@ async def stream_batches(stream: Any) -> AsyncIterator[list[Message]]:
             await asyncio.sleep(BATCH_SECONDS)
         while len(events) < BATCH_MAX and not queue.empty():
             events.append(queue.get_nowait())
-        batch = _in_flight([e.message for e in events], stream.app)
+        batch = in_flight([e.message for e in events], stream.app)
         if batch:
             yield batch
 
@@ -386,11 +333,8 @@ async def stream_batches(stream: Any) -> AsyncIterator[list[Message]]:
 def batches(stream: Any) -> AsyncIterator[list[Message]]:
     """The agent's batches: straight from the consumer when the worker runs
     :class:`~agents.batch_consumer.BatchConsumer` on the topic, else from the stream."""
-    faust_app = stream.app
-    if isinstance(stream.channel, TopicT) and isinstance(faust_app.consumer, BatchConsumer):
-        aiter(stream.channel)  # registers the topic with the conductor: Faust subscribes to it
-        return fetched_batches(DIRECT[TRANSACTIONS], faust_app)
-    return stream_batches(stream)
+    direct = direct_batches(stream, BATCH_MAX, BATCH_SECONDS)
+    return direct if direct is not None else stream_batches(stream)
 
 
 async def _ack_when_durable(durable: Awaitable[None], messages: Sequence[Message],

@@ -20,11 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faust import StreamT
-from faust.types import TopicT
 
 from agents import rollups
-from agents.batch_consumer import DIRECT, BatchConsumer, BatchTransport
-from agents.processor import fetched_batches
+from agents.batch_consumer import direct_batches, read_directly
 from app import sink_docs as docs
 from app.mongo import Entry, InsertResult, MongoSink, connect
 from app.settings import settings
@@ -36,10 +34,11 @@ __all__ = ["BATCHES", "mongo", "store_anomalies", "store_dlq", "store_transactio
 
 log = logging.getLogger("app.sink")
 
-#: The sink's consumer hands ``transactions_enriched`` over a fetch at a time.
-ENRICHED_TOPIC = enriched_raw.get_topic_name()
-DIRECT[ENRICHED_TOPIC] = asyncio.Queue(maxsize=4)
-sink_app.transport = BatchTransport(sink_app.conf.broker_consumer, sink_app)
+#: The sink's consumer hands ``transactions_enriched`` over a fetch at a time, in batches of at
+#: most FETCH_MAX messages, after waiting FETCH_SECONDS for more (the worker's values).
+read_directly(sink_app, enriched_raw.get_topic_name())
+FETCH_MAX = 5_000
+FETCH_SECONDS = 0.005
 
 #: Every batch of the running agents, flushed by :func:`flush_due_batches` when old enough.
 BATCHES: list[Batch[Any]] = []
@@ -102,17 +101,15 @@ async def _store(stream: StreamT, collection: str,
     ``transactions``); the other topics, far smaller, through Faust's stream, an event at a
     time."""
     source: AsyncIterator[tuple[list[Any], list[Any]]]
-    if count and isinstance(stream.channel, TopicT) and \
-            isinstance(sink_app.consumer, BatchConsumer):
-        aiter(stream.channel)  # registers the topic with the conductor: Faust subscribes to it
+    direct = direct_batches(stream, FETCH_MAX, FETCH_SECONDS) if count else None
+    if direct is not None:
         consumer = sink_app.consumer
 
         async def ack(messages: Sequence[Any]) -> None:
             for message in messages:
                 message.ack(consumer)
 
-        source = ((messages, messages) async for messages
-                  in fetched_batches(DIRECT[ENRICHED_TOPIC], sink_app))
+        source = ((messages, messages) async for messages in direct)
     else:
         events = stream.noack()  # type: ignore[attr-defined]
         ack = acker(events)  # type: ignore[assignment]
