@@ -33,6 +33,9 @@ class Settings:
     # also reads this variable on its own, so the sink's app gets it too. 3 on a real cluster.
     topic_replication_factor: int = 1
     target_tps: int = 1000
+    # A transaction whose txn_id the worker folded at most this many days (of event time)
+    # before is a replay: it changes nothing and is not emitted again.
+    dedupe_horizon_days: int = 8
     # Prefix of every topic name and of the Faust app id: lets tests and parallel
     # environments share one broker without sharing topics, tables or consumer groups.
     topic_prefix: str = ""
@@ -105,6 +108,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                         "an integer from 1 to 32"),
         target_tps=_parse(env, "TARGET_TPS", int, d.target_tps,
                           lambda v: v >= 0, "an integer >= 0 (0 = as fast as possible)"),
+        dedupe_horizon_days=_parse(env, "DEDUPE_HORIZON_DAYS", int, d.dedupe_horizon_days,
+                                   lambda v: 1 <= v <= 366, "an integer from 1 to 366"),
         topic_prefix=_parse(env, "TOPIC_PREFIX", str, d.topic_prefix,
                             lambda v: all(c.isalnum() or c in "._-" for c in v),
                             "letters, digits, '.', '_' or '-'"),
