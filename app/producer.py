@@ -61,6 +61,7 @@ __all__ = [
     "ensure_topic",
     "generate",
     "make_producer",
+    "make_txn_id",
     "send",
     "step_us_for",
 ]
@@ -250,7 +251,7 @@ class TransactionFactory:
         users, merchants, cities, status_of = self.users, self.merchants, self.cities, self._status
         anomaly_rate, bad_rate = self.anomaly_rate, self.bad_rate
         start_ms, step_us = self.start_ms, self.step_us
-        sort_keys, sha256 = orjson.OPT_SORT_KEYS, hashlib.sha256
+        sort_keys, seed = orjson.OPT_SORT_KEYS, self.seed
         seq, end = first_seq, first_seq + count
         ts_second, ts_prefix = -1, ""
         while seq < end:
@@ -285,12 +286,11 @@ class TransactionFactory:
                     "timestamp": timestamp, "user_id": user.user_id,
                 }
                 canonical = orjson.dumps(content, option=sort_keys)
-                txn_id = sha256(canonical).hexdigest()
+                txn_id = make_txn_id(seed, seq, canonical)
                 key = user.key
                 if r["bad_u"][i] < bad_rate:
                     kind = BAD_KINDS[r["bad_kind"][i] % len(BAD_KINDS)]
-                    value, txn_id = _corrupt(kind, content, canonical, txn_id,
-                                             r["bad_kind"][i])
+                    value = _corrupt(kind, content, canonical, txn_id, r["bad_kind"][i])
                     yield Message(seq, key, value, ts_ms, txn_id, user.user_id, None, kind)
                 else:
                     # The canonical JSON with txn_id in front: the contract's message.
@@ -316,19 +316,21 @@ def seed_for(rnd: random.Random) -> int:
     return rnd.getrandbits(32)
 
 
-def _with_id(content: dict[str, Any]) -> tuple[bytes, str]:
-    txn_id = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return orjson.dumps({"txn_id": txn_id, **content}), txn_id
+def make_txn_id(seed: int, seq: int, canonical: bytes) -> str:
+    """The ``txn_id`` of sequence number ``seq``: SHA-256 of the seed, the sequence number and
+    the content (``canonical``: its JSON). Replaying a range gives the same ids; two identical
+    purchases get distinct ones. Consumers treat it as opaque."""
+    return hashlib.sha256(b"%d:%d:" % (seed, seq) + canonical).hexdigest()
 
 
 def _corrupt(kind: str, content: dict[str, Any], canonical: bytes, txn_id: str,
-             pick: int) -> tuple[bytes, str]:
+             pick: int) -> bytes:
     """One invalid message of ``kind``; every other field stays right (the id too, when the
     message still has one), so the validator's reason is exactly the intended fault."""
     bad = dict(content)
     if kind == "bad_json":
         good = b'{"txn_id":"' + txn_id.encode() + b'",' + canonical[1:]
-        return good[: len(good) // 2], txn_id
+        return good[: len(good) // 2]
     if kind == "missing_field":
         del bad[("amount", "currency", "timestamp", "merchant_id", "status", "location")[pick % 6]]
     elif kind == "wrong_type":
@@ -341,7 +343,7 @@ def _corrupt(kind: str, content: dict[str, Any], canonical: bytes, txn_id: str,
         bad["merchant_id"] = content["merchant_id"] + "_" + "x" * (MAX_ID_LENGTH + pick % 200)
     else:
         raise ValueError(f"unknown kind of bad message: {kind}")
-    return _with_id(bad)
+    return orjson.dumps({"txn_id": txn_id, **bad})
 
 
 def step_us_for(rate: float, time_scale: float = 1.0, default_rate: int = 1000) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import time
 import warnings
 from collections.abc import Iterator
@@ -19,7 +20,6 @@ import pytest
 
 from agents import processor
 from app import contract
-from app.contract import canonical_id
 from app.main import app
 from tables import state
 from tables.records import UserState
@@ -29,11 +29,12 @@ TS_EPOCH = 1_795_600_800.0  # 2026-11-25T10:00:00Z
 
 
 def txn(user: str, amount: float, ts: str = TS, merchant: str = "m-1") -> dict[str, Any]:
+    """A new transaction: a fresh ``txn_id`` every call, so equal purchases stay distinct."""
     body = {"user_id": user, "amount": amount, "currency": "EUR", "timestamp": ts,
             "merchant_id": merchant, "merchant_category": "grocery",
             "payment_method": "debit_card", "status": "approved",
             "location": {"city": "Lyon", "country": "FR"}}
-    return {"txn_id": canonical_id(body), **body}
+    return {"txn_id": secrets.token_hex(32), **body}
 
 
 class Recorder:
@@ -139,8 +140,8 @@ async def test_enriched_fields_of_a_hand_checked_sequence(recorder: Recorder) ->
 async def test_bad_message_goes_to_the_dlq_and_the_next_is_processed(recorder: Recorder
                                                                      ) -> None:
     good = txn("bob", 20.0)
-    tampered = {**txn("bob", 30.0), "amount": 31.0}
-    items = [(b"bob", b"{not json"), (b"bob", orjson.dumps(tampered)),
+    bad_id = {**txn("bob", 30.0), "txn_id": "F" * 64}
+    items = [(b"bob", b"{not json"), (b"bob", orjson.dumps(bad_id)),
              (b"carol", orjson.dumps(good)),  # key is not the user_id
              (b"bob", b""),  # empty (a tombstone has no value at all)
              encoded(good)]
@@ -150,7 +151,7 @@ async def test_bad_message_goes_to_the_dlq_and_the_next_is_processed(recorder: R
     assert [m.value for m in dlq] == [items[0][1], items[1][1], items[2][1], b""]
     reasons = [dict(m.headers)["dlq.reason"].decode() for m in dlq]
     assert "not valid JSON" in reasons[0]
-    assert "SHA-256" in reasons[1]
+    assert "txn_id must be 64 lowercase hex" in reasons[1]
     assert "user_id" in reasons[2]
     headers = dict(dlq[1].headers)
     assert headers["dlq.partition"] == b"3" and headers["dlq.offset"] == b"1"

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from app import contract
+from app.producer import make_txn_id
 
 __all__ = ["enriched_stream", "produce"]
 
@@ -33,7 +34,7 @@ def _transaction(rng: random.Random, seq: int, start: datetime, users: int,
     }
     if rng.random() < 0.01:
         txn["amount"] = round(txn["amount"] * 40, 2)
-    txn["txn_id"] = contract.canonical_id(txn)
+    txn["txn_id"] = make_txn_id(0, seq, orjson.dumps(txn))
     return txn
 
 

@@ -8,23 +8,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from pymongo.database import Database
 
-from app.contract import canonical_id
+from app.producer import make_txn_id
 
 __all__ = ["Seed", "anomaly_doc", "message", "seed", "transaction"]
 
 
 def message(user_id: str, amount: float, when: datetime, merchant_id: str,
             category: str) -> dict[str, Any]:
-    """A valid ``transactions`` message (DESIGN.md), its ``txn_id`` the canonical id."""
+    """A valid ``transactions`` message (docs/contract.md), its ``txn_id`` made from its
+    content the producer's way (distinct content, distinct id)."""
     txn: dict[str, Any] = {
         "user_id": user_id, "amount": amount, "currency": "EUR",
         "timestamp": when.isoformat(), "merchant_id": merchant_id,
         "merchant_category": category, "payment_method": "credit_card", "status": "approved",
         "location": {"city": "Lyon", "country": "FR"},
     }
-    txn["txn_id"] = canonical_id(txn)
+    txn["txn_id"] = make_txn_id(0, 0, orjson.dumps(txn))
     return txn
 
 
