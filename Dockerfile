@@ -1,8 +1,8 @@
 # One image for every part of the pipeline; the Kubernetes manifests (k8s/) pick the command:
 #   txn worker -l info                       Faust processing worker (StatefulSet)
 #   txn sink -l info                         MongoDB sink worker (Deployment)
-#   uvicorn views.api:app --host 0.0.0.0 --port 8000                              API
-#   panel serve dashboards/app.py --address 0.0.0.0 --port 5006 ...               dashboard
+#   uvicorn views.api:app --host $(BIND_HOST) --port 8000                         API
+#   panel serve dashboards/app.py --address $(BIND_HOST) --port 5006 ...          dashboard
 #   dbt build --profiles-dir .    (working dir /app/dbt)                          dbt (CronJob)
 # Build elsewhere (nothing in this repository needs Docker):
 #   docker build -t txn-analytics:0.1.0 .
@@ -33,7 +33,10 @@ RUN groupadd --gid 10001 txn \
     && mkdir -p /data \
     && chown -R txn:txn /app /data
 USER 10001
-ENV DATA_DIR=/data
+# BIND_HOST: in a container the servers listen on every interface (127.0.0.1 outside one);
+# the k8s manifests set it too.
+ENV DATA_DIR=/data \
+    BIND_HOST=0.0.0.0
 
 EXPOSE 6066 8000 5006
 CMD ["txn", "worker", "-l", "info"]

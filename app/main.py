@@ -24,6 +24,9 @@ app = faust.App(
     topic_replication_factor=settings.topic_replication_factor,
     autodiscover=["agents", "tables", "views"],
     origin="app",
+    # The web server listens on BIND_HOST (loopback unless set; Faust's default is 0.0.0.0)
+    # and advertises WEB_HOST:WEB_PORT to the other workers (table_route).
+    web_bind=settings.bind_host,
     web_host=settings.web_host,
     web_port=settings.web_port,
     producer_acks=-1,

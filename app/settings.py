@@ -7,6 +7,7 @@ invalid; ``settings`` is the instance the rest of the code uses.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -39,6 +40,10 @@ class Settings:
     # Prefix of every topic name and of the Faust app id: lets tests and parallel
     # environments share one broker without sharing topics, tables or consumer groups.
     topic_prefix: str = ""
+    # The address every server this project starts listens on: the workers' Faust web servers,
+    # the API (uvicorn) and the dashboard (panel serve). Loopback only unless set (0.0.0.0 in a
+    # container: the k8s manifests set it).
+    bind_host: str = "127.0.0.1"
     # The Faust worker's web server (table views, /health, /metrics).
     web_host: str = "localhost"
     web_port: int = 6066
@@ -83,6 +88,14 @@ def _non_empty(value: str) -> bool:
     return bool(value)
 
 
+def _ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -113,6 +126,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         topic_prefix=_parse(env, "TOPIC_PREFIX", str, d.topic_prefix,
                             lambda v: all(c.isalnum() or c in "._-" for c in v),
                             "letters, digits, '.', '_' or '-'"),
+        bind_host=_parse(env, "BIND_HOST", str, d.bind_host, _ip_address,
+                         "an IP address, e.g. 127.0.0.1 or 0.0.0.0"),
         web_host=_parse(env, "WEB_HOST", str, d.web_host, _non_empty, "a host name"),
         web_port=_parse(env, "WEB_PORT", int, d.web_port,
                         lambda v: 0 < v < 65536, "a port number"),

@@ -31,6 +31,7 @@ sink_app = faust.App(
     autodiscover=False,
     origin="app.sink_app",
     web_enabled=False,
+    web_bind=settings.bind_host,  # were its web server ever enabled: BIND_HOST, not 0.0.0.0
     producer_acks=-1,
     producer_compression_type="lz4",
     producer_linger=0.05,  # the sink sends nothing now; kept from when it sent per transaction

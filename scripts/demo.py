@@ -5,7 +5,8 @@ as a child process with its output in var/log/<part>.log, prints where to look a
 what the worker has processed. Ctrl-C stops every part, and the services if it started them.
 
 Ports: WEB_PORT (worker, 6066), API_PORT (8000), DASHBOARD_PORT (5006); the parts are given
-matching WORKER_URL and API_URL.
+matching WORKER_URL and API_URL. Every server listens on BIND_HOST (app/settings.py:
+127.0.0.1 unless set).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from app.settings import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -47,11 +50,13 @@ def parts() -> list[Part]:
         found.append(Part("producer", [txn, "produce", "--rate", tps, "--quiet"],
                           f"{tps} transactions/s into Kafka"))
     if (ROOT / "views" / "api.py").exists():
-        found.append(Part("api", [py, "-m", "uvicorn", "views.api:app", "--port", api_port],
+        found.append(Part("api", [py, "-m", "uvicorn", "views.api:app",
+                                  "--host", settings.bind_host, "--port", api_port],
                           f"http://localhost:{api_port}/docs"))
     if (ROOT / "dashboards" / "app.py").exists():
         found.append(Part("dashboard", [str(VENV_BIN / "panel"), "serve",
-                                        "dashboards/app.py", "--port", dash_port,
+                                        "dashboards/app.py", "--address", settings.bind_host,
+                                        "--port", dash_port,
                                         "--allow-websocket-origin", f"localhost:{dash_port}"],
                           f"http://localhost:{dash_port}/app"))
     if (ROOT / "scripts" / "dbt_loop.py").exists():
@@ -89,8 +94,9 @@ def main() -> int:
     started_services = services("status") != 0
     if started_services and services("start"):
         return 1
+    # BIND_HOST: the workers' Faust web servers read it themselves (app/main.py).
     shared_env = {"WEB_PORT": web_port, "WORKER_URL": f"http://localhost:{web_port}",
-                  "API_URL": f"http://localhost:{api_port}"}
+                  "API_URL": f"http://localhost:{api_port}", "BIND_HOST": settings.bind_host}
     LOGS.mkdir(parents=True, exist_ok=True)
     procs: list[tuple[Part, subprocess.Popen[bytes]]] = []
 

@@ -398,6 +398,32 @@ def test_ports_agree_with_the_settings(docs: list[dict[str, Any]]) -> None:
     assert service_port(docs, "txn-dashboard") == 5006
 
 
+def test_every_pod_that_serves_http_binds_all_interfaces(docs: list[dict[str, Any]]) -> None:
+    """BIND_HOST is 127.0.0.1 by default (app/settings.py), unreachable from outside a pod: every
+    container with a port gets BIND_HOST=0.0.0.0, which the Faust worker reads itself and the
+    API's and the dashboard's commands take as $(BIND_HOST) (expanded by Kubernetes from the
+    container's variables, so it must be one of them)."""
+    assert DEFAULTS.bind_host == "127.0.0.1"
+    data = config(docs)
+    serving = set()
+    for workload, c in containers(docs):
+        if not c.get("ports"):
+            continue
+        name = workload["metadata"]["name"]
+        serving.add(name)
+        env = {**(data if c.get("envFrom") else {}),
+               **{k: e.get("value") for k, e in env_of(c).items()}}
+        assert env.get("BIND_HOST") == "0.0.0.0", name
+        assert load({"BIND_HOST": env["BIND_HOST"]}).bind_host == "0.0.0.0"
+        command = c["command"]
+        flag = {"uvicorn": "--host", "panel": "--address"}.get(command[0])
+        if flag:
+            assert arg_after(command, flag) == "$(BIND_HOST)", name
+        else:
+            assert command[:2] == ["txn", "worker"], name  # app/main.py: web_bind=BIND_HOST
+    assert serving == {"txn-worker", "txn-api", "txn-dashboard"}
+
+
 def test_the_worker_web_host_is_its_stable_dns_name(docs: list[dict[str, Any]]) -> None:
     sts = one(docs, "StatefulSet", "txn-worker")
     headless = one(docs, "Service", sts["spec"]["serviceName"])

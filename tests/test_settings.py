@@ -45,6 +45,9 @@ def test_values_are_read_and_typed() -> None:
         ("WEB_PORT", "70000"),
         ("TOPIC_PREFIX", "a b"),
         ("SINK_BATCH_SECONDS", "0"),
+        ("BIND_HOST", "localhost"),
+        ("BIND_HOST", "0.0.0.0:80"),
+        ("BIND_HOST", "256.0.0.1"),
     ],
 )
 def test_bad_value_names_the_variable(var: str, value: str) -> None:
@@ -57,3 +60,11 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     assert len(ENV_VARS) == len(Settings.__dataclass_fields__)
     missing = [v for v in ENV_VARS if f"`{v}`" not in readme]
     assert not missing, f"settings missing from the README's table: {missing}"
+
+
+def test_bind_host_is_loopback_unless_set() -> None:
+    assert load({}).bind_host == "127.0.0.1"
+    assert load({"BIND_HOST": ""}).bind_host == "127.0.0.1"
+    for value in ("0.0.0.0", "127.0.0.1", "::", "::1", "10.1.2.3"):
+        assert load({"BIND_HOST": value}).bind_host == value
+    assert load({"BIND_HOST": " 0.0.0.0 "}).bind_host == "0.0.0.0"
