@@ -40,7 +40,7 @@ from app.main import app
 from app.settings import settings
 from app.topics import anomalies_topic, dlq_topic, enriched_topic, transactions_topic
 from tables import state
-from tables.records import DaySpend, UserState, cents
+from tables.records import DAY_SECONDS, DaySpend, UserState, cents
 from tables.welford import is_anomaly, update, z_score
 
 __all__ = ["Acked", "BATCH_MAX", "BATCH_SECONDS", "Counters", "KafkaOutput", "Out", "Sent",
@@ -78,6 +78,7 @@ class Counters:
 
     processed: int = 0  # valid transactions folded into the statistics
     replayed: int = 0  # redelivered messages the tables already held (after a crash)
+    duplicates: int = 0  # valid transactions whose txn_id was already folded (not emitted)
     enriched: int = 0
     anomalies: int = 0
     dlq: int = 0
@@ -149,7 +150,8 @@ class KafkaOutput:
 
 
 class Sent(NamedTuple):
-    """A record batch handed to the producer: ``n_messages`` messages, acknowledged by ``future``."""
+    """A record batch handed to the producer: ``n_messages`` messages, acknowledged by
+    ``future``."""
 
     topic: str
     partition: int
@@ -181,20 +183,41 @@ def _valid(msg: Message) -> dict[str, Any]:
     return txn
 
 
+class UserWrites(NamedTuple):
+    """What folding one user's messages of a batch leaves to write back."""
+
+    partition: int
+    user_id: str
+    user: UserState | None  # None: unchanged
+    days: dict[Any, DaySpend]
+    folded: dict[bytes, int]  # txn-ids key -> source offset
+    newest_event: float  # epoch seconds of the user's newest event in the batch
+
+
 def _fold_user(user_id: str, items: list[tuple[Message, dict[str, Any]]], now: str,
-               out: list[Out]) -> tuple[UserState | None, dict[Any, DaySpend]]:
-    """Apply one user's transactions of the batch, in partition order. Returns the user's new
-    state (None if unchanged) and the day windows to write back."""
+               out: list[Out]) -> UserWrites:
+    """Apply one user's transactions of the batch, in partition order, and return what to
+    write back. A transaction whose ``txn_id`` another message already folded is skipped."""
     threshold, min_history = settings.anomaly_z_threshold, settings.anomaly_min_history
     partition = items[0][0].partition  # a user's messages share one partition
     user = before = state.get_user(user_id, partition)
     days: dict[Any, DaySpend] = {}
     dirty_days: dict[Any, DaySpend] = {}
+    folded: dict[bytes, int] = {}
+    newest_event = float("-inf")
     rewrite_user = False
     for msg, txn in items:
         offset = msg.offset
         amount = txn["amount"]
-        key = state.day_key(user_id, parse_timestamp(txn["timestamp"]).timestamp())
+        event_time = parse_timestamp(txn["timestamp"]).timestamp()
+        newest_event = max(newest_event, event_time)
+        id_key = state.txn_id_key(txn["txn_id"], event_time)
+        first = folded[id_key] if id_key in folded else state.folded_at(id_key, partition)
+        if first is not None and first != offset:
+            counters.duplicates += 1  # the same offset is a redelivery: the guards below
+            continue
+        folded[id_key] = offset  # written again on a redelivery, in case it was lost
+        key = state.day_key(user_id, event_time)
         day = days[key] if key in days else state.get_day(key, partition)
         new_stats, new_day = offset > user.offset, offset > day.offset
         if not (new_stats and new_day):
@@ -232,7 +255,7 @@ def _fold_user(user_id: str, items: list[tuple[Message, dict[str, Any]]], now: s
                            msg.timestamp))
             counters.anomalies += 1
     changed = user if (user is not before or rewrite_user) else None
-    return changed, dirty_days
+    return UserWrites(partition, user_id, changed, dirty_days, folded, newest_event)
 
 
 async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
@@ -253,11 +276,11 @@ async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
             continue
         by_user.setdefault(txn["user_id"], []).append((msg, txn))
 
-    writes: list[tuple[int, str, UserState | None, dict[Any, DaySpend]]] = []
+    writes: list[UserWrites] = []
     for user_id, items in by_user.items():
         results: list[Out] = []
         try:
-            user, days = _fold_user(user_id, items, now, results)
+            writes.append(_fold_user(user_id, items, now, results))
         except Exception as exc:  # a bug must not stop the stream: park the messages
             log.exception("processing error for user %r", user_id)
             counters.errors += len(items)
@@ -266,20 +289,35 @@ async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
                        for e, _ in items)
             continue
         out.extend(results)
-        writes.append((items[0][0].partition, user_id, user, days))
 
     try:
         await output.publish(out)
         changes: list[state.Change] = []
-        for partition, user_id, user, days in writes:
-            if user is not None:
-                changes.append(state.put_user(user_id, user, partition))
-            changes.extend(state.put_day(key, day, partition) for key, day in days.items())
+        for w in writes:
+            if w.user is not None:
+                changes.append(state.put_user(w.user_id, w.user, w.partition))
+            changes.extend(state.put_day(key, day, w.partition) for key, day in w.days.items())
+            changes.extend(state.put_folded(key, offset, w.partition)
+                           for key, offset in w.folded.items())
         sent = await output.send(changes)
     except BaseException:
         _not_durable(len(messages))
     counters.batches += 1
+    _expire_txn_ids(writes)
     return _changelog_acknowledged(sent, len(messages))
+
+
+def _expire_txn_ids(writes: Sequence[UserWrites]) -> None:
+    """Forget the ids older than the dedupe horizon, per partition, by its stream time: the
+    newest event time seen, but never ahead of the wall clock by more than a day (one event
+    dated 9999 must not expire every id)."""
+    ceiling = datetime.now(UTC).timestamp() + DAY_SECONDS
+    newest: dict[int, float] = {}
+    for w in writes:
+        newest[w.partition] = max(newest.get(w.partition, w.newest_event), w.newest_event)
+    for partition, event_time in newest.items():
+        stream_day = int(min(event_time, ceiling) // DAY_SECONDS)
+        state.expire_txn_ids(partition, stream_day, settings.dedupe_horizon_days)
 
 
 async def _changelog_acknowledged(sent: Sequence[Sent], n_messages: int) -> None:

@@ -6,7 +6,12 @@ partitions):
   last applied source offset);
 - ``daily_spend``: a tumbling one-day window on the transaction's event time (UTC days), key
   ``(user_id, day range)`` -> :class:`~tables.records.DaySpend`; windows expire after
-  :data:`DAY_EXPIRES`, so transactions up to that late still count toward their own day.
+  :data:`DAY_EXPIRES`, so transactions up to that late still count toward their own day;
+- ``txn-ids``: the transactions already folded, so a replayed ``txn_id`` (an upstream re-send,
+  a producer replaying a range) changes nothing. Key: the UTC day of the event (4 bytes) and
+  the id (32 bytes) -> the source offset of the message that folded it. Entries older than the
+  partition's stream time minus ``DEDUPE_HORIZON_DAYS`` are deleted locally by key range, and
+  the changelog drops them by retention.
 
 Values are immutable records, encoded with orjson (``raw`` serializer) and set back whole.
 A write (:func:`put_user`, :func:`put_day`) updates the local store and returns the changelog
@@ -29,18 +34,24 @@ from tables.records import DAY_SECONDS, DaySpend, UserState
 
 __all__ = [
     "DAY_EXPIRES",
+    "TABLES",
     "USER_CACHE_MAX",
     "Change",
     "begin_batch",
     "changes_persisted",
     "daily_spend",
     "day_key",
-    "forget_users",
+    "expire_txn_ids",
+    "folded_at",
+    "forget_cached",
     "get_day",
     "get_user",
     "put_day",
+    "put_folded",
     "put_user",
     "recent_days",
+    "txn_id_key",
+    "txn_ids",
     "user_stats",
 ]
 
@@ -62,7 +73,16 @@ user_stats = _table("user-stats", key_type=bytes,
 _daily = _table("user-daily-spend", help="Per-user spend in each UTC day (DaySpend)")
 daily_spend = _daily.tumbling(timedelta(seconds=DAY_SECONDS), expires=DAY_EXPIRES)
 
-_BY_CHANGELOG = {t.changelog_topic.get_topic_name(): t for t in (user_stats, _daily)}
+#: Kafka drops the changelog's entries a day after the dedupe horizon (by the time they were
+#: written); the worker deletes its local copies by stream time (:func:`expire_txn_ids`).
+_TXN_IDS_RETENTION_MS = (settings.dedupe_horizon_days + 1) * DAY_SECONDS * 1000
+txn_ids = _table("txn-ids", key_type=bytes,
+                 help="Transactions already folded: (UTC day, txn_id) -> source offset",
+                 extra_topic_configs={"cleanup.policy": "compact,delete",
+                                      "retention.ms": str(_TXN_IDS_RETENTION_MS)})
+
+TABLES = (user_stats, _daily, txn_ids)
+_BY_CHANGELOG = {t.changelog_topic.get_topic_name(): t for t in TABLES}
 _CHANGELOG_NAME = {id(t): name for name, t in _BY_CHANGELOG.items()}
 
 
@@ -140,12 +160,15 @@ def begin_batch(generation: int | None) -> None:
     the app's consumer generation) or when there are too many."""
     if generation != _users_generation[0] or len(_users) > USER_CACHE_MAX:
         _users.clear()
+        _expired_below.clear()  # recovered partitions may hold old ids again
         _users_generation[0] = generation
 
 
-def forget_users() -> None:
-    """Empty the user cache (tests that replace the tables' stores)."""
+def forget_cached() -> None:
+    """Forget what is cached about the stores: the user states and how far the ids were
+    expired (tests that replace the tables' stores)."""
     _users.clear()
+    _expired_below.clear()
 
 
 def get_user(user_id: str, partition: int | None = None) -> UserState:
@@ -184,3 +207,52 @@ def recent_days(user_id: str, now: float, days: int = 7) -> list[tuple[float, Da
         key = day_key(user_id, now - back * DAY_SECONDS)
         out.append((key[1][0], get_day(key)))
     return out
+
+
+#: Day numbers are stored offset by 2**31 so that the keys sort by day, years before 1970 too.
+_DAY_BIAS = 2**31
+_CHANGELOG_TXN_IDS = txn_ids.changelog_topic.get_topic_name()
+#: Per partition: ids of days below this are already deleted from the local store.
+_expired_below: dict[int, int] = {}
+
+
+def txn_id_key(txn_id: str, epoch_seconds: float) -> bytes:
+    """The ``txn-ids`` key of a transaction: its event's UTC day, then its id. A replay carries
+    the same timestamp as the original, so it finds the same key."""
+    day = int(epoch_seconds // DAY_SECONDS)
+    return (day + _DAY_BIAS).to_bytes(4, "big") + bytes.fromhex(txn_id)
+
+
+def folded_at(key: bytes, partition: int) -> int | None:
+    """The source offset of the message that folded this transaction, or None."""
+    db = _rocksdb(txn_ids, partition)
+    raw = txn_ids.data.get(key) if db is None else db.get(key)
+    return None if raw is None else int(raw)
+
+
+def put_folded(key: bytes, offset: int, partition: int) -> Change:
+    """Record that the message at ``offset`` folded this transaction. Keys are unique per
+    transaction, so they bypass the key cache that serves the user keys."""
+    value = b"%d" % offset
+    db = _rocksdb(txn_ids, partition)
+    if db is None:
+        txn_ids.data[key] = value
+    else:
+        db.put(key, value)
+    return Change(_CHANGELOG_TXN_IDS, key, value, partition)
+
+
+def expire_txn_ids(partition: int, stream_day: int, horizon_days: int) -> None:
+    """Delete the partition's ids of days before ``stream_day - horizon_days``: one range
+    delete in RocksDB, whatever the number of ids."""
+    below = stream_day - horizon_days + _DAY_BIAS
+    if below <= _expired_below.get(partition, 0):
+        return
+    end = below.to_bytes(4, "big")
+    db = _rocksdb(txn_ids, partition)
+    if db is None:  # the memory store of the unit tests
+        for key in [k for k in txn_ids.data.keys() if k < end]:
+            del txn_ids.data[key]
+    else:
+        db.delete_range(bytes(4), end)
+    _expired_below[partition] = below

@@ -17,10 +17,13 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents import processor
 from app import contract
 from app.main import app
+from app.settings import settings
 from tables import state
 from tables.records import UserState
 
@@ -58,14 +61,14 @@ class Recorder:
 
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
-    tables = (state.user_stats, state._daily)
+    tables = state.TABLES
     previous = app.conf.store
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "reconfiguring late": exactly what we mean here
         app.conf.store = "memory://"
     for table in tables:
         table._data = None  # a fresh store, of the configured kind, on first use
-    state.forget_users()
+    state.forget_cached()
     rec = Recorder()
     monkeypatch.setattr(processor, "output", rec)
 
@@ -77,7 +80,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     yield rec
     for table in tables:
         table._data = None
-    state.forget_users()
+    state.forget_cached()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         app.conf.store = previous
@@ -259,3 +262,63 @@ async def test_faust_sees_the_partitions_being_processed(recorder: Recorder) -> 
         await put_all(agent, recorder, [encoded(txn("jo", 2.0))], partition=3)
     seen = {tp: at for tp, at in app.monitor.stream_inbound_time.items() if at >= started}
     assert [tp.partition for tp in seen] == [3]
+
+
+async def test_a_replayed_txn_id_changes_nothing(recorder: Recorder) -> None:
+    """The same transaction at a later offset (an upstream re-send, a producer replaying a
+    range), in the same batch or a later one, is counted, not folded or emitted again."""
+    first, second = txn("kim", 10.0), txn("kim", 30.0)
+    async with processor.process.test_context() as agent:
+        await put_all(agent, recorder, [encoded(first), encoded(first), encoded(second)],
+                      expect=2)
+        stats = UserState.decode(state.user_stats.data["kim"])
+        await put_all(agent, recorder, [encoded(second), encoded(first), encoded(txn("kim", 5.0))],
+                      expect=3)
+    enriched = recorder.values(processor.ENRICHED)
+    assert [e["amount"] for e in enriched] == [10.0, 30.0, 5.0]
+    assert [e["user_txn_count"] for e in enriched] == [1, 2, 3]
+    assert enriched[-1]["user_daily_spend"] == 45.0
+    assert stats.stats.count == 2 and stats.offset == 2
+    assert processor.counters.duplicates == 3 and processor.counters.processed == 3
+    assert processor.counters.dlq == 0
+    # each folded transaction's id is in the txn-ids changelog with the offset that folded it
+    ids = {c.key[4:].hex(): int(c.value) for c in recorder.changes
+           if c.topic == state.txn_ids.changelog_topic.get_topic_name()}
+    assert ids[first["txn_id"]] == 0 and ids[second["txn_id"]] == 2
+
+
+async def test_a_redelivery_is_not_a_duplicate(recorder: Recorder) -> None:
+    """After a crash the same message comes again at the same offset: the offset guard decides,
+    so a message whose id was recorded but whose statistics were lost is still folded."""
+    t = txn("lou", 8.0)
+    async with processor.process.test_context() as agent:
+        state.put_folded(state.txn_id_key(t["txn_id"], TS_EPOCH), 0, 0)  # id without stats
+        await put_all(agent, recorder, [encoded(t)])
+    [enriched] = recorder.values(processor.ENRICHED)
+    assert enriched["user_txn_count"] == 1
+    assert processor.counters.duplicates == 0 and processor.counters.processed == 1
+
+
+async def test_ids_older_than_the_horizon_are_forgotten(recorder: Recorder) -> None:
+    """Stream time (the newest event of the partition) minus DEDUPE_HORIZON_DAYS: older ids
+    are deleted, so an id replayed after that is folded again; younger ones stay."""
+    horizon = settings.dedupe_horizon_days
+    old = txn("max", 3.0, ts="2026-11-01T12:00:00+00:00")
+    inside = txn("max", 4.0, ts=f"2026-11-{1 + horizon:02d}T12:00:00+00:00")
+    later = txn("max", 5.0, ts=f"2026-11-{2 + horizon:02d}T12:00:00+00:00")
+    async with processor.process.test_context() as agent:
+        await put_all(agent, recorder, [encoded(old), encoded(inside)])
+        await put_all(agent, recorder, [encoded(later)], expect=3)
+        await put_all(agent, recorder, [encoded(old), encoded(inside)], expect=4)
+    enriched = recorder.values(processor.ENRICHED)
+    assert [e["amount"] for e in enriched] == [3.0, 4.0, 5.0, 3.0]
+    assert processor.counters.duplicates == 1
+    keys = {k[4:].hex() for k in state.txn_ids.data.keys()}
+    assert inside["txn_id"] in keys and later["txn_id"] in keys
+
+
+@given(days=st.lists(st.integers(-800_000, 3_000_000), min_size=2, max_size=20))
+def test_txn_id_keys_sort_by_day(days: list[int]) -> None:
+    ids = [state.txn_id_key("ab" * 32, d * 86_400.0 + 5) for d in days]
+    assert sorted(ids) == [ids[i] for i in sorted(range(len(days)), key=lambda i: days[i])]
+    assert all(len(k) == 36 for k in ids)

@@ -93,6 +93,9 @@ def prometheus_text() -> str:
            [("", c.processed)])
     metric("txn_replayed_total", "counter",
            "Redelivered transactions the tables already held (skipped).", [("", c.replayed)])
+    metric("txn_duplicates_total", "counter",
+           "Valid transactions whose txn_id was already folded within DEDUPE_HORIZON_DAYS "
+           "(not folded or emitted again).", [("", c.duplicates)])
     metric("txn_enriched_total", "counter", "Messages published to transactions_enriched.",
            [("", c.enriched)])
     metric("txn_anomalies_total", "counter", "Messages published to anomalies.",

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from app.contract import (
     ANOMALIES,
@@ -60,9 +60,12 @@ class Expected:
     users: dict[str, Welford] = field(default_factory=dict)
     last_z: dict[str, float | None] = field(default_factory=dict)
     day_cents: dict[tuple[str, float], int] = field(default_factory=lambda: defaultdict(int))
+    duplicates: int = 0  # valid transactions whose txn_id came before
 
 
 def recompute(records: list[Any]) -> Expected:
+    """The rule over the valid transactions in partition order, each ``txn_id`` once (the
+    records cover less than the dedupe horizon)."""
     exp = Expected()
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         try:
@@ -71,6 +74,9 @@ def recompute(records: list[Any]) -> Expected:
                 raise InvalidTransaction("key")
         except InvalidTransaction:
             exp.invalid[r.partition, r.offset] = r.value
+            continue
+        if txn["txn_id"] in exp.enriched:
+            exp.duplicates += 1
             continue
         user, amount = txn["user_id"], txn["amount"]
         prev = exp.users.get(user, EMPTY)
@@ -137,6 +143,8 @@ class Pipeline:
         self.topic = f"{self.prefix}-{TRANSACTIONS}"
         self.group = f"{self.prefix}-txn-analytics"
         self.workers: list[tuple[Proc, int]] = []
+        self.factory = TransactionFactory(seed=7, users=USERS, merchants=50, anomaly_rate=0.01,
+                                          bad_rate=0.01)
 
     def worker(self, name: str) -> tuple[Proc, int]:
         port = free_port()
@@ -147,9 +155,9 @@ class Pipeline:
         return proc, port
 
     def produce(self, count: int = COUNT, first_seq: int = 0) -> None:
-        factory = TransactionFactory(seed=7, users=USERS, merchants=50, anomaly_rate=0.01,
-                                     bad_rate=0.01)
-        summary = send(factory, self.topic, bootstrap=settings.kafka_bootstrap_servers,
+        """Sequence numbers ``first_seq`` on, of one factory: the same numbers, the same
+        messages (a replay)."""
+        summary = send(self.factory, self.topic, bootstrap=settings.kafka_bootstrap_servers,
                        rate=0, count=count, first_seq=first_seq, partitions=PARTITIONS)
         assert summary.errors == 0 and summary.bad > 0 and summary.anomalies > 0, summary
 
@@ -157,7 +165,9 @@ class Pipeline:
         wait_for(lambda: committed_everything(self.group, self.topic), timeout=timeout,
                  interval=2, message="the worker to commit every transaction")
 
-    def check_topics(self) -> Expected:
+    def check_topics(self, once: bool = False) -> Expected:
+        """Every output against the recomputation; ``once``: no enriched message twice (no
+        crash happened, so none was re-published)."""
         exp = recompute(read_topic(self.topic))
         assert len(exp.enriched) > 20_000 - len(exp.invalid) and exp.invalid and exp.anomalies
         seen: dict[str, int] = defaultdict(int)
@@ -173,6 +183,8 @@ class Pipeline:
                     assert got[name] == value, (name, got, want)
             seen[got["txn_id"]] += 1
         assert set(seen) == set(exp.enriched), "some valid transactions were not enriched"
+        if once:
+            assert max(seen.values()) == 1, "a transaction was enriched twice"
         anomalies = {orjson.loads(r.value)["txn_id"]
                      for r in read_topic(f"{self.prefix}-{ANOMALIES}")}
         assert anomalies == exp.anomalies
@@ -296,3 +308,59 @@ def test_two_workers_answer_for_every_user(pipeline: Pipeline) -> None:
         served = {get_json(f"http://localhost:{p}/users/{u}/stats")["served_by"]
                   for p in (port_a, port_b) for u in exp.users}
         assert served == {f"http://localhost:{port_a}", f"http://localhost:{port_b}"}
+
+
+def send_foreign(topic: str, count: int) -> list[tuple[bytes, bytes]]:
+    """What another producer might send: random opaque ids, its own JSON layout (no sorted keys,
+    spaces), and pairs of identical purchases that differ only by their ids."""
+    rnd = random.Random(11)
+    now = time.time()
+    messages = []
+    for i in range(count):
+        if i % 10 == 1:  # the same purchase as the previous message, under another id
+            txn = {**orjson.loads(messages[-1][1]), "txn_id": f"{rnd.getrandbits(256):064x}"}
+        else:
+            user = f"foreign-{i % 25}"
+            when = time.gmtime(now - count + i)
+            txn = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", when),
+                   "user_id": user, "txn_id": f"{rnd.getrandbits(256):064x}",
+                   "amount": round(rnd.uniform(1, 500), 2), "currency": "EUR",
+                   "merchant_id": "shop-1", "merchant_category": "books_media",
+                   "payment_method": "paypal", "status": "approved",
+                   "location": {"country": "FR", "city": "Nantes"}}
+        messages.append((txn["user_id"].encode(), json.dumps(txn, indent=1).encode()))
+    resend(topic, messages)
+    return messages
+
+
+def resend(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    # kafka-python places keyed records like every Kafka client (murmur2 of the key)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def test_foreign_ids_and_replays(pipeline: Pipeline) -> None:
+    """Another producer's well-formed transactions are processed (the id is opaque), and
+    sending every valid transaction a second time (the producer replaying its range from
+    sequence number 0, the other producer re-sending) changes no statistic and emits nothing."""
+    proc, port = pipeline.worker("worker")
+    with proc:
+        wait_ready(proc, port, PARTITIONS)
+        pipeline.produce()
+        foreign = send_foreign(pipeline.topic, 1_000)
+        pipeline.wait_processed()
+        before = metric(port, "txn_enriched_total")
+        assert metric(port, "txn_processed_total") == before  # nothing of it dead-lettered
+        pipeline.produce()  # the same range again: the same ids
+        resend(pipeline.topic, foreign)
+        pipeline.wait_processed()
+        exp = pipeline.check_topics(once=True)
+        assert sum(1 for t in exp.enriched if t in {orjson.loads(v)["txn_id"]
+                                                     for _, v in foreign}) == 1_000
+        assert exp.duplicates == len(exp.enriched) > 20_000
+        assert metric(port, "txn_duplicates_total") == exp.duplicates
+        assert metric(port, "txn_enriched_total") == before == len(exp.enriched)
+        pipeline.check_views(exp, port)
