@@ -15,7 +15,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first (a layer that changes only with setup.cfg), then the code.
+# Dependencies first, pinned by the lock file (`make lock`): a layer that changes only with it.
+COPY requirements/runtime.txt requirements/runtime.txt
+RUN pip install -r requirements/runtime.txt
+# Then the project (its requirements are already met: it adds only itself).
 COPY setup.cfg pyproject.toml README.md ./
 COPY app/ app/
 COPY agents/ agents/

@@ -20,3 +20,8 @@ $PY -m pytest \
   --cov-report=term --cov-report=xml:test-artifacts/coverage.xml \
   --cov-fail-under=80 \
   -p no:cacheprovider "$@"
+rc=$?
+# pytest's 5: it collected no test. The whole suite always has some, so that is an error
+# (a selection that matches nothing, a broken collection) and must not pass as green.
+[ $rc = 5 ] && echo "[test] pytest collected no tests (exit 5): failing" >&2
+exit $rc
