@@ -293,12 +293,14 @@ async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
     try:
         await output.publish(out)
         changes: list[state.Change] = []
+        folded: dict[int, dict[bytes, int]] = {}
         for w in writes:
             if w.user is not None:
                 changes.append(state.put_user(w.user_id, w.user, w.partition))
             changes.extend(state.put_day(key, day, w.partition) for key, day in w.days.items())
-            changes.extend(state.put_folded(key, offset, w.partition)
-                           for key, offset in w.folded.items())
+            folded.setdefault(w.partition, {}).update(w.folded)
+        changes.extend(state.put_folded(entries, partition)
+                       for partition, entries in folded.items() if entries)
         sent = await output.send(changes)
     except BaseException:
         _not_durable(len(messages))

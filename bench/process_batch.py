@@ -44,10 +44,12 @@ class CountingOutput:
 
 
 def make_events(users: int, count: int, first_offset: int) -> list[Any]:
+    """``count`` new transactions (their own sequence numbers, so their own ids: none is a
+    replay of an earlier run's) at offsets from ``first_offset``."""
     factory = TransactionFactory(seed=11, users=users, merchants=1_000, anomaly_rate=0.002,
                                  bad_rate=0.001)
     events = []
-    for i, m in enumerate(factory.messages(0, count)):
+    for i, m in enumerate(factory.messages(first_offset, count)):
         partition = zlib.crc32(m.key) % PARTITIONS
         events.append(SimpleNamespace(topic="transactions", key=m.key, value=m.value,
                                       partition=partition, offset=first_offset + i,
@@ -71,8 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     processor.output = CountingOutput()
     for partition in range(PARTITIONS):  # open the databases first: not per-message work
-        state.user_stats.data._db_for_partition(partition)
-        state._daily.data._db_for_partition(partition)
+        for table in state.TABLES:
+            table.data._db_for_partition(partition)
     best = float("inf")
     for r in range(args.repeat):
         # offsets above the previous run's, so every run applies every message again

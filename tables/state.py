@@ -9,9 +9,12 @@ partitions):
   :data:`DAY_EXPIRES`, so transactions up to that late still count toward their own day;
 - ``txn-ids``: the transactions already folded, so a replayed ``txn_id`` (an upstream re-send,
   a producer replaying a range) changes nothing. Key: the UTC day of the event (4 bytes) and
-  the id (32 bytes) -> the source offset of the message that folded it. Entries older than the
-  partition's stream time minus ``DEDUPE_HORIZON_DAYS`` are deleted locally by key range, and
-  the changelog drops them by retention.
+  the id (32 bytes) -> the source offset of the message that folded it (8 bytes). Its
+  changelog holds one record per partition and batch with all of the batch's entries
+  (:class:`FoldedIds` unpacks them on recovery): a record per message would cost the worker
+  more than the rest of the message's work. Entries older than the partition's stream time
+  minus ``DEDUPE_HORIZON_DAYS`` are deleted locally by key range; Kafka deletes the changelog's
+  records by retention.
 
 Values are immutable records, encoded with orjson (``raw`` serializer) and set back whole.
 A write (:func:`put_user`, :func:`put_day`) updates the local store and returns the changelog
@@ -21,12 +24,15 @@ Faust commit the source offsets. Faust recovers the tables from the changelogs a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from faust import Table
 from faust.stores.rocksdb import Store as RocksDBStore
-from faust.types import TP
+from faust.types import TP, EventT
+from rocksdict import WriteBatch
 
 from app.main import app
 from app.settings import settings
@@ -35,6 +41,7 @@ from tables.records import DAY_SECONDS, DaySpend, UserState
 __all__ = [
     "DAY_EXPIRES",
     "TABLES",
+    "FoldedIds",
     "USER_CACHE_MAX",
     "Change",
     "begin_batch",
@@ -73,13 +80,46 @@ user_stats = _table("user-stats", key_type=bytes,
 _daily = _table("user-daily-spend", help="Per-user spend in each UTC day (DaySpend)")
 daily_spend = _daily.tumbling(timedelta(seconds=DAY_SECONDS), expires=DAY_EXPIRES)
 
-#: Kafka drops the changelog's entries a day after the dedupe horizon (by the time they were
-#: written); the worker deletes its local copies by stream time (:func:`expire_txn_ids`).
+#: One entry of a ``txn-ids`` changelog record: the 36-byte key, then the 8-byte offset.
+_KEY_SIZE, _ENTRY_SIZE = 36, 44
+
+
+class FoldedIds(Table):
+    """The ``txn-ids`` table, whose changelog records each pack many entries."""
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        """Recovery: write every entry of every record to the local store."""
+        store = self.data
+        offsets: dict[TP, int] = {}
+        for event in batch:
+            msg = event.message
+            offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, -1))
+            packed = msg.value or b""
+            db = _rocksdb(self, msg.partition)
+            writes = WriteBatch(raw_mode=True) if db is not None else None
+            for i in range(0, len(packed), _ENTRY_SIZE):
+                key, value = packed[i:i + _KEY_SIZE], packed[i + _KEY_SIZE:i + _ENTRY_SIZE]
+                if writes is None:
+                    store[key] = value
+                else:
+                    writes.put(key, value)
+            if writes is not None:
+                db.write(writes)
+        for tp, offset in offsets.items():
+            store.set_persisted_offset(tp, offset)
+
+
+#: Kafka deletes the changelog's records a day after the dedupe horizon (by the time they
+#: were written); the worker deletes its local entries by stream time (:func:`expire_txn_ids`).
 _TXN_IDS_RETENTION_MS = (settings.dedupe_horizon_days + 1) * DAY_SECONDS * 1000
-txn_ids = _table("txn-ids", key_type=bytes,
-                 help="Transactions already folded: (UTC day, txn_id) -> source offset",
-                 extra_topic_configs={"cleanup.policy": "compact,delete",
-                                      "retention.ms": str(_TXN_IDS_RETENTION_MS)})
+txn_ids = FoldedIds(
+    app, name="txn-ids", beacon=app.tables.beacon, partitions=settings.topic_partitions,
+    key_type=bytes, value_type=bytes, options={"driver": "rocksdict"},
+    help="Transactions already folded: (UTC day, txn_id) -> source offset",
+    # every record has a key of its own: nothing to compact, only to delete by age
+    extra_topic_configs={"cleanup.policy": "delete",
+                         "retention.ms": str(_TXN_IDS_RETENTION_MS)})
+app.tables.add(txn_ids)
 
 TABLES = (user_stats, _daily, txn_ids)
 _BY_CHANGELOG = {t.changelog_topic.get_topic_name(): t for t in TABLES}
@@ -227,19 +267,27 @@ def folded_at(key: bytes, partition: int) -> int | None:
     """The source offset of the message that folded this transaction, or None."""
     db = _rocksdb(txn_ids, partition)
     raw = txn_ids.data.get(key) if db is None else db.get(key)
-    return None if raw is None else int(raw)
+    return None if raw is None else int.from_bytes(raw, "big")
 
 
-def put_folded(key: bytes, offset: int, partition: int) -> Change:
-    """Record that the message at ``offset`` folded this transaction. Keys are unique per
-    transaction, so they bypass the key cache that serves the user keys."""
-    value = b"%d" % offset
+def put_folded(entries: dict[bytes, int], partition: int) -> Change:
+    """Record that the message at ``offset`` folded the transaction of ``key``, for every
+    ``key -> offset`` of a batch in ``partition``; returns the one changelog record (its key:
+    the first and last offsets, so every batch's record is kept)."""
+    values = [(key, offset.to_bytes(8, "big")) for key, offset in entries.items()]
     db = _rocksdb(txn_ids, partition)
-    if db is None:
-        txn_ids.data[key] = value
+    if db is None:  # the memory store of the unit tests
+        for key, value in values:
+            txn_ids.data[key] = value
     else:
-        db.put(key, value)
-    return Change(_CHANGELOG_TXN_IDS, key, value, partition)
+        writes = WriteBatch(raw_mode=True)
+        for key, value in values:
+            writes.put(key, value)
+        db.write(writes)
+    packed = b"".join(key + value for key, value in values)
+    offsets = entries.values()
+    return Change(_CHANGELOG_TXN_IDS, b"%d-%d" % (min(offsets), max(offsets)), packed,
+                  partition)
 
 
 def expire_txn_ids(partition: int, stream_day: int, horizon_days: int) -> None:

@@ -13,10 +13,12 @@ import secrets
 import time
 import warnings
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
+from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -281,9 +283,19 @@ async def test_a_replayed_txn_id_changes_nothing(recorder: Recorder) -> None:
     assert stats.stats.count == 2 and stats.offset == 2
     assert processor.counters.duplicates == 3 and processor.counters.processed == 3
     assert processor.counters.dlq == 0
-    # each folded transaction's id is in the txn-ids changelog with the offset that folded it
-    ids = {c.key[4:].hex(): int(c.value) for c in recorder.changes
-           if c.topic == state.txn_ids.changelog_topic.get_topic_name()}
+    # each folded transaction's id is in the txn-ids changelog with the offset that folded it,
+    # one record per batch and partition; recovery writes the same entries back
+    records = [c for c in recorder.changes
+               if c.topic == state.txn_ids.changelog_topic.get_topic_name()]
+    assert [r.key for r in records] == [b"0-2", b"5-5"]
+    stored = dict(state.txn_ids.data.items())
+    state.txn_ids.data.clear()
+    state.txn_ids.apply_changelog_batch(
+        [SimpleNamespace(message=SimpleNamespace(tp=TP(r.topic, r.partition), offset=i,
+                                                 partition=r.partition, value=r.value))
+         for i, r in enumerate(records)])
+    assert dict(state.txn_ids.data.items()) == stored and len(stored) == 3
+    ids = {k[4:].hex(): int.from_bytes(v, "big") for k, v in stored.items()}
     assert ids[first["txn_id"]] == 0 and ids[second["txn_id"]] == 2
 
 
@@ -292,7 +304,7 @@ async def test_a_redelivery_is_not_a_duplicate(recorder: Recorder) -> None:
     so a message whose id was recorded but whose statistics were lost is still folded."""
     t = txn("lou", 8.0)
     async with processor.process.test_context() as agent:
-        state.put_folded(state.txn_id_key(t["txn_id"], TS_EPOCH), 0, 0)  # id without stats
+        state.put_folded({state.txn_id_key(t["txn_id"], TS_EPOCH): 0}, 0)  # id without stats
         await put_all(agent, recorder, [encoded(t)])
     [enriched] = recorder.values(processor.ENRICHED)
     assert enriched["user_txn_count"] == 1
