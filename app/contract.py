@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -82,6 +82,8 @@ ANOMALY_FIELDS = ("txn_id", "user_id", "amount", "currency", "merchant_id", "mer
 
 _FIELD_SET = frozenset(FIELDS)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_RFC3339_LOCAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?")
+_RFC3339 = re.compile(_RFC3339_LOCAL.pattern + r"(Z|[+-][0-9]{2}:[0-9]{2})")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _CATEGORY_SET = frozenset(CATEGORIES)
@@ -94,13 +96,19 @@ class InvalidTransaction(ValueError):
 
 
 def parse_timestamp(value: str) -> datetime:
-    """An ISO-8601 timestamp that carries a UTC offset, or InvalidTransaction."""
+    """An RFC 3339 timestamp (with its UTC offset) that is a date in UTC too, or
+    InvalidTransaction."""
+    if not _RFC3339.fullmatch(value):
+        if _RFC3339_LOCAL.fullmatch(value):
+            raise InvalidTransaction("timestamp has no UTC offset")
+        raise InvalidTransaction(f"timestamp {value[:40]!r} is not RFC 3339")
     try:
         ts = datetime.fromisoformat(value)
+        ts.astimezone(UTC)  # 0001-01-01T00:00+01:00 or 9999-12-31T23:59-01:00: no UTC date
     except ValueError:
-        raise InvalidTransaction(f"timestamp {value[:40]!r} is not ISO-8601") from None
-    if ts.tzinfo is None or ts.utcoffset() is None:
-        raise InvalidTransaction("timestamp has no UTC offset")
+        raise InvalidTransaction(f"timestamp {value[:40]!r} is not a valid date") from None
+    except OverflowError:
+        raise InvalidTransaction(f"timestamp {value[:40]!r} is out of range in UTC") from None
     return ts
 
 
@@ -150,8 +158,9 @@ def validate(raw: bytes | str) -> dict[str, Any]:
         raise InvalidTransaction(f"amount must be a number, got {type(amount).__name__}")
     if not math.isfinite(amount) or not 0 < amount <= MAX_AMOUNT:
         raise InvalidTransaction(f"amount {amount!r} is not in (0, {MAX_AMOUNT}]")
-    if abs(amount * 100 - round(amount * 100)) > 1e-6 * max(1.0, amount):
-        raise InvalidTransaction(f"amount {amount!r} has more than two decimals")
+    cents = amount * 100  # at most 1e8: a float's rounding error stays far below 1e-6
+    if cents < 0.5 or abs(cents - round(cents)) > 1e-6:
+        raise InvalidTransaction(f"amount {amount!r} is not a whole number of cents")
 
     currency = txn["currency"]
     if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):

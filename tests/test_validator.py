@@ -116,3 +116,11 @@ def test_arbitrary_json_is_rejected_cleanly(value: Any) -> None:
 def test_reasons_are_specific(raw: bytes, reason: str) -> None:
     with pytest.raises(InvalidTransaction, match=reason):
         validate(raw)
+
+
+@pytest.mark.parametrize("timestamp", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_a_timestamp_without_a_utc_date_is_rejected(timestamp: str) -> None:
+    """The sink stores the UTC instant: a time that has none is a dead letter here, not a crash
+    there."""
+    with pytest.raises(InvalidTransaction, match="out of range in UTC"):
+        contract.parse_timestamp(timestamp)
