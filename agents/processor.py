@@ -6,9 +6,11 @@ It works on batches of messages (:func:`batches`: the worker's consumer,
 
 1. validates every message (:func:`app.contract.validate`, plus key == ``user_id``); invalid ones
    become DLQ messages (original bytes, ``dlq.*`` headers);
-2. per user, in partition order, applies DESIGN.md's rule (:mod:`tables.welford`) to the state
-   read from the tables, skipping what a table already holds (each value remembers the source
-   offset of the last transaction in it: :mod:`tables.records`);
+2. per user, in partition order, applies the contract's rule (docs/contract.md,
+   :mod:`tables.welford`) to the state read from the tables, skipping what a table already
+   holds (each value remembers the source offset of the last transaction in it:
+   :mod:`tables.records`) and any transaction whose ``txn_id`` another message already folded
+   (the ``txn-ids`` table: a replay);
 3. publishes the enriched, anomaly and DLQ messages and waits until Kafka acknowledged them;
 4. writes the new table values (local store) and publishes their changelog messages, waiting
    until Kafka acknowledged them too (while the next batch runs: :func:`process`);

@@ -1,4 +1,4 @@
-"""Faust records of the data contract (``../shared/DESIGN.md``), field for field.
+"""Faust records of the data contract (``docs/contract.md``, ``schemas/``), field for field.
 
 ``include_metadata=False`` keeps Faust's ``__faust`` key out of the JSON, so the messages carry
 exactly the contract's fields.

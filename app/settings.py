@@ -1,6 +1,6 @@
 """Every setting of the product, read once from the environment.
 
-The table in the README (and ``../shared/DESIGN.md``) lists them. ``load()`` reads a mapping
+The table in the README lists them. ``load()`` reads a mapping
 (``os.environ`` by default) and raises :class:`SettingsError` naming the variable when a value is
 invalid; ``settings`` is the instance the rest of the code uses.
 """

@@ -68,7 +68,7 @@ REL = 1e-9  # relative tolerance for floats (the worker's Welford vs exact arith
 
 # --- the offline recomputation (pure) -----------------------------------------------------------
 class Expected(dict[str, dict[str, Any]]):
-    """txn_id -> the enriched fields DESIGN.md's rule gives that transaction."""
+    """txn_id -> the enriched fields the contract's rule gives that transaction."""
 
 
 def expected_stats(transactions: Iterator[tuple[str, str, float, str]], min_history: int,

@@ -1,4 +1,4 @@
-"""Running statistics and the anomaly rule of DESIGN.md, as pure functions (no Faust import).
+"""Running statistics and the anomaly rule of docs/contract.md, as pure functions (no Faust).
 
 A :class:`Welford` value is immutable: :func:`update` and :func:`merge` return new values.
 

@@ -41,7 +41,7 @@ def _transaction(rng: random.Random, seq: int, start: datetime, users: int,
 def enriched_stream(n: int, seed: int = 7, users: int = 40, merchants: int = 25,
                     start: datetime | None = None
                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``n`` enriched transactions and the anomalies among them (DESIGN.md's rule)."""
+    """``n`` enriched transactions and the anomalies among them (the contract's rule)."""
     rng = random.Random(seed)
     start = start or datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     stats: dict[str, tuple[int, float, float]] = {}

@@ -54,7 +54,7 @@ REL = 1e-9
 
 @dataclass
 class Expected:
-    """The offline recomputation of DESIGN.md's rule over the topic's valid transactions."""
+    """The offline recomputation of the contract's rule over the topic's valid transactions."""
 
     enriched: dict[str, dict[str, Any]] = field(default_factory=dict)  # txn_id -> fields
     anomalies: set[str] = field(default_factory=set)
