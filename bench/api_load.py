@@ -236,7 +236,7 @@ def main() -> int:
         after = scrape(host)
         result = {
             "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{os.cpu_count()} cores, {platform.machine()}, shared",
+            "machine": f"{os.cpu_count()} cores, {platform.machine()}",
             "seed": seeded, "users": args.users, "duration": args.duration,
             "cold_ms": cold, "locust": read_stats(work / "locust"),
             "server": server_side(before, after),

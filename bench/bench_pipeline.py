@@ -944,7 +944,8 @@ def main(argv: list[str] | None = None) -> int:
         if profile is not None:
             out["profile"] = profile
         (RESULTS / "pipeline.json").write_text(json.dumps(out, indent=1) + "\n")
-        write_doc(f"Run {info['started']} (commit {info['commit']}, {args.duration:g} s per "
+        # the commit stays in pipeline.json: the doc speaks of the product, not its history
+        write_doc(f"Run {info['started']} ({args.duration:g} s per "
                   f"case, warm-up {args.warmup:g} s{'; ' + args.note if args.note else ''}):"
                   f"\n\n{text}\n\n{goals(cases)}")
         chart(cases)
