@@ -2,7 +2,8 @@
 ``anomalies``; invalid messages -> ``transactions_dlq``.
 
 It works on batches of messages (:func:`batches`: the worker's consumer,
-:mod:`agents.batch_consumer`, hands ``transactions`` over a fetch at a time) and, for each batch:
+:mod:`app.faust_internals.batch_consumer`, hands ``transactions`` over a fetch at a time) and,
+for each batch:
 
 1. validates every message (:func:`app.contract.validate`, plus key == ``user_id``); invalid ones
    become DLQ messages (original bytes, ``dlq.*`` headers);
@@ -31,13 +32,14 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, NoReturn, cast
+from typing import Any, NamedTuple, NoReturn
 
 import orjson
 from faust.types import EventT, Message
 
-from agents.batch_consumer import direct_batches, in_flight, read_directly
 from app.contract import ANOMALY_FIELDS, InvalidTransaction, parse_timestamp, validate
+from app.faust_internals.batch_consumer import direct_batches, in_flight, read_directly
+from app.faust_internals.record_batches import KafkaOutput, Sent, acknowledged
 from app.main import app
 from app.settings import settings
 from app.topics import anomalies_topic, dlq_topic, enriched_topic, transactions_topic
@@ -45,9 +47,8 @@ from tables import state
 from tables.records import DAY_SECONDS, DaySpend, UserState, cents
 from tables.welford import is_anomaly, update, z_score
 
-__all__ = ["Acked", "BATCH_MAX", "BATCH_SECONDS", "Counters", "KafkaOutput", "Out", "Sent",
-           "acknowledged", "batches", "counters", "process", "process_batch",
-           "start_batch", "stream_batches"]
+__all__ = ["BATCH_MAX", "BATCH_SECONDS", "Counters", "Out", "UserWrites", "batches", "counters",
+           "process", "process_batch", "start_batch", "stream_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ ENRICHED = enriched_topic.get_topic_name()
 ANOMALIES = anomalies_topic.get_topic_name()
 DLQ = dlq_topic.get_topic_name()
 
-#: The worker's consumer hands ``transactions`` over a fetch at a time (agents/batch_consumer.py).
+#: The worker's consumer hands ``transactions`` over a fetch at a time.
 read_directly(app, TRANSACTIONS)
 
 
@@ -100,75 +101,13 @@ class Out(NamedTuple):
     topic: str
     key: bytes | None
     value: bytes | None
-    partition: int | None
+    partition: int
     timestamp: float | None
     headers: list[tuple[str, bytes]] | None = None
 
 
-class Acked(NamedTuple):
-    """Kafka acknowledged a topic partition's messages up to ``offset`` (the last one's)."""
-
-    topic: str
-    partition: int
-    offset: int
-
-
-class KafkaOutput:
-    """Publishes through the app's producer and waits for Kafka's acknowledgements.
-
-    A batch of the worker holds thousands of messages; sending them one by one
-    (``app.producer.send``: a coroutine, a future and Faust's hooks per message) cost more CPU
-    than anything the worker computes. So the messages of each topic partition go into
-    aiokafka record batches (``create_batch`` / ``send_batch``, in order) and one future per
-    record batch is awaited.
-    """
-
-    async def send(self, messages: Sequence[Out | state.Change]) -> list[Sent]:
-        """Hand ``messages`` to the producer (in order per partition) and return, per record
-        batch, the future of its acknowledgement. Sends made one after the other keep their
-        order in every partition (aiokafka queues record batches per partition)."""
-        producer = cast(Any, app.producer)._ensure_producer()  # the aiokafka producer Faust started
-        by_partition: dict[tuple[str, int], list[Out | state.Change]] = {}
-        for m in messages:
-            by_partition.setdefault((m.topic, m.partition), []).append(m)  # type: ignore[arg-type]
-        sent: list[Sent] = []
-        for (topic, partition), batch_messages in by_partition.items():
-            batch, count = producer.create_batch(), 0
-            for m in batch_messages:
-                timestamp_ms = int(m.timestamp * 1000) if m.timestamp else None
-                while batch.append(key=m.key, value=m.value, timestamp=timestamp_ms,
-                                   headers=m.headers or []) is None:  # full: send it
-                    future = await producer.send_batch(batch, topic, partition=partition)
-                    sent.append(Sent(topic, partition, count, future))
-                    batch, count = producer.create_batch(), 0
-                count += 1
-            future = await producer.send_batch(batch, topic, partition=partition)
-            sent.append(Sent(topic, partition, count, future))
-        return sent
-
-    async def publish(self, messages: Sequence[Out | state.Change]) -> list[Acked]:
-        """Send ``messages`` and return once Kafka acknowledged them all."""
-        return await acknowledged(await self.send(messages))
-
-
-class Sent(NamedTuple):
-    """A record batch handed to the producer: ``n_messages`` messages, acknowledged by
-    ``future``."""
-
-    topic: str
-    partition: int
-    n_messages: int
-    future: Awaitable[Any]
-
-
-async def acknowledged(sent: Sequence[Sent]) -> list[Acked]:
-    """Wait for the acknowledgements of ``sent``: per record batch, the offset of its last
-    message (a record batch's metadata holds the offset of its first)."""
-    return [Acked(s.topic, s.partition, (await s.future).offset + s.n_messages - 1) for s in sent]
-
-
 #: Where a batch goes; unit tests put a recorder here.
-output: Any = KafkaOutput()
+output: Any = KafkaOutput(app)
 
 
 def dlq_message(msg: Message, reason: str, failed_at: str) -> Out:
@@ -374,7 +313,8 @@ async def stream_batches(stream: Any) -> AsyncIterator[list[Message]]:
 
 def batches(stream: Any) -> AsyncIterator[list[Message]]:
     """The agent's batches: straight from the consumer when the worker runs
-    :class:`~agents.batch_consumer.BatchConsumer` on the topic, else from the stream."""
+    :class:`~app.faust_internals.batch_consumer.BatchConsumer` on the topic, else from the
+    stream."""
     direct = direct_batches(stream, BATCH_MAX, BATCH_SECONDS)
     return direct if direct is not None else stream_batches(stream)
 

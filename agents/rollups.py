@@ -22,8 +22,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agents import sink
+from app.main import sink_app
 from app.settings import settings
-from app.sink_app import enriched_raw, sink_app
+from app.topics import enriched_raw
 from tables.rollups import Countable, RollupState
 
 __all__ = ["FLUSH_EVENTS", "FLUSH_SECONDS", "STATE", "WRITE_SHARE", "flush", "hold",

@@ -1,4 +1,4 @@
-"""The sink's agents (on the sink app, :mod:`app.sink_app`; run them with ``txn sink -l info``):
+"""The sink's agents (on the sink app, ``app.main.sink_app``; run them with ``txn sink -l info``):
 ``transactions_enriched`` -> collection ``transactions``, ``anomalies`` -> ``anomalies``,
 ``transactions_dlq`` -> ``dlq``. The rollups (``agents/rollups.py``) count the transactions
 ``store_transactions`` stored.
@@ -22,12 +22,13 @@ from typing import Any
 from faust import StreamT
 
 from agents import rollups
-from agents.batch_consumer import direct_batches, read_directly
 from app import sink_docs as docs
+from app.faust_internals.batch_consumer import direct_batches, read_directly
+from app.main import sink_app
 from app.mongo import Entry, InsertResult, MongoSink, connect
 from app.settings import settings
-from app.sink_app import anomalies_raw, dlq_raw, enriched_raw, sink_app
 from app.sink_batch import Batch
+from app.topics import anomalies_raw, dlq_raw, enriched_raw
 from tables.rollups import Countable, countable
 
 __all__ = ["BATCHES", "mongo", "store_anomalies", "store_dlq", "store_transactions"]
@@ -97,7 +98,7 @@ async def _store(stream: StreamT, collection: str,
     stored transactions to the rollups, which ack the events after their next write).
 
     ``transactions_enriched`` comes straight from the consumer, a fetch at a time
-    (:class:`~agents.batch_consumer.BatchConsumer`, as the processing worker reads
+    (:class:`~app.faust_internals.batch_consumer.BatchConsumer`, as the processing worker reads
     ``transactions``); the other topics, far smaller, through Faust's stream, an event at a
     time."""
     source: AsyncIterator[tuple[list[Any], list[Any]]]

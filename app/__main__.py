@@ -1,5 +1,5 @@
 """python -m app ... : the same as the txn command."""
 
-from app.main import main
+from app.cli import main
 
 main()

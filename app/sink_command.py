@@ -1,8 +1,8 @@
-"""``txn sink``: start the sink worker role (the app in :mod:`app.sink_app`).
+"""``txn sink``: start the sink worker role (``sink_app`` in :mod:`app.main`).
 
 It is Faust's own ``worker`` command pointed at the sink app, so it takes the same options
 (``txn sink -l info``), except that the web server is off unless ``--with-web`` is given (the
-processing worker already serves on ``WEB_PORT``). ``app.main`` imports this module, which
+processing worker already serves on ``WEB_PORT``). ``app.cli`` imports this module, which
 registers the command.
 """
 
@@ -30,7 +30,7 @@ class sink(worker):  # noqa: N801 - the class name is the command's name
         # Imported here, not at module level: ``txn`` loads this module for every command.
         import agents.rollups  # noqa: F401 - registers the rollup agent on the sink app
         import agents.sink  # noqa: F401 - registers the sink agents on the sink app
-        from app.sink_app import sink_app
+        from app.main import sink_app
 
         Path(sink_app.conf.datadir).mkdir(parents=True, exist_ok=True)
         return super()._finalize_concrete_app(sink_app)

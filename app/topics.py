@@ -1,8 +1,10 @@
 """The pipeline's four topics, declared once (names from :mod:`app.contract`, partitions from
-``TOPIC_PARTITIONS``). Every topic is keyed by ``user_id``.
+``TOPIC_PARTITIONS``), as each app reads them. Every topic is keyed by ``user_id``.
 
 ``transactions`` and ``transactions_dlq`` carry raw bytes: the worker validates each message
-itself, so an invalid one can go to the DLQ exactly as it arrived.
+itself, so an invalid one can go to the DLQ exactly as it arrived. The sink reads its three
+topics as bytes too and parses them itself, so a message it cannot store is kept as it came
+in a dead-letter record.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from app import contract
-from app.main import app
+from app.main import app, sink_app
 from app.models import Anomaly, EnrichedTransaction
 from app.settings import settings
 
-__all__ = ["anomalies_topic", "dlq_topic", "enriched_topic", "transactions_topic"]
+__all__ = ["anomalies_raw", "anomalies_topic", "dlq_raw", "dlq_topic", "enriched_raw",
+           "enriched_topic", "transactions_topic"]
 
 _common: dict[str, Any] = dict(partitions=settings.topic_partitions, key_type=str,
                               key_serializer="raw")
@@ -32,3 +35,10 @@ anomalies_topic = app.topic(settings.topic(contract.ANOMALIES), value_type=Anoma
 dlq_topic = app.topic(
     settings.topic(contract.DLQ), value_type=bytes, value_serializer="raw", **_common
 )
+
+# The sink app's view of the worker's outputs.
+_raw: dict[str, Any] = dict(partitions=settings.topic_partitions, key_type=str,
+                            key_serializer="raw", value_type=bytes, value_serializer="raw")
+enriched_raw = sink_app.topic(settings.topic(contract.ENRICHED), **_raw)
+anomalies_raw = sink_app.topic(settings.topic(contract.ANOMALIES), **_raw)
+dlq_raw = sink_app.topic(settings.topic(contract.DLQ), **_raw)

@@ -670,7 +670,7 @@ import agents.processor as p
 for item in sys.argv.pop(1).split(","):
     name, value = item.split("=")
     setattr(p, name, type(getattr(p, name))(value))
-from app.main import main
+from app.cli import main
 main()
 """
 

@@ -27,6 +27,7 @@ os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="bench-batch-")  # before app.s
 os.environ.setdefault("TOPIC_PREFIX", "bench-batch-")
 
 from agents import processor  # noqa: E402
+from app.faust_internals.stores import partition_db  # noqa: E402
 from app.producer import TransactionFactory  # noqa: E402
 from tables import state  # noqa: E402
 
@@ -74,7 +75,7 @@ def main() -> None:
     processor.output = CountingOutput()
     for partition in range(PARTITIONS):  # open the databases first: not per-message work
         for table in state.TABLES:
-            table.data._db_for_partition(partition)
+            partition_db(table, partition)
     best = float("inf")
     for r in range(args.repeat):
         # offsets above the previous run's, so every run applies every message again

@@ -30,10 +30,10 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from faust import Table
-from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP, EventT
 from rocksdict import WriteBatch
 
+from app.faust_internals.stores import partition_db, set_key_ttl
 from app.main import app
 from app.settings import settings
 from tables.records import DAY_SECONDS, DaySpend, UserState
@@ -95,7 +95,7 @@ class FoldedIds(Table):
             msg = event.message
             offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, -1))
             packed = msg.value or b""
-            db = _rocksdb(self, msg.partition)
+            db = partition_db(self, msg.partition)
             writes = WriteBatch(raw_mode=True) if db is not None else None
             for i in range(0, len(packed), _ENTRY_SIZE):
                 key, value = packed[i:i + _KEY_SIZE], packed[i + _KEY_SIZE:i + _ENTRY_SIZE]
@@ -137,20 +137,6 @@ class Change(NamedTuple):
     headers: None = None
 
 
-def _rocksdb(table: Any, partition: int | None) -> Any:
-    """The RocksDB database holding ``partition`` of ``table``, or None (no partition given, or
-    another kind of store: the unit tests use the memory store).
-
-    The worker reads and writes it directly: Faust's store API (``table.data[key]``) finds the
-    partition from the current event, encodes the key through its codec registry and updates
-    a locked key index on every call, which cost more than RocksDB itself.
-    """
-    store = table.data
-    if partition is None or not isinstance(store, RocksDBStore):
-        return None
-    return store._db_for_partition(partition)
-
-
 @lru_cache(maxsize=2**16)
 def _key_bytes(table: Any, key: Any) -> bytes:
     """``key`` as Faust stores it, in RocksDB and in the changelog (the same bytes). Cached:
@@ -160,7 +146,7 @@ def _key_bytes(table: Any, key: Any) -> bytes:
 
 
 def _get(table: Any, key: Any, partition: int | None) -> bytes | None:
-    db = _rocksdb(table, partition)
+    db = partition_db(table, partition)
     return table.data.get(key) if db is None else db.get(_key_bytes(table, key))
 
 
@@ -169,12 +155,12 @@ def _write(table: Any, key: Any, value: bytes, partition: int) -> Change:
     local store and return the changelog message, which the caller publishes and awaits
     (``table[key] = value`` would queue it and give no way to wait for it)."""
     key_bytes = _key_bytes(table, key)
-    db = _rocksdb(table, partition)
+    db = partition_db(table, partition)
     if db is None:
         table.data[key] = value
     else:
         db.put(key_bytes, value)
-    table._maybe_set_key_ttl(key, partition)  # window expiry bookkeeping (Table.on_key_set)
+    set_key_ttl(table, key, partition)
     return Change(_CHANGELOG_NAME[id(table)], key_bytes, value, partition)
 
 
@@ -265,7 +251,7 @@ def txn_id_key(txn_id: str, epoch_seconds: float) -> bytes:
 
 def folded_at(key: bytes, partition: int) -> int | None:
     """The source offset of the message that folded this transaction, or None."""
-    db = _rocksdb(txn_ids, partition)
+    db = partition_db(txn_ids, partition)
     raw = txn_ids.data.get(key) if db is None else db.get(key)
     return None if raw is None else int.from_bytes(raw, "big")
 
@@ -275,7 +261,7 @@ def put_folded(entries: dict[bytes, int], partition: int) -> Change:
     ``key -> offset`` of a batch in ``partition``; returns the one changelog record (its key:
     the first and last offsets, so every batch's record is kept)."""
     values = [(key, offset.to_bytes(8, "big")) for key, offset in entries.items()]
-    db = _rocksdb(txn_ids, partition)
+    db = partition_db(txn_ids, partition)
     if db is None:  # the memory store of the unit tests
         for key, value in values:
             txn_ids.data[key] = value
@@ -297,7 +283,7 @@ def expire_txn_ids(partition: int, stream_day: int, horizon_days: int) -> None:
     if below <= _expired_below.get(partition, 0):
         return
     end = below.to_bytes(4, "big")
-    db = _rocksdb(txn_ids, partition)
+    db = partition_db(txn_ids, partition)
     if db is None:  # the memory store of the unit tests
         for key in [k for k in txn_ids.data.keys() if k < end]:
             del txn_ids.data[key]

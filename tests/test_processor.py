@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from agents import processor
 from app import contract
+from app.faust_internals.record_batches import Acked, Sent, acknowledged
 from app.main import app
 from app.settings import settings
 from tables import state
@@ -49,13 +50,13 @@ class Recorder:
         self.messages: list[processor.Out] = []
         self.changes: list[state.Change] = []
 
-    async def send(self, messages: list[Any]) -> list[processor.Sent]:
+    async def send(self, messages: list[Any]) -> list[Sent]:
         self.messages.extend(m for m in messages if isinstance(m, processor.Out))
         self.changes.extend(m for m in messages if isinstance(m, state.Change))
         return []
 
-    async def publish(self, messages: list[Any]) -> list[processor.Acked]:
-        return await processor.acknowledged(await self.send(messages))
+    async def publish(self, messages: list[Any]) -> list[Acked]:
+        return await acknowledged(await self.send(messages))
 
     def values(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(m.value) for m in self.messages if m.topic == topic]

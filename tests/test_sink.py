@@ -301,7 +301,7 @@ async def test_a_rebalance_forgets_the_cached_rows_and_the_revoked_items() -> No
     from faust.types import TP
 
     from agents import rollups
-    from app.sink_app import enriched_raw
+    from app.topics import enriched_raw
 
     topic = enriched_raw.get_topic_name()
     mine = Countable("m", "grocery", MINUTES[0], 100, 0, 1, 5)
