@@ -4,9 +4,11 @@ database)."""
 
 from __future__ import annotations
 
+import ast
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -158,3 +160,31 @@ def test_api_key_and_cors_without_database() -> None:
         denied = c.get("/openapi.json", headers={"Origin": "http://a.test"})
         assert denied.status_code == 401  # CORS headers on errors too, so browsers see them
         assert denied.headers["access-control-allow-origin"] == "http://a.test"
+
+
+# --- module layout ----------------------------------------------------------------------------
+#: The API's modules, each allowed to import only those after it (views/api.py's docstring).
+LAYERS = ["api", "api_handlers", "api_middleware", "api_service", "api_params", "api_errors",
+          "api_openapi", "api_cache", "queries", "api_types"]
+
+
+def _views_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "views":
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("views."):
+            names.add(node.module.removeprefix("views."))
+        elif isinstance(node, ast.Import):
+            names.update(a.name.removeprefix("views.") for a in node.names
+                         if a.name.startswith("views."))
+    return names
+
+
+def test_api_modules_import_one_way() -> None:
+    views = Path(__file__).resolve().parent.parent / "views"
+    found = {p.stem for p in views.glob("api*.py")} | {"queries"}
+    assert found == set(LAYERS)
+    for i, name in enumerate(LAYERS):
+        imported = _views_imports(views / f"{name}.py") & set(LAYERS)
+        assert imported <= set(LAYERS[i + 1:]), f"{name} imports {imported - set(LAYERS[i + 1:])}"

@@ -1,8 +1,9 @@
 """The API's OpenAPI 3.0 description (``GET /openapi.json``) and its docs page (``GET /docs``).
 
-Written by hand next to :mod:`views.api`: the parameters' rules here are exactly the checks the
-handlers make (schemathesis tests that they agree). The docs page is one self-contained HTML file
-that renders this schema; it loads nothing from the internet.
+Written by hand: the parameters' rules here are exactly the checks that
+:mod:`views.api_params` and :mod:`views.api_handlers` make (schemathesis tests that they agree).
+The docs page is one self-contained HTML file that renders this schema; it loads nothing from the
+internet.
 """
 
 from __future__ import annotations

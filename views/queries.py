@@ -15,7 +15,7 @@ import base64
 import binascii
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 from pymongo.database import Database
@@ -25,6 +25,7 @@ from app.contract import ANOMALY_FIELDS
 __all__ = [
     "WINDOWS",
     "CursorError",
+    "Db",
     "anomalies",
     "decode_cursor",
     "encode_cursor",
@@ -37,6 +38,9 @@ __all__ = [
     "trends",
     "volume",
 ]
+
+#: The database the reads take: documents as plain dicts.
+Db: TypeAlias = Database[dict[str, Any]]
 
 #: ``/merchants/top`` windows, in minutes.
 WINDOWS = {"1h": 60, "24h": 24 * 60, "7d": 7 * 24 * 60}
@@ -74,7 +78,7 @@ def _money(value: float) -> float:
 
 
 # --- /users/{user_id}/trends ------------------------------------------------------------------
-def trends(db: Database, user_id: str, days: int, now: datetime) -> list[dict[str, Any]]:
+def trends(db: Db, user_id: str, days: int, now: datetime) -> list[dict[str, Any]]:
     """Spend, count and anomalies of ``user_id`` per UTC day, the last ``days`` days up to
     ``now``'s day included, oldest first; days without transactions are zeros."""
     today = now.astimezone(UTC).date()
@@ -132,7 +136,7 @@ def _anomaly(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def anomalies(db: Database, limit: int, cursor: str | None = None, category: str | None = None,
+def anomalies(db: Db, limit: int, cursor: str | None = None, category: str | None = None,
               min_z: float | None = None, since: datetime | None = None,
               ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of anomalies, newest first (``timestamp`` desc, then ``txn_id`` desc), and the
@@ -163,7 +167,7 @@ def anomalies(db: Database, limit: int, cursor: str | None = None, category: str
 
 
 # --- rollups: /merchants/top, /volume, /summary -----------------------------------------------
-def _minutes(db: Database, collection: str, first: datetime, last: datetime,
+def _minutes(db: Db, collection: str, first: datetime, last: datetime,
              fields: tuple[str, ...]) -> list[dict[str, Any]]:
     return list(db[collection].find(
         {"minute": {"$gte": first, "$lte": last}},
@@ -171,7 +175,7 @@ def _minutes(db: Database, collection: str, first: datetime, last: datetime,
     ).limit(MAX_DOCS))
 
 
-def merchant_totals(db: Database, window: str, now: datetime) -> list[dict[str, Any]]:
+def merchant_totals(db: Db, window: str, now: datetime) -> list[dict[str, Any]]:
     """Revenue, count and anomalies of every merchant in the last ``window`` (the current,
     partial minute included), summed from ``merchant_minute``."""
     last = floor_minute(now)
@@ -198,13 +202,13 @@ def top(totals: list[dict[str, Any]], by: str, limit: int) -> list[dict[str, Any
     return sorted(totals, key=lambda r: (-r[by], r["merchant_id"]))[:limit]
 
 
-def merchants_top(db: Database, window: str, by: str, limit: int,
+def merchants_top(db: Db, window: str, by: str, limit: int,
                   now: datetime) -> list[dict[str, Any]]:
     """The ``limit`` merchants with the most ``by`` (revenue or count) in the last ``window``."""
     return top(merchant_totals(db, window, now), by, limit)
 
 
-def _volume_rows(db: Database, first: datetime, last: datetime) -> dict[datetime, dict[str, Any]]:
+def _volume_rows(db: Db, first: datetime, last: datetime) -> dict[datetime, dict[str, Any]]:
     rows: dict[datetime, dict[str, Any]] = {}
     span = int((last - first).total_seconds() // 60) + 1
     for i in range(span):
@@ -223,7 +227,7 @@ def _volume_rows(db: Database, first: datetime, last: datetime) -> dict[datetime
     return rows
 
 
-def volume(db: Database, minutes: int, now: datetime) -> list[dict[str, Any]]:
+def volume(db: Db, minutes: int, now: datetime) -> list[dict[str, Any]]:
     """Count, revenue and anomalies per minute, the last ``minutes`` minutes up to ``now``'s
     (partial) minute, oldest first; minutes without a ``volume_minute`` document are zeros."""
     last = floor_minute(now)
@@ -232,7 +236,7 @@ def volume(db: Database, minutes: int, now: datetime) -> list[dict[str, Any]]:
             for r in rows.values()]
 
 
-def summary(db: Database, now: datetime) -> dict[str, Any]:
+def summary(db: Db, now: datetime) -> dict[str, Any]:
     """The dashboard's KPIs. ``tps_now`` is the last complete minute's count / 60 (the current
     minute is still filling); the ``*_1h`` sums cover the last 60 minutes, the current partial
     minute included (the same minutes as ``/volume?minutes=60``)."""

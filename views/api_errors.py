@@ -1,0 +1,76 @@
+"""The API's errors as JSON answers: 422 naming every bad parameter, the status of an
+``HTTPException`` (404, 405), 503 when MongoDB fails, 500 for anything else."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from pymongo.errors import PyMongoError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from views.api_types import JSON, ParamError
+
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "ErrorHandler",
+    "InvalidParams",
+    "describe",
+    "unavailable",
+]
+
+# One logger for the whole API, under the name of the module that uvicorn serves.
+log = logging.getLogger("views.api")
+
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+class InvalidParams(Exception):
+    """Every bad parameter of one request, answered together as one 422."""
+
+    def __init__(self, errors: list[ParamError]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+def describe(exc: BaseException) -> str:
+    """The exception's type and message, cut short enough to go into an answer."""
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def unavailable(exc: BaseException) -> dict[str, str]:
+    """The body of a 503: MongoDB did not answer."""
+    return {"status": "unavailable", "reason": f"mongodb: {describe(exc)}"}
+
+
+async def invalid_params(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidParams)
+    names = ", ".join(e["param"] for e in exc.errors)
+    return JSON({"detail": f"invalid parameter(s): {names}", "errors": exc.errors},
+                status_code=422)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSON({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def database_error(request: Request, exc: Exception) -> Response:
+    log.warning("database error on %s: %s", request.url.path, describe(exc))
+    return JSON(unavailable(exc), status_code=503)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.error("unexpected error on %s", request.url.path, exc_info=exc)
+    return JSON({"detail": "internal error"}, status_code=500)
+
+
+#: Starlette's ``exception_handlers``: the most specific class that matches answers.
+EXCEPTION_HANDLERS: Mapping[type[Exception], ErrorHandler] = {
+    InvalidParams: invalid_params,
+    HTTPException: http_error,
+    PyMongoError: database_error,
+    Exception: server_error,
+}

@@ -1,0 +1,138 @@
+"""The endpoints: each checks its parameters, then answers from the result cache or from
+:mod:`views.queries` in Starlette's thread pool (pymongo blocks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from app.contract import CATEGORIES, MAX_ID_LENGTH
+from views import queries
+from views.api_openapi import DOCS_HTML, LIMITS
+from views.api_params import Params
+from views.api_service import Api
+from views.api_types import JSON
+
+__all__ = [
+    "CURSOR_PAGE_SECONDS",
+    "anomalies",
+    "docs",
+    "health",
+    "merchants_top",
+    "openapi",
+    "prometheus",
+    "summary",
+    "trends",
+    "volume",
+]
+
+#: Seconds a page of anomalies after the first (a cursor page) stays fresh.
+CURSOR_PAGE_SECONDS = 300.0
+
+
+def _api(request: Request) -> Api:
+    api: Api = request.app.state.api
+    return api
+
+
+async def _cached(request: Request, key: tuple[Hashable, ...], compute: Callable[[], Any],
+                  ttl: float | None = None) -> Any:
+    cache = _api(request).cache
+    hit, value = cache.lookup(key, compute, ttl)  # most requests: no thread, no database
+    return value if hit else await run_in_threadpool(cache.get, key, compute, ttl)
+
+
+def _timed(query: Callable[..., Any], *args: Any) -> tuple[str, Any]:
+    """(now as ISO, query(*args, now)): the answer says which moment its windows end at."""
+    now = datetime.now(UTC)
+    return queries.iso(now), query(*args, now)
+
+
+async def health(request: Request) -> Response:
+    status, body = await run_in_threadpool(_api(request).health)
+    return JSON(body, status_code=status)
+
+
+async def trends(request: Request) -> Response:
+    p = Params(request)
+    user_id = p.text("user_id", MAX_ID_LENGTH, where="path")
+    days = p.integer("days", 30, LIMITS["days"])
+    p.check()
+    assert user_id is not None
+    api = _api(request)
+    body = await _cached(request, ("trends", user_id, days), lambda: api.trends(user_id, days))
+    return JSON(body)
+
+
+async def anomalies(request: Request) -> Response:
+    p = Params(request)
+    limit = p.integer("limit", 50, LIMITS["anomalies"])
+    cursor = p.text("cursor", 400)
+    category = p.choice("category", None, CATEGORIES)
+    min_z = p.number("min_z")
+    since = p.timestamp("since")
+    if cursor is not None:
+        try:
+            queries.decode_cursor(cursor)
+        except queries.CursorError as exc:
+            p.fail("cursor", f"is invalid: {exc}")
+    p.check()
+    db = _api(request).db
+    # Pages after the first change only when an anomaly arrives late with an older timestamp,
+    # so they are kept longer and deep pagination does not keep the database busy.
+    items, next_cursor = await _cached(
+        request, ("anomalies", limit, cursor, category, min_z, since),
+        lambda: queries.anomalies(db, limit, cursor, category, min_z, since),
+        ttl=CURSOR_PAGE_SECONDS if cursor else None)
+    return JSON({"items": items, "next_cursor": next_cursor})
+
+
+async def merchants_top(request: Request) -> Response:
+    p = Params(request)
+    window = p.choice("window", "1h", tuple(queries.WINDOWS))
+    by = p.choice("by", "revenue", ("revenue", "count"))
+    limit = p.integer("limit", 10, LIMITS["merchants"])
+    p.check()
+    assert window is not None and by is not None
+    db = _api(request).db
+    # One cached aggregate per window, ranked per request (cheap): every order and limit
+    # share it.
+    as_of, totals = await _cached(request, ("merchants", window),
+                                  lambda: _timed(queries.merchant_totals, db, window))
+    items = queries.top(totals, by, limit)
+    return JSON({"window": window, "by": by, "items": items, "as_of": as_of})
+
+
+async def volume(request: Request) -> Response:
+    p = Params(request)
+    minutes = p.integer("minutes", 60, LIMITS["minutes"])
+    p.check()
+    db = _api(request).db
+    as_of, items = await _cached(request, ("volume", minutes),
+                                 lambda: _timed(queries.volume, db, minutes))
+    return JSON({"minutes": minutes, "items": items, "as_of": as_of})
+
+
+async def summary(request: Request) -> Response:
+    db = _api(request).db
+    body = await _cached(request, ("summary",), lambda: queries.summary(db, datetime.now(UTC)))
+    return JSON(body)
+
+
+async def openapi(request: Request) -> Response:
+    return JSON(request.app.state.openapi)
+
+
+async def docs(request: Request) -> Response:
+    return HTMLResponse(DOCS_HTML)
+
+
+async def prometheus(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

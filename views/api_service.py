@@ -1,0 +1,109 @@
+"""What the handlers share: the settings, the MongoDB client, the worker's HTTP client and the
+result cache, plus the reads that need more than :mod:`views.queries` (health, live stats)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+import pymongo
+from pymongo.errors import PyMongoError
+
+from app.settings import Settings
+from views import queries
+from views.api_cache import ResultCache
+from views.api_errors import describe, unavailable
+
+__all__ = ["QUERY_TIMEOUT_MS", "WORKER_TIMEOUT", "Api"]
+
+#: Longest wait for one MongoDB answer (pymongo's socketTimeoutMS): past it, a 503.
+QUERY_TIMEOUT_MS = 60_000
+#: Seconds to wait for the worker's web server.
+WORKER_TIMEOUT = 1.0
+
+
+class Api:
+    """One per application (``app.state.api``); its reads block, so they run in a worker
+    thread."""
+
+    def __init__(self, settings: Settings, cache_seconds: float) -> None:
+        self.settings = settings
+        self.cache = ResultCache(ttl=cache_seconds)
+        self._lock = threading.Lock()
+        self._client: pymongo.MongoClient[dict[str, Any]] | None = None
+        self._worker: httpx.Client | None = None
+
+    # Made on first use and again after close(), so one app can be started and stopped
+    # several times (test clients do that).
+    @property
+    def client(self) -> pymongo.MongoClient[dict[str, Any]]:
+        with self._lock:
+            if self._client is None:
+                self._client = pymongo.MongoClient(
+                    self.settings.mongo_url, tz_aware=True, appname="txn-api",
+                    serverSelectionTimeoutMS=2_000, connectTimeoutMS=2_000,
+                    socketTimeoutMS=QUERY_TIMEOUT_MS)
+            return self._client
+
+    @property
+    def db(self) -> queries.Db:
+        return self.client[self.settings.mongo_db]
+
+    @property
+    def worker(self) -> httpx.Client:
+        with self._lock:
+            if self._worker is None:
+                self._worker = httpx.Client(base_url=self.settings.worker_url.rstrip("/"),
+                                            timeout=WORKER_TIMEOUT, follow_redirects=True)
+            return self._worker
+
+    def close(self) -> None:
+        with self._lock:
+            client, worker, self._client, self._worker = self._client, self._worker, None, None
+        if worker is not None:
+            worker.close()
+        if client is not None:
+            client.close()
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(200, MongoDB's ping time and the worker's state) or (503, why MongoDB is down)."""
+        started = time.perf_counter()
+        try:
+            self.client.admin.command("ping")
+        except PyMongoError as exc:
+            return 503, unavailable(exc)
+        mongo = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                 "database": self.settings.mongo_db}
+        worker: dict[str, Any] = {"ok": False, "url": self.settings.worker_url,
+                                  "status_code": None, "error": None}
+        try:
+            resp = self.worker.get("/health")
+            worker.update(ok=resp.status_code == 200, status_code=resp.status_code)
+        except httpx.HTTPError as exc:
+            worker["error"] = describe(exc)
+        return 200, {"status": "ok", "mongo": mongo, "worker": worker}
+
+    def live_stats(self, user_id: str) -> tuple[Any, str | None]:
+        """The worker's stats view of ``user_id``: (json, None) or (None, why not)."""
+        try:
+            resp = self.worker.get(f"/users/{urllib.parse.quote(user_id, safe='')}/stats")
+        except httpx.HTTPError as exc:
+            return None, f"worker not reachable at {self.settings.worker_url}: {describe(exc)}"
+        if resp.status_code == 404:
+            return None, "the worker has no live statistics for this user (404)"
+        if resp.status_code != 200:
+            return None, f"the worker answered HTTP {resp.status_code}"
+        try:
+            return orjson.loads(resp.content), None
+        except orjson.JSONDecodeError:
+            return None, "the worker answered something that is not JSON"
+
+    def trends(self, user_id: str, days: int) -> dict[str, Any]:
+        rows = queries.trends(self.db, user_id, days, datetime.now(UTC))
+        live, live_error = self.live_stats(user_id)
+        return {"user_id": user_id, "days": rows, "live": live, "live_error": live_error}
