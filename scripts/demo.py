@@ -46,7 +46,7 @@ def parts() -> list[Part]:
     ]
     if (ROOT / "agents" / "sink.py").exists():
         found.append(Part("sink", [txn, "sink", "-l", "info"], "writes MongoDB collections"))
-    if (ROOT / "app" / "producer.py").exists():
+    if (ROOT / "app" / "producer").exists():
         found.append(Part("producer", [txn, "produce", "--rate", tps, "--quiet"],
                           f"{tps} transactions/s into Kafka"))
     if (ROOT / "views" / "api.py").exists():

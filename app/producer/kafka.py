@@ -1,0 +1,70 @@
+"""The Kafka side: the producer client, the topic (created and configured), and the keyed
+partitioner. kafka-python is imported on first use, so the rest of the package runs without it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Kafka 4 rejects records more than an hour ahead of the broker's clock by default
+#: (``message.timestamp.after.max.ms``); event time runs ahead with ``--time-scale`` or ``--rate 0``
+#: (and with a later ``--start``), so the producer lifts that limit on its topic.
+TOPIC_CONFIGS = {"message.timestamp.after.max.ms": str(2**63 - 1)}
+
+
+def make_producer(bootstrap: str, **overrides: Any) -> Any:
+    """A kafka-python producer set up for the contract: acks=all, idempotent, LZ4, batched."""
+    from kafka import KafkaProducer
+
+    config: dict[str, Any] = dict(
+        bootstrap_servers=bootstrap.split(","),
+        acks="all",
+        enable_idempotence=True,
+        compression_type="lz4",
+        linger_ms=20,
+        batch_size=512 * 1024,
+        max_request_size=4 * 1024 * 1024,
+        max_in_flight_requests_per_connection=5,
+        delivery_timeout_ms=120_000,
+        max_block_ms=30_000,
+        client_id="txn-producer",
+    )
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
+    """Create ``topic`` with ``partitions`` partitions unless it exists (True if created), and
+    set :data:`TOPIC_CONFIGS` on it (on an existing topic too, incrementally)."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="txn-producer")
+    try:
+        if topic not in admin.list_topics():
+            try:
+                admin.create_topics([NewTopic(topic, partitions, 1,
+                                              topic_configs=dict(TOPIC_CONFIGS))])
+                return True
+            except TopicAlreadyExistsError:
+                pass
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                            configs=dict(TOPIC_CONFIGS))])
+        return False
+    finally:
+        admin.close()
+
+
+class Partitions(dict[bytes, int]):
+    """key -> partition, like Kafka's default partitioner for keyed records, memoised: the same
+    murmur2 hash as Java, kafka-python and aiokafka, so the keyed placement is unchanged while
+    each key is hashed once."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+
+    def __missing__(self, key: bytes) -> int:
+        from kafka.partitioner.default import murmur2
+
+        self[key] = partition = int(murmur2(key) & 0x7FFFFFFF) % self.count
+        return partition
