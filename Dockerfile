@@ -2,7 +2,7 @@
 #   txn worker -l info                       Faust processing worker (StatefulSet)
 #   txn sink -l info                         MongoDB sink worker (Deployment)
 #   uvicorn views.api:app --host $(BIND_HOST) --port 8000                         API
-#   panel serve dashboards/app.py --address $(BIND_HOST) --port 5006 ...          dashboard
+#   panel serve dashboards/live.py --address $(BIND_HOST) --port 5006 ...         dashboard
 #   dbt build --profiles-dir .    (working dir /app/dbt)                          dbt (CronJob)
 # Build elsewhere (nothing in this repository needs Docker):
 #   docker build -t txn-analytics:0.1.0 .

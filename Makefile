@@ -98,8 +98,8 @@ dbt: $(RUNTIME_STAMP) ## build the dbt marts once (models + tests; marts written
 api: $(RUNTIME_STAMP) ## the REST API (uvicorn views.api:app on BIND_HOST:8000, docs at /docs)
 	$(PY) -m uvicorn views.api:app --host $${BIND_HOST:-127.0.0.1} --port $${API_PORT:-8000}
 
-dashboard: $(RUNTIME_STAMP) ## the Panel dashboard (http://localhost:5006/app), reading the API at API_URL
-	$(VENV)/bin/panel serve dashboards/app.py --address $${BIND_HOST:-127.0.0.1} \
+dashboard: $(RUNTIME_STAMP) ## the Panel dashboard (http://localhost:5006/live), reading the API at API_URL
+	$(VENV)/bin/panel serve dashboards/live.py --address $${BIND_HOST:-127.0.0.1} \
 	  --port $${DASHBOARD_PORT:-5006} --allow-websocket-origin localhost:$${DASHBOARD_PORT:-5006}
 
 bench: $(TEST_STAMP) ## end-to-end benchmark vs a raw Kafka hop (needs make services; docs/benchmarks.md)

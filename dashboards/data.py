@@ -164,8 +164,8 @@ def _items(payload: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def volume_columns(payload: Mapping[str, Any]) -> dict[str, list[Any]]:
     """``GET /volume`` as chart columns, oldest minute first."""
-    rows = [(parse_time(i.get("minute")), i) for i in _items(payload)]
-    rows = sorted(((t, i) for t, i in rows if t is not None), key=lambda r: r[0])
+    rows = [(t, i) for i in _items(payload) if (t := parse_time(i.get("minute"))) is not None]
+    rows.sort(key=lambda r: r[0])
     return {
         "minute": [t for t, _ in rows],
         "count": [_number(i.get("count")) for _, i in rows],
@@ -177,7 +177,7 @@ def volume_columns(payload: Mapping[str, Any]) -> dict[str, list[Any]]:
 def merchant_columns(payload: Mapping[str, Any]) -> dict[str, list[Any]]:
     """``GET /merchants/top`` as bar-chart columns, the biggest merchant LAST (a horizontal bar
     chart draws its first factor at the bottom)."""
-    by = payload.get("by") if payload.get("by") in ("revenue", "count") else "revenue"
+    by = "count" if payload.get("by") == "count" else "revenue"
     items = list(reversed(_items(payload)))
     return {
         "merchant": [str(i.get("merchant_id", "?")) for i in items],

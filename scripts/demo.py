@@ -53,12 +53,12 @@ def parts() -> list[Part]:
         found.append(Part("api", [py, "-m", "uvicorn", "views.api:app",
                                   "--host", settings.bind_host, "--port", api_port],
                           f"http://localhost:{api_port}/docs"))
-    if (ROOT / "dashboards" / "app.py").exists():
+    if (ROOT / "dashboards" / "live.py").exists():
         found.append(Part("dashboard", [str(VENV_BIN / "panel"), "serve",
-                                        "dashboards/app.py", "--address", settings.bind_host,
+                                        "dashboards/live.py", "--address", settings.bind_host,
                                         "--port", dash_port,
                                         "--allow-websocket-origin", f"localhost:{dash_port}"],
-                          f"http://localhost:{dash_port}/app"))
+                          f"http://localhost:{dash_port}/live"))
     if (ROOT / "scripts" / "dbt_loop.py").exists():
         found.append(Part("dbt", [py, "scripts/dbt_loop.py"], "dbt build every "
                           f"{os.environ.get('DBT_INTERVAL_SECONDS', '60')} s"))

@@ -393,7 +393,7 @@ def test_ports_agree_with_the_settings(docs: list[dict[str, Any]]) -> None:
     # The dashboard: panel serve --port = container = Service = 5006.
     dash = one(docs, "Deployment", "txn-dashboard")
     (c,) = pod_spec(dash)["spec"]["containers"]
-    assert c["command"][:3] == ["panel", "serve", "dashboards/app.py"]
+    assert c["command"][:3] == ["panel", "serve", "dashboards/live.py"]
     assert int(arg_after(c["command"], "--port")) == container_port(dash) == 5006
     assert service_port(docs, "txn-dashboard") == 5006
 

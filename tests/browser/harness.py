@@ -57,14 +57,14 @@ class Stack:
         self.db = db
         self.api_port, self.dash_port = free_port(), free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
-        self.page_url = f"http://localhost:{self.dash_port}/app"
+        self.page_url = f"http://localhost:{self.dash_port}/live"
         env = {**os.environ, "MONGO_DB": db.name, "API_KEY": API_KEY, "API_URL": self.api_url,
                # no worker unless told: live statistics are then unavailable
                "WORKER_URL": f"http://127.0.0.1:{free_port()}", **extra_env}
         self.api = Proc("api", [sys.executable, "-m", "uvicorn", "views.api:app", "--host",
                                 "127.0.0.1", "--port", str(self.api_port)], env, log_dir)
         self.dashboard = Proc("dashboard", [
-            str(BIN / "panel"), "serve", "dashboards/app.py", "--port", str(self.dash_port),
+            str(BIN / "panel"), "serve", "dashboards/live.py", "--port", str(self.dash_port),
             "--allow-websocket-origin", f"localhost:{self.dash_port}"], env, log_dir)
 
     def start_api(self) -> None:
