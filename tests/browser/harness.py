@@ -35,8 +35,8 @@ WAIT_MS = 15_000
 
 
 def wait_up(url: str, proc: Proc, timeout: float = 180) -> None:
-    """Wait until ``url`` answers at all (any HTTP status counts). Generous: panel builds the
-    first page slowly on a loaded 2-core machine (over 60 s seen)."""
+    """Wait until ``url`` answers at all (any HTTP status counts); generous, because panel builds
+    the first page slowly on a loaded machine."""
     def answered() -> bool:
         if not proc.alive:
             raise AssertionError(f"{proc.name} exited:\n{proc.log()}")
