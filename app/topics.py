@@ -13,7 +13,6 @@ from typing import Any
 
 from app import contract
 from app.main import app, sink_app
-from app.models import Anomaly, EnrichedTransaction
 from app.settings import settings
 
 __all__ = ["anomalies_raw", "anomalies_topic", "dlq_raw", "dlq_topic", "enriched_raw",
@@ -27,10 +26,13 @@ transactions_topic = app.topic(
     settings.topic(contract.TRANSACTIONS), value_type=bytes, value_serializer="raw",
     internal=True, **_common
 )
+# The worker serialises its outputs itself (orjson, the contract's field order).
 enriched_topic = app.topic(
-    settings.topic(contract.ENRICHED), value_type=EnrichedTransaction, **_common
+    settings.topic(contract.ENRICHED), value_type=bytes, value_serializer="raw", **_common
 )
-anomalies_topic = app.topic(settings.topic(contract.ANOMALIES), value_type=Anomaly, **_common)
+anomalies_topic = app.topic(
+    settings.topic(contract.ANOMALIES), value_type=bytes, value_serializer="raw", **_common
+)
 # Value: the original bytes; headers: dlq.reason, dlq.topic, dlq.partition, dlq.offset.
 dlq_topic = app.topic(
     settings.topic(contract.DLQ), value_type=bytes, value_serializer="raw", **_common

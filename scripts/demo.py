@@ -40,29 +40,21 @@ def parts() -> list[Part]:
     py = sys.executable
     web_port, api_port, dash_port = ports()
     tps = os.environ.get("TARGET_TPS", "1000")
-    found = [
+    return [
         Part("worker", [txn, "worker", "-l", "info"],
              f"http://localhost:{web_port}/health  (table views: /users/<user_id>/stats)"),
+        Part("sink", [txn, "sink", "-l", "info"], "writes MongoDB collections"),
+        Part("producer", [txn, "produce", "--rate", tps, "--quiet"],
+             f"{tps} transactions/s into Kafka"),
+        Part("api", [py, "-m", "uvicorn", "views.api:app", "--host", settings.bind_host,
+                     "--port", api_port], f"http://localhost:{api_port}/docs"),
+        Part("dashboard", [str(VENV_BIN / "panel"), "serve", "dashboards/live.py",
+                           "--address", settings.bind_host, "--port", dash_port,
+                           "--allow-websocket-origin", f"localhost:{dash_port}"],
+             f"http://localhost:{dash_port}/live"),
+        Part("dbt", [py, "scripts/dbt_loop.py"],
+             f"dbt build every {os.environ.get('DBT_INTERVAL_SECONDS', '60')} s"),
     ]
-    if (ROOT / "agents" / "sink.py").exists():
-        found.append(Part("sink", [txn, "sink", "-l", "info"], "writes MongoDB collections"))
-    if (ROOT / "app" / "producer").exists():
-        found.append(Part("producer", [txn, "produce", "--rate", tps, "--quiet"],
-                          f"{tps} transactions/s into Kafka"))
-    if (ROOT / "views" / "api.py").exists():
-        found.append(Part("api", [py, "-m", "uvicorn", "views.api:app",
-                                  "--host", settings.bind_host, "--port", api_port],
-                          f"http://localhost:{api_port}/docs"))
-    if (ROOT / "dashboards" / "live.py").exists():
-        found.append(Part("dashboard", [str(VENV_BIN / "panel"), "serve",
-                                        "dashboards/live.py", "--address", settings.bind_host,
-                                        "--port", dash_port,
-                                        "--allow-websocket-origin", f"localhost:{dash_port}"],
-                          f"http://localhost:{dash_port}/live"))
-    if (ROOT / "scripts" / "dbt_loop.py").exists():
-        found.append(Part("dbt", [py, "scripts/dbt_loop.py"], "dbt build every "
-                          f"{os.environ.get('DBT_INTERVAL_SECONDS', '60')} s"))
-    return found
 
 
 def ports() -> tuple[str, str, str]:
