@@ -37,7 +37,13 @@ from typing import Any, NamedTuple, NoReturn
 import orjson
 from faust.types import EventT, Message
 
-from app.contract import ANOMALY_FIELDS, InvalidTransaction, parse_timestamp, validate
+from app.contract import (
+    ANOMALY_FIELDS,
+    TOPIC_CONFIG,
+    InvalidTransaction,
+    parse_timestamp,
+    validate,
+)
 from app.faust_internals.batch_consumer import direct_batches, in_flight, read_directly
 from app.faust_internals.record_batches import KafkaOutput, Sent, acknowledged
 from app.main import app
@@ -62,9 +68,6 @@ BATCH_SECONDS = 0.005
 #: The worker's garbage collector thresholds (Python's default: 700, 10, 10).
 GC_THRESHOLDS = (10_000, 20, 20)
 
-#: Outputs carry the transaction's event time as their Kafka timestamp, like ``transactions``;
-#: Kafka 4 would reject one more than an hour ahead of its clock (a producer with a time scale).
-OUTPUT_TOPIC_CONFIG = {"message.timestamp.after.max.ms": str(2**63 - 1)}
 
 TRANSACTIONS = transactions_topic.get_topic_name()
 ENRICHED = enriched_topic.get_topic_name()
@@ -292,7 +295,7 @@ async def process_batch(messages: Sequence[Message]) -> None:
 async def declare_outputs() -> None:
     """Create the output topics (``TOPIC_PARTITIONS`` partitions) before anything is sent."""
     for topic in (enriched_topic, anomalies_topic, dlq_topic):
-        await topic.derive(config=OUTPUT_TOPIC_CONFIG).maybe_declare()
+        await topic.derive(config=TOPIC_CONFIG).maybe_declare()
 
 
 async def stream_batches(stream: Any) -> AsyncIterator[list[Message]]:

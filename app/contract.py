@@ -25,6 +25,7 @@ __all__ = [
     "PAYMENT_METHODS",
     "STATUSES",
     "TOPICS",
+    "TOPIC_CONFIG",
     "TRANSACTIONS",
     "load_object",
     "parse_timestamp",
@@ -37,6 +38,10 @@ ENRICHED = "transactions_enriched"
 ANOMALIES = "anomalies"
 DLQ = "transactions_dlq"
 TOPICS = (TRANSACTIONS, ENRICHED, ANOMALIES, DLQ)
+#: Every topic carries the transaction's event time as its Kafka timestamp; Kafka 4 rejects a
+#: record more than an hour ahead of the broker's clock by default, and event time runs ahead
+#: with the producer's ``--time-scale``, ``--rate 0`` or a later ``--start``.
+TOPIC_CONFIG = {"message.timestamp.after.max.ms": str(2**63 - 1)}
 
 # --- fixed value lists ----------------------------------------------------------------------
 CATEGORIES = (

@@ -64,7 +64,7 @@ from app.producer.factory import (
     make_txn_id,
 )
 from app.producer.faults import BAD_KINDS
-from app.producer.kafka import TOPIC_CONFIGS, ensure_topic, make_producer
+from app.producer.kafka import ensure_topic, make_producer
 from app.producer.loop import Summary, generate
 from app.producer.pacing import TokenBucket, step_us_for
 from app.producer.pools import CITIES_PER_COUNTRY, COUNTRIES, Merchant, User, seed_for
@@ -82,7 +82,6 @@ __all__ = [
     "PREFERRED_METHOD_SHARE",
     "STATUS_PERCENT",
     "Summary",
-    "TOPIC_CONFIGS",
     "TRAVEL_SHARE",
     "TokenBucket",
     "TransactionFactory",

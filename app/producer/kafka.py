@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Kafka 4 rejects records more than an hour ahead of the broker's clock by default
-#: (``message.timestamp.after.max.ms``); event time runs ahead with ``--time-scale`` or ``--rate 0``
-#: (and with a later ``--start``), so the producer lifts that limit on its topic.
-TOPIC_CONFIGS = {"message.timestamp.after.max.ms": str(2**63 - 1)}
+from app.contract import TOPIC_CONFIG
 
 
 def make_producer(bootstrap: str, **overrides: Any) -> Any:
@@ -34,7 +31,7 @@ def make_producer(bootstrap: str, **overrides: Any) -> Any:
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
     """Create ``topic`` with ``partitions`` partitions unless it exists (True if created), and
-    set :data:`TOPIC_CONFIGS` on it (on an existing topic too, incrementally)."""
+    set :data:`TOPIC_CONFIG` on it (on an existing topic too, incrementally)."""
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -43,12 +40,12 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
         if topic not in admin.list_topics():
             try:
                 admin.create_topics([NewTopic(topic, partitions, 1,
-                                              topic_configs=dict(TOPIC_CONFIGS))])
+                                              topic_configs=dict(TOPIC_CONFIG))])
                 return True
             except TopicAlreadyExistsError:
                 pass
         admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
-                                            configs=dict(TOPIC_CONFIGS))])
+                                            configs=dict(TOPIC_CONFIG))])
         return False
     finally:
         admin.close()
