@@ -49,7 +49,8 @@ from app.faust_internals.record_batches import KafkaOutput, Sent, acknowledged
 from app.main import app
 from app.settings import settings
 from app.topics import anomalies_topic, dlq_topic, enriched_topic, transactions_topic
-from tables import state
+from tables import txn_ids, user_tables
+from tables.changelog import Change, changes_persisted
 from tables.records import DAY_SECONDS, DaySpend, UserState, cents
 from tables.welford import is_anomaly, update, z_score
 
@@ -144,7 +145,7 @@ def _fold_user(user_id: str, items: list[tuple[Message, dict[str, Any]]], now: s
     write back. A transaction whose ``txn_id`` another message already folded is skipped."""
     threshold, min_history = settings.anomaly_z_threshold, settings.anomaly_min_history
     partition = items[0][0].partition  # a user's messages share one partition
-    user = before = state.get_user(user_id, partition)
+    user = before = user_tables.get_user(user_id, partition)
     days: dict[Any, DaySpend] = {}
     dirty_days: dict[Any, DaySpend] = {}
     folded: dict[bytes, int] = {}
@@ -155,14 +156,14 @@ def _fold_user(user_id: str, items: list[tuple[Message, dict[str, Any]]], now: s
         amount = txn["amount"]
         event_time = parse_timestamp(txn["timestamp"]).timestamp()
         newest_event = max(newest_event, event_time)
-        id_key = state.txn_id_key(txn["txn_id"], event_time)
-        first = folded[id_key] if id_key in folded else state.folded_at(id_key, partition)
+        id_key = txn_ids.key_of(txn["txn_id"], event_time)
+        first = folded[id_key] if id_key in folded else txn_ids.folded_at(id_key, partition)
         if first is not None and first != offset:
             counters.duplicates += 1  # the same offset is a redelivery: the guards below
             continue
         folded[id_key] = offset  # written again on a redelivery, in case it was lost
-        key = state.day_key(user_id, event_time)
-        day = days[key] if key in days else state.get_day(key, partition)
+        key = user_tables.day_key(user_id, event_time)
+        day = days[key] if key in days else user_tables.get_day(key, partition)
         new_stats, new_day = offset > user.offset, offset > day.offset
         if not (new_stats and new_day):
             # Redelivered after a crash: a table already holds it, so it was published.
@@ -202,12 +203,28 @@ def _fold_user(user_id: str, items: list[tuple[Message, dict[str, Any]]], now: s
     return UserWrites(partition, user_id, changed, dirty_days, folded, newest_event)
 
 
+class _Generation:
+    """The consumer generation of the last batch: a new one means a rebalance happened."""
+
+    current: int | None = None
+
+
+def _on_generation(generation: int | None) -> None:
+    """Before a batch: after a rebalance (partitions moved, tables recovered) forget what is
+    cached about the stores."""
+    if generation != _Generation.current:
+        user_tables.forget_users()
+        txn_ids.forget_expiry()
+        _Generation.current = generation
+    user_tables.bound_users()
+
+
 async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
     """Process one batch up to handing its changelog messages to the producer (steps 1-4 of
     the module docstring, without waiting for the changelog's acknowledgements). Returns an
     awaitable that completes once Kafka acknowledged them: only then may the messages be
     acked."""
-    state.begin_batch(app.consumer_generation_id)
+    _on_generation(app.consumer_generation_id)
     now = datetime.now(UTC).isoformat()
     out: list[Out] = []
     by_user: dict[str, list[tuple[Message, dict[str, Any]]]] = {}
@@ -236,14 +253,15 @@ async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
 
     try:
         await output.publish(out)
-        changes: list[state.Change] = []
+        changes: list[Change] = []
         folded: dict[int, dict[bytes, int]] = {}
         for w in writes:
             if w.user is not None:
-                changes.append(state.put_user(w.user_id, w.user, w.partition))
-            changes.extend(state.put_day(key, day, w.partition) for key, day in w.days.items())
+                changes.append(user_tables.put_user(w.user_id, w.user, w.partition))
+            changes.extend(user_tables.put_day(key, day, w.partition)
+                           for key, day in w.days.items())
             folded.setdefault(w.partition, {}).update(w.folded)
-        changes.extend(state.put_folded(entries, partition)
+        changes.extend(txn_ids.put_folded(entries, partition)
                        for partition, entries in folded.items() if entries)
         sent = await output.send(changes)
     except BaseException:
@@ -263,7 +281,7 @@ def _expire_txn_ids(writes: Sequence[UserWrites]) -> None:
         newest[w.partition] = max(newest.get(w.partition, w.newest_event), w.newest_event)
     for partition, event_time in newest.items():
         stream_day = int(min(event_time, ceiling) // DAY_SECONDS)
-        state.expire_txn_ids(partition, stream_day, settings.dedupe_horizon_days)
+        txn_ids.expire(partition, stream_day, settings.dedupe_horizon_days)
 
 
 async def _changelog_acknowledged(sent: Sequence[Sent], n_messages: int) -> None:
@@ -272,7 +290,7 @@ async def _changelog_acknowledged(sent: Sequence[Sent], n_messages: int) -> None
         for md in await acknowledged(sent):
             tp = (md.topic, md.partition)
             persisted[tp] = max(md.offset, persisted.get(tp, -1))
-        state.changes_persisted(persisted)
+        changes_persisted(persisted)
     except BaseException:
         _not_durable(n_messages)
 

@@ -28,8 +28,8 @@ os.environ.setdefault("TOPIC_PREFIX", "bench-batch-")
 
 from agents import processor  # noqa: E402
 from app.faust_internals.stores import partition_db  # noqa: E402
+from app.main import app  # noqa: E402
 from app.producer import TransactionFactory  # noqa: E402
-from tables import state  # noqa: E402
 
 PARTITIONS = 8
 
@@ -74,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     processor.output = CountingOutput()
     for partition in range(PARTITIONS):  # open the databases first: not per-message work
-        for table in state.TABLES:
+        for table in app.tables.values():
             partition_db(table, partition)
     best = float("inf")
     for r in range(args.repeat):

@@ -27,7 +27,8 @@ from app import contract
 from app.faust_internals.record_batches import Acked, Sent, acknowledged
 from app.main import app
 from app.settings import settings
-from tables import state
+from tables import txn_ids, user_tables
+from tables.changelog import Change
 from tables.records import UserState
 
 TS = "2026-11-25T10:00:00+00:00"
@@ -48,11 +49,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self.messages: list[processor.Out] = []
-        self.changes: list[state.Change] = []
+        self.changes: list[Change] = []
 
     async def send(self, messages: list[Any]) -> list[Sent]:
         self.messages.extend(m for m in messages if isinstance(m, processor.Out))
-        self.changes.extend(m for m in messages if isinstance(m, state.Change))
+        self.changes.extend(m for m in messages if isinstance(m, Change))
         return []
 
     async def publish(self, messages: list[Any]) -> list[Acked]:
@@ -64,14 +65,15 @@ class Recorder:
 
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
-    tables = state.TABLES
+    tables = list(app.tables.values())
     previous = app.conf.store
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "reconfiguring late": exactly what we mean here
         app.conf.store = "memory://"
     for table in tables:
         table._data = None  # a fresh store, of the configured kind, on first use
-    state.forget_cached()
+    user_tables.forget_users()
+    txn_ids.forget_expiry()
     rec = Recorder()
     monkeypatch.setattr(processor, "output", rec)
 
@@ -83,7 +85,8 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     yield rec
     for table in tables:
         table._data = None
-    state.forget_cached()
+    user_tables.forget_users()
+    txn_ids.forget_expiry()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         app.conf.store = previous
@@ -135,12 +138,12 @@ async def test_enriched_fields_of_a_hand_checked_sequence(recorder: Recorder) ->
     assert anomaly["n_prev"] == 6 and anomaly["mean_prev"] == 11.0
     assert math.isclose(anomaly["std_prev"], math.sqrt(2.0))
     assert anomaly["z_score"] == enriched[6]["z_score"]
-    user = state.UserState.decode(state.user_stats.data["alice"])
+    user = UserState.decode(user_tables.user_stats.data["alice"])
     assert user.stats.count == 7 and user.offset == 6 and user.last_z == anomaly["z_score"]
     # the changelog messages carry exactly what the store holds, on the source partition
     [change] = [c for c in recorder.changes if c.key == b"alice"]
     assert UserState.decode(change.value) == user and change.partition == 0
-    assert change.topic == state.user_stats.changelog_topic.get_topic_name()
+    assert change.topic == user_tables.user_stats.changelog_topic.get_topic_name()
 
 
 async def test_bad_message_goes_to_the_dlq_and_the_next_is_processed(recorder: Recorder
@@ -174,11 +177,11 @@ async def test_a_redelivered_message_is_not_applied_twice(recorder: Recorder) ->
     txns = [txn("dave", a, merchant=f"m{a}") for a in (5.0, 7.0, 9.0)]
     async with processor.process.test_context() as agent:
         await put_all(agent, recorder, [encoded(t) for t in txns])
-        before = UserState.decode(state.user_stats.data["dave"])
+        before = UserState.decode(user_tables.user_stats.data["dave"])
         agent.sent_offset = 1  # the broker hands out offsets 1 and 2 again, then 3
         await put_all(agent, recorder, [encoded(t) for t in [*txns[1:], txn("dave", 11.0)]],
                       expect=4)
-    after = UserState.decode(state.user_stats.data["dave"])
+    after = UserState.decode(user_tables.user_stats.data["dave"])
     assert before.stats.count == 3 and after.stats.count == 4
     assert after.stats.mean == 8.0
     enriched = recorder.values(processor.ENRICHED)
@@ -247,13 +250,13 @@ async def test_user_cache_is_dropped_on_a_new_consumer_generation(recorder: Reco
     again, which Faust's recovery may have changed."""
     async with processor.process.test_context() as agent:
         await put_all(agent, recorder, [encoded(txn("ivan", 3.0))])
-        assert state.get_user("ivan", 0).stats.count == 1
-        state.user_stats.data["ivan"] = UserState(offset=41).encode()  # e.g. a recovery
-        state.begin_batch(app.consumer_generation_id)  # same generation: cached
-        assert state.get_user("ivan", 0).stats.count == 1
-        state.begin_batch(-7)  # a rebalance
-        assert state.get_user("ivan", 0).offset == 41
-        assert state.get_user("ivan").offset == 41  # the views read the store
+        assert user_tables.get_user("ivan", 0).stats.count == 1
+        user_tables.user_stats.data["ivan"] = UserState(offset=41).encode()  # e.g. a recovery
+        processor._on_generation(app.consumer_generation_id)  # same generation: cached
+        assert user_tables.get_user("ivan", 0).stats.count == 1
+        processor._on_generation(-7)  # a rebalance
+        assert user_tables.get_user("ivan", 0).offset == 41
+        assert user_tables.get_user("ivan").offset == 41  # the views read the store
 
 
 async def test_faust_sees_the_partitions_being_processed(recorder: Recorder) -> None:
@@ -274,7 +277,7 @@ async def test_a_replayed_txn_id_changes_nothing(recorder: Recorder) -> None:
     async with processor.process.test_context() as agent:
         await put_all(agent, recorder, [encoded(first), encoded(first), encoded(second)],
                       expect=2)
-        stats = UserState.decode(state.user_stats.data["kim"])
+        stats = UserState.decode(user_tables.user_stats.data["kim"])
         await put_all(agent, recorder, [encoded(second), encoded(first), encoded(txn("kim", 5.0))],
                       expect=3)
     enriched = recorder.values(processor.ENRICHED)
@@ -287,15 +290,15 @@ async def test_a_replayed_txn_id_changes_nothing(recorder: Recorder) -> None:
     # each folded transaction's id is in the txn-ids changelog with the offset that folded it,
     # one record per batch and partition; recovery writes the same entries back
     records = [c for c in recorder.changes
-               if c.topic == state.txn_ids.changelog_topic.get_topic_name()]
+               if c.topic == txn_ids.txn_ids.changelog_topic.get_topic_name()]
     assert [r.key for r in records] == [b"0-2", b"5-5"]
-    stored = dict(state.txn_ids.data.items())
-    state.txn_ids.data.clear()
-    state.txn_ids.apply_changelog_batch(
+    stored = dict(txn_ids.txn_ids.data.items())
+    txn_ids.txn_ids.data.clear()
+    txn_ids.txn_ids.apply_changelog_batch(
         [SimpleNamespace(message=SimpleNamespace(tp=TP(r.topic, r.partition), offset=i,
                                                  partition=r.partition, value=r.value))
          for i, r in enumerate(records)])
-    assert dict(state.txn_ids.data.items()) == stored and len(stored) == 3
+    assert dict(txn_ids.txn_ids.data.items()) == stored and len(stored) == 3
     ids = {k[4:].hex(): int.from_bytes(v, "big") for k, v in stored.items()}
     assert ids[first["txn_id"]] == 0 and ids[second["txn_id"]] == 2
 
@@ -305,7 +308,7 @@ async def test_a_redelivery_is_not_a_duplicate(recorder: Recorder) -> None:
     so a message whose id was recorded but whose statistics were lost is still folded."""
     t = txn("lou", 8.0)
     async with processor.process.test_context() as agent:
-        state.put_folded({state.txn_id_key(t["txn_id"], TS_EPOCH): 0}, 0)  # id without stats
+        txn_ids.put_folded({txn_ids.key_of(t["txn_id"], TS_EPOCH): 0}, 0)  # id without stats
         await put_all(agent, recorder, [encoded(t)])
     [enriched] = recorder.values(processor.ENRICHED)
     assert enriched["user_txn_count"] == 1
@@ -326,12 +329,12 @@ async def test_ids_older_than_the_horizon_are_forgotten(recorder: Recorder) -> N
     enriched = recorder.values(processor.ENRICHED)
     assert [e["amount"] for e in enriched] == [3.0, 4.0, 5.0, 3.0]
     assert processor.counters.duplicates == 1
-    keys = {k[4:].hex() for k in state.txn_ids.data.keys()}
+    keys = {k[4:].hex() for k in txn_ids.txn_ids.data.keys()}
     assert inside["txn_id"] in keys and later["txn_id"] in keys
 
 
 @given(days=st.lists(st.integers(-800_000, 3_000_000), min_size=2, max_size=20))
 def test_txn_id_keys_sort_by_day(days: list[int]) -> None:
-    ids = [state.txn_id_key("ab" * 32, d * 86_400.0 + 5) for d in days]
+    ids = [txn_ids.key_of("ab" * 32, d * 86_400.0 + 5) for d in days]
     assert sorted(ids) == [ids[i] for i in sorted(range(len(days)), key=lambda i: days[i])]
     assert all(len(k) == 36 for k in ids)

@@ -17,7 +17,7 @@ from faust.web import Request, Response, View
 from agents.processor import counters
 from app.main import app
 from app.topics import transactions_topic
-from tables import state
+from tables import user_tables
 from tables.records import UserState
 
 __all__ = ["health", "metrics", "user_stats", "user_stats_body"]
@@ -25,11 +25,11 @@ __all__ = ["health", "metrics", "user_stats", "user_stats_body"]
 
 def user_stats_body(user_id: str, now: float | None = None) -> dict[str, Any] | None:
     """The stats of ``user_id`` held by this worker, or None if it has none."""
-    raw = state.user_stats.get(user_id)
+    raw = user_tables.user_stats.get(user_id)
     if raw is None:
         return None
     user = UserState.decode(raw)
-    days = state.recent_days(user_id, time.time() if now is None else now)
+    days = user_tables.recent_days(user_id, time.time() if now is None else now)
     stats = user.stats
     return {
         "user_id": user_id,
@@ -46,7 +46,7 @@ def user_stats_body(user_id: str, now: float | None = None) -> dict[str, Any] | 
 
 
 @app.page("/users/{user_id}/stats")
-@app.table_route(table=state.user_stats, match_info="user_id")
+@app.table_route(table=user_tables.user_stats, match_info="user_id")
 async def user_stats(self: View, request: Request, user_id: str) -> Response:
     body = user_stats_body(user_id)
     if body is None:
