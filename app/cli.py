@@ -9,7 +9,8 @@ import os
 
 import mode.loop
 
-from app import commands, sink_command  # noqa: F401 - registers their commands on the app
+from agents.sink import command as sink_command  # noqa: F401 - registers `txn sink`
+from app import commands  # noqa: F401 - registers its commands on the app
 from app.main import app
 
 __all__ = ["main"]

@@ -8,12 +8,12 @@ Every variant gets its own private FerretDB (``.cache/bin/ferretdb-local``, data
 directory, never the shared one), all started at once, so the variants are compared side by
 side in one run on the same (shared, noisy) machine: the documents are inserted in rounds of
 ``--round`` documents, each round into every variant in turn (the order rotates every round).
-The documents are shaped exactly like the sink's (``app.sink_docs.transaction_doc`` of enriched
-transactions from ``tests/test_sink_data.py``), inserted with the sink's client settings
-(``app.mongo.connect``) and call (``insert_many(ordered=False)``) in batches of the variant's
-size. A variant sets: the secondary indexes (``app.mongo.INDEXES``, or none), the query
-parameters of FerretDB's SQLite URL (``--sqlite-params`` of scripts/ferretdb/main.go; ``""`` is
-FerretDB's own defaults) and the batch size.
+The documents are shaped exactly like the sink's (``agents.sink.documents.transaction_doc`` of
+enriched transactions from ``tests/test_sink_data.py``), inserted with the sink's client
+settings (``agents.sink.mongo.connect``) and call (``insert_many(ordered=False)``) in batches of
+the variant's size. A variant sets: the secondary indexes (``agents.sink.mongo.INDEXES``, or
+none), the query parameters of FerretDB's SQLite URL (``--sqlite-params`` of
+scripts/ferretdb/main.go; ``""`` is FerretDB's own defaults) and the batch size.
 
 Reported per variant: documents/s (wall time of the insert calls, client included) and
 FerretDB's CPU seconds per 1000 documents (psutil, user + system of the FerretDB process) and
@@ -51,8 +51,8 @@ from pymongo import UpdateOne
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import sink_docs as docs  # noqa: E402
-from app.mongo import INDEXES, UPDATES_PER_COMMAND, connect  # noqa: E402
+from agents.sink import documents as docs  # noqa: E402
+from agents.sink.mongo import INDEXES, UPDATES_PER_COMMAND, connect  # noqa: E402
 from app.settings import settings  # noqa: E402
 from tests.procs import Proc, free_port, wait_for  # noqa: E402
 from tests.test_sink_data import enriched_stream  # noqa: E402
@@ -64,7 +64,7 @@ SYNC_NORMAL = "_pragma=synchronous(normal)"
 
 @dataclass(frozen=True)
 class Variant:
-    indexes: bool  # app.mongo.INDEXES (secondary indexes) on transactions and merchant_minute
+    indexes: bool  # mongo.INDEXES (secondary indexes) on transactions and merchant_minute
     id_index: bool  # ferretdb-local --id-index (scripts/ferretdb/idindex.go)
     params: str  # ferretdb-local --sqlite-params
     batch: int
@@ -159,15 +159,23 @@ def id_index_used(url: str) -> bool:
         return "SEARCH" in str(plan["queryPlanner"])
 
 
+def merchant_minute_row(merchant_id: str, minute: datetime, value: docs.Rollup
+                        ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(_id, labels to $set, numbers to $max)`` of a ``merchant_minute`` row (category
+    ``grocery``)."""
+    return (f"{merchant_id}|{docs.minute_id(minute)}",
+            {"merchant_id": merchant_id, "merchant_category": "grocery", "minute": minute},
+            docs.rollup_numbers(value))
+
+
 def rollup_rows(merchants: int, minutes: int, start: datetime) -> list[dict[str, Any]]:
     """``merchant_minute`` rows as the sink writes them, ``merchants`` x ``minutes``."""
     rows = []
     for m in range(minutes):
         minute = start + timedelta(minutes=m)
         for k in range(merchants):
-            _id, labels, numbers = docs.merchant_minute_doc(
-                f"merchant-{k:03d}", "grocery", minute, {"count": 3, "cents": 4200,
-                                                         "anomalies": 0})
+            _id, labels, numbers = merchant_minute_row(
+                f"merchant-{k:03d}", minute, {"count": 3, "cents": 4200, "anomalies": 0})
             rows.append({"_id": _id, **labels, **numbers})
     return rows
 
@@ -279,8 +287,8 @@ def main() -> None:
             # rollups: this round's minute (new rows) and the previous one (updates)
             ops = [UpdateOne({"_id": _id}, {"$set": labels, "$max": numbers}, upsert=True)
                    for m in (args.history_minutes + k, args.history_minutes + k - 1)
-                   for _id, labels, numbers in (docs.merchant_minute_doc(
-                       f"merchant-{i % args.merchants:03d}", "grocery",
+                   for _id, labels, numbers in (merchant_minute_row(
+                       f"merchant-{i % args.merchants:03d}",
                        t0 + timedelta(minutes=m), {"count": 5, "cents": 9900, "anomalies": 1})
                        for i in range(args.upserts // 2))]
             for run in order:

@@ -40,7 +40,7 @@ import pymongo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import sink_docs as docs  # noqa: E402
+from agents.sink import documents as docs  # noqa: E402
 from app.contract import ANOMALIES, DLQ, ENRICHED  # noqa: E402
 from app.producer import ensure_topic  # noqa: E402
 from app.settings import settings  # noqa: E402

@@ -24,7 +24,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from app import sink_docs as docs
+from agents.sink import documents as docs
 from app.contract import ANOMALIES, DLQ, ENRICHED, TRANSACTIONS
 from app.producer import TransactionFactory, ensure_topic, send
 from app.settings import settings

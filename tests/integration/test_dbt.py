@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
+from agents.sink.documents import anomaly_doc, transaction_doc
 from app.contract import ANOMALY_FIELDS, CATEGORIES, PAYMENT_METHODS, STATUSES
 from app.mongo_dbt import TMP_MARK
-from app.sink_docs import anomaly_doc, transaction_doc
 from tests.procs import ROOT, wait_for
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
-"""The sink's MongoDB writer (app/mongo.py) on the real FerretDB: collections and indexes,
-idempotent inserts, poison documents to dead-letter records, rollup upserts."""
+"""The sink's database calls (``agents/sink/mongo.py``) on the real FerretDB: collections and
+indexes, idempotent inserts, poison documents to dead-letter records, batch records."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 import pymongo
 import pytest
 
-from app import sink_docs as docs
-from app.mongo import INDEXES, Entry, MongoSink, connect, ensure_collections, is_ferretdb
+from agents.sink import documents as docs
+from agents.sink.documents import Entry
+from agents.sink.mongo import INDEXES, MongoStore, connect, ensure_collections, is_ferretdb
 from app.settings import settings
 from tests.test_sink_data import enriched_stream
 
@@ -21,9 +22,9 @@ ENRICHED, _ = enriched_stream(300, seed=11)
 
 
 @pytest.fixture
-async def sink(mongo_db: pymongo.database.Database) -> AsyncIterator[MongoSink]:
+async def store(mongo_db: pymongo.database.Database) -> AsyncIterator[MongoStore]:
     client = connect(settings.mongo_url)
-    yield MongoSink(client[mongo_db.name])
+    yield MongoStore(client[mongo_db.name])
     client.close()
 
 
@@ -32,15 +33,15 @@ def entries(values: list[dict[str, Any]], topic: str = "t") -> list[Entry]:
 
 
 async def test_collections_and_indexes_are_made_once(
-        sink: MongoSink, mongo_db: pymongo.database.Database) -> None:
-    assert ensure_collections(sink.db) == "regular"  # FerretDB: no time series
-    assert ensure_collections(sink.db) == "regular"
+        store: MongoStore, mongo_db: pymongo.database.Database) -> None:
+    assert ensure_collections(store.db) == "regular"  # FerretDB: no time series
+    assert ensure_collections(store.db) == "regular"
     assert set(INDEXES) <= set(mongo_db.list_collection_names())
     info = mongo_db.client.admin.command("buildInfo")
     for name in (docs.TRANSACTIONS, docs.ANOMALIES):
         keys = [list(i["key"].items()) for i in mongo_db[name].list_indexes()]
         expected = [[("_id", 1)]] + [list(i.document["key"].items()) for i in INDEXES[name]]
-        # FerretDB never uses a secondary index (app/mongo.py INDEXES): only _id there
+        # FerretDB never uses a secondary index (mongo.INDEXES): only _id there
         assert keys == (expected[:1] if is_ferretdb(info) else expected)
 
 
@@ -50,14 +51,14 @@ async def test_ferretdb_is_told_from_mongodb() -> None:
     assert not is_ferretdb({"version": "7.0.14", "versionArray": [7, 0, 14, 0]})
 
 
-async def test_insert_is_idempotent(sink: MongoSink,
+async def test_insert_is_idempotent(store: MongoStore,
                                     mongo_db: pymongo.database.Database) -> None:
-    first = await sink.insert(docs.TRANSACTIONS, entries(ENRICHED[:200]))
+    first = await store.insert(docs.TRANSACTIONS, entries(ENRICHED[:200]))
     assert (first.inserted, first.duplicates, first.rejected) == (200, 0, [])
     stored = {d["_id"]: d for d in mongo_db[docs.TRANSACTIONS].find()}
     # a replay of an overlapping range, with different numbers: nothing changes
     changed = [dict(v, user_txn_count=999) for v in ENRICHED[100:300]]
-    again = await sink.insert(docs.TRANSACTIONS, entries(changed))
+    again = await store.insert(docs.TRANSACTIONS, entries(changed))
     assert (again.inserted, again.duplicates) == (100, 100)
     after = {d["_id"]: d for d in mongo_db[docs.TRANSACTIONS].find()}
     assert len(after) == 300
@@ -68,14 +69,14 @@ async def test_insert_is_idempotent(sink: MongoSink,
 
 
 async def test_poison_goes_to_dead_letters_and_the_rest_is_stored(
-        sink: MongoSink, mongo_db: pymongo.database.Database) -> None:
+        store: MongoStore, mongo_db: pymongo.database.Database) -> None:
     good = entries(ENRICHED[:5])
     rejected_by_server = Entry({**docs.transaction_doc(ENRICHED[5]), "$where": 1},
                                b'{"$where": 1}', "t", 1, 10)
     rejected_by_client = Entry({**docs.transaction_doc(ENRICHED[6]), "n": 2**70},
                                b'{"n": 1180591620717411303424}', "t", 1, 11)
     unreadable = Entry(None, b"\xff not json", "t", 1, 12, "not valid JSON")
-    result = await sink.insert(docs.TRANSACTIONS,
+    result = await store.insert(docs.TRANSACTIONS,
                                [*good, rejected_by_server, unreadable, rejected_by_client])
     assert result.inserted == 5 and len(result.rejected) == 3
     assert mongo_db[docs.TRANSACTIONS].count_documents({}) == 5
@@ -84,12 +85,12 @@ async def test_poison_goes_to_dead_letters_and_the_rest_is_stored(
     assert "$" in dead["t:1:10"]["reason"] and dead["t:1:12"]["original"] == "\ufffd not json"
     assert all(d["stage"] == "sink" for d in dead.values())
     # the same batch again: no new dead letters, nothing else changes
-    await sink.insert(docs.TRANSACTIONS, [*good, rejected_by_server, unreadable])
+    await store.insert(docs.TRANSACTIONS, [*good, rejected_by_server, unreadable])
     assert mongo_db[docs.DLQ].count_documents({}) == 3
 
 
-async def test_batch_records(sink: MongoSink, mongo_db: pymongo.database.Database) -> None:
-    result = await sink.insert(docs.TRANSACTIONS, entries(ENRICHED[:3]))
-    await sink.record_batch(docs.TRANSACTIONS, result, 0.01, datetime.now(UTC))
+async def test_batch_records(store: MongoStore, mongo_db: pymongo.database.Database) -> None:
+    result = await store.insert(docs.TRANSACTIONS, entries(ENRICHED[:3]))
+    await store.record_batch(docs.TRANSACTIONS, result, 0.01, datetime.now(UTC))
     row = mongo_db[docs.METRICS].find_one()
     assert row is not None and row["inserted"] == 3 and row["lag_seconds"] >= 0

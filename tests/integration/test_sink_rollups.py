@@ -1,5 +1,6 @@
-"""The rollup writes of the sink on the real FerretDB (``app.mongo``: ``write_rollup_rows``,
-``rollup_parts``, ``stored_processed_at``), driven as ``agents/rollups.py`` drives them."""
+"""The rollup writes of the sink on the real FerretDB (``agents/sink/mongo.py``:
+``write_rollup_rows``, ``rollup_parts``, ``stored_processed_at``), driven by
+:meth:`agents.sink.rollups.Rollups.write`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from datetime import UTC, datetime
 import pymongo
 import pytest
 
-from app import sink_docs as docs
-from app.mongo import MongoSink, connect
+from agents.sink import documents as docs
+from agents.sink.mongo import MongoStore, connect
+from agents.sink.rollups import Countable, Rollups
 from app.settings import settings
-from tables.rollups import Countable, RollupState
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -20,24 +21,10 @@ MINUTE = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def sink(mongo_db: pymongo.database.Database) -> AsyncIterator[MongoSink]:
+async def store(mongo_db: pymongo.database.Database) -> AsyncIterator[MongoStore]:
     client = connect(settings.mongo_url)
-    yield MongoSink(client[mongo_db.name])
+    yield MongoStore(client[mongo_db.name])
     client.close()
-
-
-async def flush(sink: MongoSink, state: RollupState, items: list[Countable],
-                exclusive: bool) -> None:
-    """One rollup write, as ``agents.rollups.write_rollups`` does it."""
-    missing = state.missing(items)
-    stored = await sink.rollup_parts(list(missing))
-    for key, labels in missing.items():
-        state.load(key, labels, stored.get(key))
-    changed = state.apply(items)
-    await sink.write_rollup_rows(
-        [(c, _id, row.labels, {p: row.parts[p] for p in parts}, row.totals())
-         for (c, _id), (row, parts) in changed.items()], exclusive)
-    state.commit(changed)
 
 
 def items(partition: int, merchants: int, first_offset: int) -> list[Countable]:
@@ -46,14 +33,14 @@ def items(partition: int, merchants: int, first_offset: int) -> list[Countable]:
 
 
 async def test_two_processes_share_rows_and_replays_change_nothing(
-        sink: MongoSink, mongo_db: pymongo.database.Database) -> None:
+        store: MongoStore, mongo_db: pymongo.database.Database) -> None:
     merchants = 50  # more rows than one update command holds
-    a, b = RollupState(), RollupState()  # two sink processes, partitions 0 and 1
-    await flush(sink, a, items(0, merchants, 0), exclusive=False)
-    await flush(sink, b, items(1, merchants, 0), exclusive=False)
-    await flush(sink, a, items(0, merchants, 3 * merchants), exclusive=False)
+    a, b = Rollups(store), Rollups(store)  # two sink processes, partitions 0 and 1
+    await a.write(items(0, merchants, 0), exclusive=False)
+    await b.write(items(1, merchants, 0), exclusive=False)
+    await a.write(items(0, merchants, 3 * merchants), exclusive=False)
     # process a restarts (empty cache) and reads its partition again from the start
-    await flush(sink, RollupState(), items(0, merchants, 0), exclusive=False)
+    await Rollups(store).write(items(0, merchants, 0), exclusive=False)
 
     rows = {r["_id"]: r for r in mongo_db[docs.MERCHANT_MINUTE].find()}
     assert len(rows) == merchants
@@ -68,8 +55,8 @@ async def test_two_processes_share_rows_and_replays_change_nothing(
         i % 2 for i in range(3 * merchants)) * 3)
 
 
-async def test_stored_processed_at(sink: MongoSink,
+async def test_stored_processed_at(store: MongoStore,
                                    mongo_db: pymongo.database.Database) -> None:
     at = datetime(2026, 11, 26, 1, 2, 3, 456000, tzinfo=UTC)
     mongo_db[docs.TRANSACTIONS].insert_one({"_id": "t-1", "processed_at": at})
-    assert await sink.stored_processed_at(["t-1", "t-2"]) == {"t-1": at}
+    assert await store.stored_processed_at(["t-1", "t-2"]) == {"t-1": at}

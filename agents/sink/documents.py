@@ -1,17 +1,19 @@
-"""What the sink stores: Kafka messages turned into MongoDB documents, and the per-minute
-rollup arithmetic. Pure functions (no Faust, no I/O), shared by the sink agents, the tests and
-the benchmark. ``docs/data-model.md`` describes every collection.
+"""What the sink stores: Kafka messages turned into MongoDB documents and dead-letter records,
+and the rollup numbers. Pure functions (no Faust, no I/O); ``docs/data-model.md`` describes
+every collection.
 
 A message that cannot be turned into a document raises :class:`PoisonMessage`; the sink then
-stores a dead-letter record (:func:`dead_letter_doc`) instead of the document.
+stores its dead-letter record (:meth:`Entry.dead_letter`) instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agents.sink.exceptions import PoisonMessage
 from app.contract import InvalidTransaction, load_object, parse_timestamp
 
 __all__ = [
@@ -19,23 +21,20 @@ __all__ = [
     "DLQ",
     "MERCHANT_MINUTE",
     "METRICS",
-    "PoisonMessage",
     "TRANSACTIONS",
     "VOLUME_MINUTE",
+    "Entry",
     "Rollup",
-    "add_to_rollup",
     "anomaly_doc",
     "dead_letter_doc",
     "dlq_doc",
-    "merchant_minute_doc",
     "minute_id",
     "minute_of",
     "parse_json",
     "rollup_numbers",
-    "sum_rollups",
+    "sum_parts",
     "to_date",
     "transaction_doc",
-    "volume_minute_doc",
 ]
 
 # --- collection names (docs/data-model.md) --------------------------------------------------
@@ -44,16 +43,12 @@ ANOMALIES = "anomalies"
 DLQ = "dlq"
 MERCHANT_MINUTE = "merchant_minute"
 VOLUME_MINUTE = "volume_minute"
-#: One document per batch the sink wrote (a time series on MongoDB, see app/mongo.py).
+#: One document per batch the sink wrote (a time series on MongoDB, see ``mongo.py``).
 METRICS = "sink_batches"
 
 #: A rollup value: ``{"count": int, "cents": int, "anomalies": int}``. Revenue is kept in
 #: integer cents (amounts have two decimals), so sums are exact whatever the order.
 Rollup = dict[str, int]
-
-
-class PoisonMessage(ValueError):
-    """A message the sink cannot store; ``str(exc)`` is the reason in its dead-letter record."""
 
 
 def parse_json(raw: bytes | str) -> dict[str, Any]:
@@ -160,24 +155,30 @@ def dead_letter_doc(raw: bytes, reason: str, topic: str, partition: int,
     }
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One message on its way to a collection: the document (None when the message is poison),
+    the original bytes and coordinates (for its dead-letter record), and why it is poison."""
+
+    doc: dict[str, Any] | None
+    raw: bytes
+    topic: str
+    partition: int
+    offset: int
+    error: str = ""
+
+    def dead_letter(self, reason: str) -> dict[str, Any]:
+        return dead_letter_doc(self.raw, reason, self.topic, self.partition, self.offset)
+
+
 # --- rollups ----------------------------------------------------------------------------------
-def add_to_rollup(value: Rollup | None, amount: float, is_anomaly: bool) -> Rollup:
-    """The rollup after one more transaction (a new dict; ``value`` is not changed)."""
-    value = value or {"count": 0, "cents": 0, "anomalies": 0}
-    return {
-        "count": value["count"] + 1,
-        "cents": value["cents"] + round(amount * 100),
-        "anomalies": value["anomalies"] + (1 if is_anomaly else 0),
-    }
-
-
-def sum_rollups(values: Iterable[Mapping[str, Any]]) -> Rollup:
-    """The sum of stored rollup documents (``count``, ``revenue``, ``anomalies``)."""
+def sum_parts(parts: Iterable[Sequence[int]]) -> Rollup:
+    """The totals of a rollup row from its parts (``[count, cents, anomalies, offset]``)."""
     total: Rollup = {"count": 0, "cents": 0, "anomalies": 0}
-    for v in values:
-        total["count"] += int(v.get("count", 0))
-        total["cents"] += round(float(v.get("revenue", 0)) * 100)
-        total["anomalies"] += int(v.get("anomalies", 0))
+    for part in parts:
+        total["count"] += int(part[0])
+        total["cents"] += int(part[1])
+        total["anomalies"] += int(part[2])
     return total
 
 
@@ -186,19 +187,3 @@ def rollup_numbers(value: Rollup) -> dict[str, Any]:
     two decimals), ``anomalies``."""
     return {"count": value["count"], "revenue": round(value["cents"] / 100, 2),
             "anomalies": value["anomalies"]}
-
-
-def merchant_minute_doc(merchant_id: str, category: str, minute: datetime,
-                        value: Rollup) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """``(_id, fields to $set, numbers to $max)`` of a ``merchant_minute`` row. The numbers are
-    the window's absolute values; ``$max`` keeps a replay that recounts a window from scratch
-    (after the table expired it) from lowering a complete count."""
-    return (f"{merchant_id}|{minute_id(minute)}",
-            {"merchant_id": merchant_id, "merchant_category": category, "minute": minute},
-            rollup_numbers(value))
-
-
-def volume_minute_doc(minute: datetime,
-                      value: Rollup) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """``(_id, fields to $set, numbers to $max)`` of a ``volume_minute`` row."""
-    return minute_id(minute), {"minute": minute}, rollup_numbers(value)

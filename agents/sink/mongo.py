@@ -1,29 +1,25 @@
-"""The sink's MongoDB side: collections and indexes at start-up, batched idempotent inserts that
-survive an outage, poison documents to dead-letter records, and rollup upserts. pymongo's
-(synchronous) client, every call run in one writer thread (``WRITER``), off the event loop;
-every call has a socket timeout, so a database that stops answering is retried too.
+"""The sink's MongoDB side: the client, collections and indexes at start-up, batched idempotent
+inserts, poison documents to dead-letter records, and the rollup rows' reads and upserts. Every
+call runs through :class:`~agents.sink.retry.Retry` (a writer thread, retried through an
+outage) and has a socket timeout, so a database that stops answering is retried too.
 
-- ``insert``: ``insert_many(ordered=False)``; a duplicate key (code 11000) means "already
-  stored" and is ignored, so replays never duplicate nor change a document. Any other error for
-  one document is tried once more, then that document goes to the ``dlq`` collection as a
-  dead-letter record (the rest of the batch is stored).
-- While the database is unreachable (connection refused, timeouts, no primary), every call
-  retries with exponential backoff (``RETRY_MIN_SECONDS`` .. ``RETRY_MAX_SECONDS``) and logs at
-  most once per ``LOG_EVERY_SECONDS``. The caller (a sink agent) waits meanwhile, so it reads no
-  more messages and acks nothing: memory stays bounded and no offset is committed.
+- :meth:`MongoStore.insert`: ``insert_many(ordered=False)``; a duplicate key (code 11000) means
+  "already stored" and is ignored, so replays never duplicate nor change a document. Any other
+  error for one document is tried once more, then that document goes to the ``dlq`` collection
+  as a dead-letter record (the rest of the batch is stored).
+- :meth:`MongoStore.write_rollup_rows`: raw ``update`` commands of absolute values, so a
+  repeated write is harmless.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient
@@ -31,22 +27,23 @@ from pymongo.database import Database
 from pymongo.errors import (
     BulkWriteError,
     CollectionInvalid,
-    ConnectionFailure,
     DocumentTooLarge,
     DuplicateKeyError,
-    ExecutionTimeout,
     OperationFailure,
     WTimeoutError,
 )
 
-from app import sink_docs as docs
+from agents.sink import documents as docs
+from agents.sink.documents import Entry
+from agents.sink.exceptions import RollupWriteError
+from agents.sink.retry import RETRY_MIN_SECONDS, ROLLUP_WRITER, TRANSIENT, WRITER, Retry
 
 __all__ = [
     "INDEXES",
-    "Entry",
+    "UPDATES_PER_COMMAND",
     "InsertResult",
-    "MongoSink",
-    "Retry",
+    "MongoStore",
+    "RowWrite",
     "connect",
     "ensure_collections",
     "is_ferretdb",
@@ -54,33 +51,18 @@ __all__ = [
 ]
 
 log = logging.getLogger("app.sink")
-T = TypeVar("T")
 
-RETRY_MIN_SECONDS = 0.5
-RETRY_MAX_SECONDS = 10.0
-LOG_EVERY_SECONDS = 10.0
 SERVER_TIMEOUT_MS = 5_000
 SOCKET_TIMEOUT_MS = 60_000
+#: FerretDB 1.24 never answers an ``update`` of about 100 statements (docs/data-model.md).
 UPDATES_PER_COMMAND = 40
 #: Ids per ``$in`` read of the rollups and of stored transactions.
 READ_IDS_PER_QUERY = 1000
 DUPLICATE_KEY = 11000
 
-#: The thread the sink's inserts run in: off the event loop, one call at a time (SQLite takes
-#: one writer at a time anyway, and FerretDB runs out of connections under many concurrent
-#: update statements).
-WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-mongo")
-#: The rollups' own thread: their upserts (slow on FerretDB) do not delay the inserts.
-ROLLUP_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-rollups")
-
-#: Errors after which the same call may succeed later: the database is down, slow or failing
-#: over. Everything else is about the data.
-TRANSIENT = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
-
 #: Indexes for the API's queries: per user by time, anomalies by time and category, merchants
 #: by time, the overall volume by time, the DLQ by time. Made on MongoDB only: FerretDB 1.24
-#: (SQLite) pushes no filter but ``_id`` down and sorts in memory, so it never uses them, and
-#: keeps each one (a JSON expression index) on every insert (bench/ferretdb_insert.py).
+#: never uses them and keeps each one on every insert (docs/data-model.md).
 INDEXES: dict[str, list[IndexModel]] = {
     docs.TRANSACTIONS: [
         IndexModel([("user_id", ASCENDING), ("timestamp", DESCENDING)]),
@@ -101,6 +83,11 @@ INDEXES: dict[str, list[IndexModel]] = {
     docs.DLQ: [IndexModel([("failed_at", DESCENDING)])],
     docs.METRICS: [IndexModel([("collection", ASCENDING), ("at", DESCENDING)])],
 }
+
+#: A rollup row to write: ``(collection, _id, labels, changed parts, totals)``.
+RowWrite = tuple[str, str, dict[str, Any], dict[str, Any], docs.Rollup]
+#: ``(inserted, duplicates, [(entry, reason)] the database rejected)`` of one insert call.
+_Inserted = tuple[int, int, list[tuple[Entry, str]]]
 
 
 def connect(url: str) -> MongoClient[dict[str, Any]]:
@@ -124,62 +111,6 @@ def time_series_supported(build_info: Mapping[str, Any]) -> bool:
         return False
     version = build_info.get("versionArray") or [0]
     return int(version[0]) >= 5
-
-
-@dataclass
-class Retry:
-    """Runs a database call until it succeeds, waiting with exponential backoff while the
-    database is unreachable, and logging that at most once per ``LOG_EVERY_SECONDS``."""
-
-    what: str
-    min_seconds: float = RETRY_MIN_SECONDS
-    max_seconds: float = RETRY_MAX_SECONDS
-    log_every: float = LOG_EVERY_SECONDS
-    failures: int = 0
-
-    async def run(self, call: Callable[[], T], holding: int = 0,
-                  executor: ThreadPoolExecutor = WRITER) -> T:
-        """``call()`` in the writer thread (pymongo blocks), until it does not fail with a
-        transient error."""
-        delay = self.min_seconds
-        started = last_log = 0.0
-        while True:
-            try:
-                result = await asyncio.get_running_loop().run_in_executor(executor, call)
-            except TRANSIENT as exc:
-                now = time.monotonic()
-                self.failures += 1
-                if not started:
-                    started = now
-                if not last_log or now - last_log >= self.log_every:
-                    last_log = now
-                    log.warning("MongoDB unavailable for %.0f s while writing %s (%s: %s); "
-                                "holding %d documents, retrying every <= %.0f s",
-                                now - started, self.what, type(exc).__name__,
-                                str(exc)[:160], holding, self.max_seconds)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_seconds)
-                continue
-            if started:
-                log.warning("MongoDB is back after %.0f s; %s written",
-                            time.monotonic() - started, self.what)
-            return result
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One message on its way to a collection: the document (None when the message is poison),
-    the original bytes and coordinates (for its dead-letter record), and why it is poison."""
-
-    doc: dict[str, Any] | None
-    raw: bytes
-    topic: str
-    partition: int
-    offset: int
-    error: str = ""
-
-    def dead_letter(self, reason: str) -> dict[str, Any]:
-        return docs.dead_letter_doc(self.raw, reason, self.topic, self.partition, self.offset)
 
 
 @dataclass
@@ -226,8 +157,8 @@ def ensure_collections(db: Database[dict[str, Any]]) -> str:
     return kind
 
 
-class MongoSink:
-    """The sink's writes, each retried through an outage."""
+class MongoStore:
+    """The sink's database calls, each retried through an outage."""
 
     def __init__(self, db: Database[dict[str, Any]]) -> None:
         self.db = db
@@ -268,9 +199,7 @@ class MongoSink:
             await retry.run(lambda: self._insert_dead_letters(dead))
         return result
 
-    def _insert_many(self, collection: str,
-                           entries: list[Entry]) -> tuple[int, int, list[tuple[Entry, str]]]:
-        """(inserted, duplicates, [(entry, reason)] the database rejected)."""
+    def _insert_many(self, collection: str, entries: list[Entry]) -> _Inserted:
         coll = self.db[collection]
         try:
             coll.insert_many([e.doc for e in entries if e.doc is not None], ordered=False)
@@ -289,8 +218,7 @@ class MongoSink:
             # Encoding failed in the client for the whole call: find the culprits one by one.
             return self._insert_one_by_one(collection, entries)
 
-    def _insert_one_by_one(self, collection: str,
-                                 entries: list[Entry]) -> tuple[int, int, list[tuple[Entry, str]]]:
+    def _insert_one_by_one(self, collection: str, entries: list[Entry]) -> _Inserted:
         coll = self.db[collection]
         inserted, duplicates, failed = 0, 0, []
         for entry in entries:
@@ -334,15 +262,12 @@ class MongoSink:
             return found
         return await Retry(f"{len(keys)} rollup rows").run(read, executor=ROLLUP_WRITER)
 
-    async def write_rollup_rows(
-            self, rows: list[tuple[str, str, dict[str, Any], dict[str, Any], dict[str, Any]]],
-            exclusive: bool) -> None:
-        """Write rollup rows ``(collection, _id, labels, changed parts, totals)``: ``$set`` the
-        labels and this process's changed parts, ``$max`` the totals (absolute values: a
-        rewrite is harmless). When other sink processes may own parts of the same rows
-        (``exclusive`` False), the totals are then recomputed from the rows read back: every
-        writer reads after its own write, so the last read sees every part and ``$max`` keeps
-        it."""
+    async def write_rollup_rows(self, rows: list[RowWrite], exclusive: bool) -> None:
+        """Write rollup rows: ``$set`` the labels and this process's changed parts, ``$max``
+        the totals (absolute values: a rewrite is harmless). When other sink processes may own
+        parts of the same rows (``exclusive`` False), the totals are then recomputed from the
+        rows read back: every writer reads after its own write, so the last read sees every
+        part and ``$max`` keeps it."""
         await self.ready()
         updates = [(c, {"q": {"_id": _id},
                         "u": {"$set": {**labels, **{f"parts.{p}": v for p, v in parts.items()}},
@@ -354,21 +279,15 @@ class MongoSink:
                         executor=ROLLUP_WRITER)
         if not exclusive and rows:
             stored = await self.rollup_parts([(c, _id) for c, _id, *_ in rows])
-            fixes = []
-            for (c, _id), parts in stored.items():
-                total: docs.Rollup = {"count": 0, "cents": 0, "anomalies": 0}
-                for part in parts.values():
-                    total["count"] += int(part[0])
-                    total["cents"] += int(part[1])
-                    total["anomalies"] += int(part[2])
-                fixes.append((c, {"q": {"_id": _id}, "u": {"$max": docs.rollup_numbers(total)}}))
+            fixes = [(c, {"q": {"_id": _id},
+                          "u": {"$max": docs.rollup_numbers(docs.sum_parts(parts.values()))}})
+                     for (c, _id), parts in stored.items()]
             await retry.run(lambda: self._update_rows(fixes), executor=ROLLUP_WRITER)
 
     def _find_ids(self, collection: str, ids: list[str],
                   projection: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The documents with these ``_id``s. FerretDB 1.24 pushes only an ``_id`` equality
-        down to SQLite: a ``$in`` reads the whole collection (1.4 s for 50 ids among 50,000
-        documents, against 37 ms for 50 single-id queries), so there it asks once per id."""
+        down to SQLite, so a ``$in`` reads the whole collection: there it asks once per id."""
         if self._ferretdb is None:
             self._ferretdb = is_ferretdb(self.db.client.admin.command("buildInfo"))
         coll = self.db[collection]
@@ -402,7 +321,7 @@ class MongoSink:
                     if not errors:
                         break
                     if any(e.get("code") != DUPLICATE_KEY for e in errors) or attempt == 4:
-                        raise OperationFailure(f"rollup update failed: {str(errors)[:300]}")
+                        raise RollupWriteError(f"rollup update failed: {str(errors)[:300]}")
 
     async def record_batch(self, collection: str, result: InsertResult, seconds: float,
                            oldest: datetime | None) -> None:
@@ -418,4 +337,3 @@ class MongoSink:
                 WRITER, self.db[docs.METRICS].insert_one, doc)
         except Exception as exc:  # noqa: BLE001 - metrics must never stop the sink
             log.debug("sink_batches record not written: %s", exc)
-

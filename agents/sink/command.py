@@ -28,8 +28,7 @@ class sink(worker):  # noqa: N801 - the class name is the command's name
 
     def _finalize_concrete_app(self, app: Any) -> Any:
         # Imported here, not at module level: ``txn`` loads this module for every command.
-        import agents.rollups  # noqa: F401 - registers the rollup agent on the sink app
-        import agents.sink  # noqa: F401 - registers the sink agents on the sink app
+        import agents.sink.agents  # noqa: F401 - registers the sink's agents and tasks
         from app.main import sink_app
 
         Path(sink_app.conf.datadir).mkdir(parents=True, exist_ok=True)

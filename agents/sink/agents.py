@@ -1,0 +1,205 @@
+"""The sink's agents and tasks on the sink app (``app.main.sink_app``; ``txn sink -l info``):
+``transactions_enriched`` -> ``transactions`` (then the rollups), ``anomalies`` ->
+``anomalies``, ``transactions_dlq`` -> ``dlq``. Only wiring: each agent turns its messages into
+:class:`~agents.sink.documents.Entry` items and adds them, with the events to ack, to its
+:class:`~agents.sink.writer.MongoSink`.
+
+The processing app imports this module too (it autodiscovers ``agents``): it only declares
+agents and tasks on ``sink_app``, which the processing worker never starts, and connects
+nothing (:func:`sink` makes the objects on first use, inside the sink worker's event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from faust import StreamT
+
+from agents.sink import documents as docs
+from agents.sink.batch import Ack
+from agents.sink.documents import Entry
+from agents.sink.exceptions import PoisonMessage
+from agents.sink.mongo import MongoStore, connect
+from agents.sink.rollups import Rollups
+from agents.sink.writer import AfterWrite, MongoSink, release
+from app.faust_internals.batch_consumer import direct_batches, read_directly
+from app.main import sink_app
+from app.settings import settings
+from app.topics import anomalies_raw, dlq_raw, enriched_raw
+
+__all__ = ["Exclusive", "Sink", "flush_due_batches", "flush_rollups", "forget_rows",
+           "prepare_mongo", "sink", "store_anomalies", "store_dlq", "store_transactions"]
+
+log = logging.getLogger("app.sink")
+
+#: The sink's consumer hands ``transactions_enriched`` over a fetch at a time, in batches of at
+#: most FETCH_MAX messages, after waiting FETCH_SECONDS for more (the worker's values).
+read_directly(sink_app, enriched_raw.get_topic_name())
+FETCH_MAX = 5_000
+FETCH_SECONDS = 0.005
+
+
+class Exclusive:
+    """Whether this process reads every partition of ``transactions_enriched`` (then no other
+    process writes parts of its rollup rows); logged when it changes."""
+
+    def __init__(self) -> None:
+        self._seen: tuple[int, int | None] = (-1, None)
+
+    def __call__(self) -> bool:
+        try:
+            topic = enriched_raw.get_topic_name()
+            consumer = sink_app.consumer
+            mine = {tp.partition for tp in consumer.assignment() if tp.topic == topic}
+            total = consumer.topic_partitions(topic)
+        except Exception:  # noqa: BLE001 - no consumer (tests): assume shared, the safe side
+            return False
+        exclusive = total is not None and total > 0 and len(mine) >= total
+        if (len(mine), total) != self._seen:
+            self._seen = (len(mine), total)
+            log.info("rollups: this process reads %d of %s partitions of %s: %s", len(mine),
+                     total, topic, "it alone writes their rows" if exclusive
+                     else "rows are shared, their totals are re-read after each write")
+        return exclusive
+
+
+@dataclass
+class Sink:
+    """The objects of one sink process: the database, the rollups and the running writers."""
+
+    store: MongoStore
+    rollups: Rollups
+    writers: list[MongoSink] = field(default_factory=list)
+
+
+@functools.cache
+def sink() -> Sink:
+    """The sink's objects, made on first use (inside the worker's event loop)."""
+    store = MongoStore(connect(settings.mongo_url)[settings.mongo_db])
+    return Sink(store, Rollups(store, Exclusive()))
+
+
+def _entry(message: Any, make_doc: Callable[[Any], dict[str, Any]]) -> Entry:
+    raw = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
+    try:
+        return Entry(make_doc(message), raw, message.topic, message.partition, message.offset)
+    except PoisonMessage as exc:
+        return Entry(None, raw, message.topic, message.partition, message.offset, str(exc))
+
+
+async def _one_by_one(events: Any) -> AsyncIterator[tuple[list[Any], list[Any]]]:
+    async for event in events.events():
+        yield [event.message], [event]
+
+
+def _source(stream: StreamT[Any], direct: bool
+            ) -> tuple[AsyncIterator[tuple[list[Any], list[Any]]], Ack]:
+    """The messages of ``stream`` with the events that ack them, and how to ack those.
+    ``direct``: straight from the consumer, a fetch at a time
+    (:class:`~app.faust_internals.batch_consumer.BatchConsumer`, as the processing worker
+    reads ``transactions``); otherwise through Faust's stream with acks off, an event at a
+    time."""
+    batches = direct_batches(stream, FETCH_MAX, FETCH_SECONDS) if direct else None
+    if batches is not None:
+        consumer = sink_app.consumer
+
+        async def ack_messages(messages: Sequence[Any]) -> None:
+            for message in messages:
+                message.ack(consumer)
+
+        return ((messages, messages) async for messages in batches), ack_messages
+    events = stream.noack()  # type: ignore[attr-defined]
+
+    async def ack_events(acked: Sequence[Any]) -> None:
+        for event in acked:
+            await events.ack(event)
+
+    return _one_by_one(events), ack_events
+
+
+async def _store(stream: StreamT[Any], collection: str,
+                 make_doc: Callable[[Any], dict[str, Any]], count: bool = False) -> None:
+    """Store every message of ``stream`` into ``collection`` (``count``: the rollups take
+    each stored batch and its acks)."""
+    parts = sink()
+    source, ack = _source(stream, direct=count)
+    after_write: AfterWrite = parts.rollups.add if count else release
+    writer = MongoSink(parts.store, collection, ack, max_size=settings.sink_batch_size,
+                       max_seconds=settings.sink_batch_seconds, after_write=after_write)
+    parts.writers.append(writer)
+    try:
+        async for messages, acked_by in source:
+            await writer.add([_entry(m, make_doc) for m in messages], acked_by)
+    finally:
+        parts.writers.remove(writer)
+
+
+@sink_app.agent(enriched_raw)
+async def store_transactions(stream: StreamT[Any]) -> None:
+    """``transactions_enriched`` -> ``transactions`` (``_id`` = ``txn_id``), then rollups."""
+    await _store(stream, docs.TRANSACTIONS,
+                 lambda message: docs.transaction_doc(docs.parse_json(message.value)),
+                 count=True)
+
+
+@sink_app.agent(anomalies_raw)
+async def store_anomalies(stream: StreamT[Any]) -> None:
+    """``anomalies`` -> ``anomalies`` (``_id`` = ``txn_id``)."""
+    await _store(stream, docs.ANOMALIES,
+                 lambda message: docs.anomaly_doc(docs.parse_json(message.value)))
+
+
+def _dlq_doc(message: Any) -> dict[str, Any]:
+    headers = {k: v if isinstance(v, bytes) else str(v).encode()
+               for k, v in (message.headers.items() if isinstance(message.headers, dict)
+                            else message.headers or [])}
+    return docs.dlq_doc(message.value or b"", headers, message.topic, message.partition,
+                        message.offset, message.timestamp)
+
+
+@sink_app.agent(dlq_raw)
+async def store_dlq(stream: StreamT[Any]) -> None:
+    """``transactions_dlq`` -> ``dlq`` (one record per invalid input, with its reason)."""
+    await _store(stream, docs.DLQ, _dlq_doc)
+
+
+async def flush_due_batches() -> None:
+    """The time bound of every batch: flush the ones whose oldest event is old enough."""
+    while True:
+        await asyncio.sleep(min(settings.sink_batch_seconds, 1.0) / 4)
+        for writer in list(sink().writers):
+            await writer.flush_if_due()
+
+
+async def flush_rollups() -> None:
+    """The rollups' time bound (and their share of the database's time)."""
+    await sink().rollups.flush_forever()
+
+
+async def prepare_mongo() -> None:
+    """Create the collections and indexes at start-up (retried while MongoDB is down)."""
+    await sink().store.ready()
+    log.info("sink ready at %s UTC: batches of %d documents or %.2f s",
+             datetime.now(UTC).strftime("%H:%M:%S"), settings.sink_batch_size,
+             settings.sink_batch_seconds)
+
+
+# Registered by call, not as decorators: Faust's ``task`` decorator is untyped.
+sink_app.task(flush_due_batches)
+sink_app.task(flush_rollups)
+sink_app.task(prepare_mongo)
+
+
+@sink_app.on_partitions_revoked.connect
+async def forget_rows(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+    """After a rebalance another process may write parts of the rows cached here, and the
+    items of revoked partitions are no longer this process's to count."""
+    revoked = args[0] if args else kwargs.get("revoked") or ()
+    topic = enriched_raw.get_topic_name()
+    sink().rollups.forget({tp.partition for tp in revoked if tp.topic == topic})

@@ -1,0 +1,129 @@
+"""``agents.sink.documents``: documents from messages, dead-letter records, rollup numbers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agents.sink import documents as docs
+from agents.sink.exceptions import PoisonMessage
+from tests.test_sink_data import enriched_stream
+
+ENRICHED, ANOMALIES = enriched_stream(400)
+
+
+def test_transaction_doc_has_id_dates_and_buckets() -> None:
+    value = dict(ENRICHED[7], timestamp="2026-11-25T13:59:58.123456+02:00")
+    doc = docs.transaction_doc(value)
+    assert doc["_id"] == value["txn_id"] == doc["txn_id"]
+    assert doc["timestamp"] == datetime(2026, 11, 25, 11, 59, 58, 123000, tzinfo=UTC)
+    assert doc["day"] == "2026-11-25"
+    assert doc["minute"] == datetime(2026, 11, 25, 11, 59, tzinfo=UTC)
+    assert isinstance(doc["processed_at"], datetime)
+    for field in ("amount", "user_txn_count", "user_running_mean", "z_score", "is_anomaly",
+                  "user_daily_spend", "location"):
+        assert doc[field] == value[field]
+
+
+def test_anomaly_doc() -> None:
+    doc = docs.anomaly_doc(ANOMALIES[0])
+    assert doc["_id"] == ANOMALIES[0]["txn_id"]
+    assert isinstance(doc["detected_at"], datetime) and doc["z_score"] > 3
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"not json", "not valid JSON"),
+    (b"[1, 2]", "expected a JSON object"),
+])
+def test_parse_json_rejects(raw: bytes, reason: str) -> None:
+    with pytest.raises(PoisonMessage, match=reason):
+        docs.parse_json(raw)
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"txn_id": None}, "txn_id"),
+    ({"timestamp": "yesterday"}, "timestamp"),
+    ({"timestamp": "2026-11-25T10:00:00"}, "UTC offset"),
+    ({"processed_at": 17}, "processed_at"),
+])
+def test_transaction_doc_rejects(change: dict[str, object], reason: str) -> None:
+    with pytest.raises(PoisonMessage, match=reason):
+        docs.transaction_doc({**ENRICHED[0], **change})
+
+
+def test_messages_round_trip_through_json() -> None:
+    raw = orjson.dumps(ENRICHED[3])
+    assert docs.transaction_doc(docs.parse_json(raw))["_id"] == ENRICHED[3]["txn_id"]
+
+
+def test_dlq_doc_uses_the_original_coordinates() -> None:
+    headers = {"dlq.reason": b"not valid JSON", "dlq.topic": b"p-transactions",
+               "dlq.partition": b"3", "dlq.offset": b"41",
+               "dlq.failed_at": b"2026-11-25T10:00:00+00:00"}
+    doc = docs.dlq_doc(b"\xffbad", headers, "p-transactions_dlq", 0, 9, 1.0)
+    assert doc["_id"] == "p-transactions:3:41"
+    assert (doc["topic"], doc["partition"], doc["offset"]) == ("p-transactions", 3, 41)
+    assert doc["reason"] == "not valid JSON"
+    assert doc["failed_at"] == datetime(2026, 11, 25, 10, tzinfo=UTC)
+    assert doc["original"] == "\ufffdbad"
+
+
+def test_dlq_doc_without_headers_uses_its_own_coordinates() -> None:
+    doc = docs.dlq_doc(b"x", {}, "p-transactions_dlq", 2, 5, 1_700_000_000.0)
+    assert doc["_id"] == "p-transactions_dlq:2:5" and doc["reason"] == "unknown"
+    assert doc["failed_at"] == datetime.fromtimestamp(1_700_000_000, UTC)
+
+
+def test_dead_letter_doc() -> None:
+    doc = docs.dead_letter_doc(b'{"a": 1}', "rejected", "p-anomalies", 1, 2)
+    assert doc["_id"] == "p-anomalies:1:2" and doc["stage"] == "sink"
+    assert doc["reason"] == "sink: rejected" and doc["original"] == '{"a": 1}'
+
+
+def test_an_entry_dead_letters_under_its_own_coordinates() -> None:
+    entry = docs.Entry(None, b"\xff", "p-anomalies", 1, 2, "not valid JSON")
+    dead = entry.dead_letter(entry.error)
+    assert dead["_id"] == "p-anomalies:1:2" and dead["reason"] == "sink: not valid JSON"
+    assert dead["original"] == "\ufffd" and dead["stage"] == "sink"
+
+
+# --- rollup numbers ---------------------------------------------------------------------------
+amounts = st.lists(st.tuples(st.decimals(min_value="0.01", max_value="1000000", places=2),
+                             st.booleans(), st.integers(0, 3)), max_size=60)
+
+
+@given(amounts, st.randoms())
+def test_rollup_totals_are_exact_and_order_free(items: list, rnd: object) -> None:
+    def parts_of(rows: list) -> dict[int, list[int]]:
+        parts: dict[int, list[int]] = {}
+        for offset, (amount, anomaly, partition) in enumerate(rows):
+            part = parts.setdefault(partition, [0, 0, 0, -1])
+            part[0] += 1
+            part[1] += round(float(amount) * 100)
+            part[2] += int(anomaly)
+            part[3] = offset
+        return parts
+
+    shuffled = list(items)
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    value = docs.sum_parts(parts_of(items).values())
+    assert docs.sum_parts(parts_of(shuffled).values()) == value
+    assert value["count"] == len(items)
+    assert value["cents"] == sum(int(a * 100) for a, _, _ in items)
+    assert value["anomalies"] == sum(1 for _, a, _ in items if a)
+    numbers = docs.rollup_numbers(value)
+    assert Decimal(str(numbers["revenue"])) == sum((a for a, _, _ in items), Decimal(0))
+
+
+def test_rollup_numbers_and_minutes() -> None:
+    minute = datetime(2026, 11, 25, 23, 14, tzinfo=UTC)
+    assert docs.rollup_numbers({"count": 3, "cents": 1005, "anomalies": 1}) == \
+        {"count": 3, "revenue": 10.05, "anomalies": 1}
+    assert docs.minute_id(minute) == "2026-11-25T23:14:00Z"
+    assert docs.minute_of(datetime(2026, 1, 1, 5, 6, 7, 8, tzinfo=UTC)) == \
+        datetime(2026, 1, 1, 5, 6, tzinfo=UTC)
