@@ -609,5 +609,5 @@ def test_the_image_holds_what_the_commands_need(docs: list[dict[str, Any]]) -> N
             assert command[0] == "txn" and command[1] in ("worker", "sink"), command
             assert cfg["options.entry_points"]["console_scripts"].split() == \
                 ["txn", "=", "app.cli:main"]
-    sink_command = (ROOT / "app" / "sink_command.py").read_text()
+    sink_command = (ROOT / "agents" / "sink" / "command.py").read_text()
     assert re.search(r"^class sink\(worker\)", sink_command, re.M)
