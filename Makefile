@@ -66,7 +66,7 @@ services-status: ## report the services
 clean-data: ## wipe the local data (var/): Kafka logs, FerretDB files, tables, logs
 	@$(PY) scripts/services.py clean-data
 
-test: install ## install what is missing, start the services, run the whole suite, stop them
+test: install lint ## install what is missing, lint, start the services, run the whole suite, stop them
 	@bash scripts/run-tests.sh
 
 test-fast: $(TEST_STAMP) ## unit and property tests only (no services)
@@ -109,9 +109,9 @@ bench: $(TEST_STAMP) ## end-to-end benchmark vs a raw Kafka hop (needs make serv
 soak: $(TEST_STAMP) ## SOAK_MINUTES (10) at 5k/s, RESTARTS the local broker and FerretDB; checks nothing lost
 	$(PY) bench/soak.py --minutes $${SOAK_MINUTES:-10} $(SOAK_ARGS)
 
-lint: $(TEST_STAMP) ## ruff and mypy
+lint: $(TEST_STAMP) ## ruff, and mypy --strict on the product's packages (setup.cfg [mypy])
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy app agents tables views
+	$(VENV)/bin/mypy app agents tables views dashboards
 
 clean: ## remove the virtualenv and caches (keeps var/ data)
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis

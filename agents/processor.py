@@ -322,7 +322,7 @@ async def stream_batches(stream: Any) -> AsyncIterator[list[Message]]:
     channel = aiter(stream.channel)
     queue = channel.queue
     while True:
-        events: list[EventT] = [await queue.get()]
+        events: list[EventT[Any]] = [await queue.get()]
         if BATCH_SECONDS:
             await asyncio.sleep(BATCH_SECONDS)
         while len(events) < BATCH_MAX and not queue.empty():

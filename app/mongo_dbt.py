@@ -120,7 +120,7 @@ def to_documents(table: pa.Table, key: Sequence[str]) -> list[dict[str, Any]]:
             table = table.set_column(i, field.name, pc.strftime(table.column(i), "%Y-%m-%d"))
         elif pa.types.is_decimal(field.type):
             table = table.set_column(i, field.name, table.column(i).cast(pa.float64()))
-    docs = table.to_pylist()
+    docs: list[dict[str, Any]] = table.to_pylist()
     for doc in docs:
         doc["_id"] = "|".join(str(doc[name]) for name in key)
     ids = {doc["_id"] for doc in docs}
@@ -129,7 +129,7 @@ def to_documents(table: pa.Table, key: Sequence[str]) -> list[dict[str, Any]]:
     return docs
 
 
-def supports_drop_target(db: Database) -> bool:
+def supports_drop_target(db: Database[Any]) -> bool:
     """Whether the server can rename a collection over an existing one (MongoDB can,
     FerretDB 1.24 answers NotImplemented). Probed with names that do not exist: no effect."""
     probe = f"{db.name}.__probe{TMP_MARK}{uuid.uuid4().hex[:8]}"
@@ -140,7 +140,7 @@ def supports_drop_target(db: Database) -> bool:
     return True  # pragma: no cover - renaming a collection that does not exist succeeded
 
 
-def _write_new(db: Database, name: str, docs: list[dict[str, Any]]) -> str:
+def _write_new(db: Database[Any], name: str, docs: list[dict[str, Any]]) -> str:
     """Write ``docs`` into a fresh temporary collection; return its name."""
     tmp = f"{name}{TMP_MARK}{uuid.uuid4().hex[:8]}"
     if docs:
@@ -150,7 +150,7 @@ def _write_new(db: Database, name: str, docs: list[dict[str, Any]]) -> str:
     return tmp
 
 
-def replace_collection(db: Database, name: str, docs: list[dict[str, Any]],
+def replace_collection(db: Database[Any], name: str, docs: list[dict[str, Any]],
                        drop_target: bool | None = None) -> str:
     """Make collection ``name`` hold exactly ``docs``; readers never see it missing or half
     written. Returns how: ``"created"``, ``"renamed"`` or ``"synced"``.
@@ -205,15 +205,16 @@ class Plugin(BasePlugin):
         for name in ("mongo_url", "mongo_db"):
             if not plugin_config.get(name):
                 raise MongoPluginError(f"the mongo plugin needs '{name}' in its profile config")
-        self._client: pymongo.MongoClient = pymongo.MongoClient(
+        self._client: pymongo.MongoClient[Any] = pymongo.MongoClient(
             plugin_config["mongo_url"], serverSelectionTimeoutMS=10_000)
         self._db = self._client[plugin_config["mongo_db"]]
         self._loaded: dict[tuple[str, str], pa.Table] = {}
         self._drop_target: bool | None = None
 
     def load(self, source_config: SourceConfig) -> pa.Table:
-        name = source_config.get("collection") or source_config.identifier
-        fields = source_config.get("fields")
+        # dbt-duckdb's SourceConfig.get is untyped
+        name = source_config.get("collection") or source_config.identifier  # type: ignore[no-untyped-call]
+        fields = source_config.get("fields")  # type: ignore[no-untyped-call]
         if not isinstance(fields, Mapping):
             raise MongoPluginError(f"source {source_config.name}.{source_config.identifier} "
                                    "needs a 'fields' map (name: type) in its config")

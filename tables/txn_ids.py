@@ -13,6 +13,7 @@ changelog's records by retention.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from faust import Table
 from faust.types import TP, EventT
@@ -31,10 +32,10 @@ __all__ = ["FoldedIds", "expire", "folded_at", "forget_expiry", "key_of", "put_f
 _KEY_SIZE, _ENTRY_SIZE = 36, 44
 
 
-class FoldedIds(Table):
+class FoldedIds(Table[bytes, bytes]):
     """The ``txn-ids`` table, whose changelog records each pack many entries."""
 
-    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
         """Recovery: write every entry of every record to the local store."""
         store = self.data
         offsets: dict[TP, int] = {}

@@ -70,12 +70,13 @@ def _key_bytes(table: Any, key: Any) -> bytes:
     """``key`` as Faust stores it, in RocksDB and in the changelog (the same bytes). Cached:
     Faust's codec registry costs more than the RocksDB read or write the key is used for, and
     each key is needed at least twice per batch (read, write) and again in later batches."""
-    return table.changelog_topic.prepare_key(key, None)[0]
+    return bytes(table.changelog_topic.prepare_key(key, None)[0])
 
 
 def _get(table: Any, key: Any, partition: int | None) -> bytes | None:
     db = partition_db(table, partition)
-    return table.data.get(key) if db is None else db.get(_key_bytes(table, key))
+    raw = table.data.get(key) if db is None else db.get(_key_bytes(table, key))
+    return None if raw is None else bytes(raw)
 
 
 def _write(table: Any, key: Any, value: bytes, partition: int) -> Change:
