@@ -39,8 +39,14 @@ from faust.types import EventT, Message
 
 from app.contract import (
     ANOMALY_FIELDS,
+    DLQ_FAILED_AT,
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_REASON,
+    DLQ_TOPIC,
     TOPIC_CONFIG,
     InvalidTransaction,
+    cents,
     parse_timestamp,
     validate,
 )
@@ -51,7 +57,7 @@ from app.settings import settings
 from app.topics import anomalies_topic, dlq_topic, enriched_topic, transactions_topic
 from tables import txn_ids, user_tables
 from tables.changelog import Change, changes_persisted
-from tables.records import DAY_SECONDS, DaySpend, UserState, cents
+from tables.records import DAY_SECONDS, DaySpend, UserState
 from tables.welford import is_anomaly, update, z_score
 
 __all__ = ["BATCH_MAX", "BATCH_SECONDS", "Counters", "Out", "UserWrites", "batches", "counters",
@@ -115,9 +121,9 @@ output: Any = KafkaOutput(app)
 
 
 def dlq_message(msg: Message, reason: str, failed_at: str) -> Out:
-    headers = [("dlq.reason", reason.encode()), ("dlq.topic", str(msg.topic).encode()),
-               ("dlq.partition", str(msg.partition).encode()),
-               ("dlq.offset", str(msg.offset).encode()), ("dlq.failed_at", failed_at.encode())]
+    headers = [(DLQ_REASON, reason.encode()), (DLQ_TOPIC, str(msg.topic).encode()),
+               (DLQ_PARTITION, str(msg.partition).encode()),
+               (DLQ_OFFSET, str(msg.offset).encode()), (DLQ_FAILED_AT, failed_at.encode())]
     return Out(DLQ, msg.key, msg.value, msg.partition, msg.timestamp, headers)
 
 

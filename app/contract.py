@@ -17,6 +17,12 @@ __all__ = [
     "ANOMALIES",
     "CATEGORIES",
     "DLQ",
+    "DLQ_FAILED_AT",
+    "DLQ_HEADERS",
+    "DLQ_OFFSET",
+    "DLQ_PARTITION",
+    "DLQ_REASON",
+    "DLQ_TOPIC",
     "ENRICHED",
     "FIELDS",
     "InvalidTransaction",
@@ -27,7 +33,10 @@ __all__ = [
     "TOPICS",
     "TOPIC_CONFIG",
     "TRANSACTIONS",
+    "cents",
+    "from_cents",
     "load_object",
+    "minute_of",
     "parse_timestamp",
     "validate",
 ]
@@ -42,6 +51,14 @@ TOPICS = (TRANSACTIONS, ENRICHED, ANOMALIES, DLQ)
 #: record more than an hour ahead of the broker's clock by default, and event time runs ahead
 #: with the producer's ``--time-scale``, ``--rate 0`` or a later ``--start``.
 TOPIC_CONFIG = {"message.timestamp.after.max.ms": str(2**63 - 1)}
+
+#: The headers of a ``transactions_dlq`` message (its value and key are the original's).
+DLQ_REASON = "dlq.reason"  # why it was refused
+DLQ_TOPIC = "dlq.topic"  # where the original message was: topic,
+DLQ_PARTITION = "dlq.partition"  # partition (decimal)
+DLQ_OFFSET = "dlq.offset"  # and offset (decimal)
+DLQ_FAILED_AT = "dlq.failed_at"  # when it was refused (RFC 3339, UTC)
+DLQ_HEADERS = (DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET, DLQ_FAILED_AT)
 
 # --- fixed value lists ----------------------------------------------------------------------
 CATEGORIES = (
@@ -98,6 +115,22 @@ _STATUS_SET = frozenset(STATUSES)
 
 class InvalidTransaction(ValueError):
     """The message breaks the contract; ``str(exc)`` is the reason recorded in the DLQ."""
+
+
+def cents(amount: float) -> int:
+    """A valid amount (a whole number of cents) as an exact integer number of cents: sums of
+    money are kept in cents, so they are exact in any order."""
+    return round(amount * 100)
+
+
+def from_cents(total: int) -> float:
+    """Integer cents as an amount with two decimals."""
+    return round(total / 100, 2)
+
+
+def minute_of(ts: datetime) -> datetime:
+    """The UTC minute ``ts`` falls in: the buckets of the per-minute rollups."""
+    return ts.astimezone(UTC).replace(second=0, microsecond=0)
 
 
 def parse_timestamp(value: str) -> datetime:

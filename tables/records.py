@@ -13,9 +13,10 @@ from typing import NamedTuple
 
 import orjson
 
+from app.contract import from_cents
 from tables.welford import EMPTY, Welford
 
-__all__ = ["DAY_SECONDS", "DaySpend", "NO_OFFSET", "UserState", "cents", "day_start"]
+__all__ = ["DAY_SECONDS", "DaySpend", "NO_OFFSET", "UserState", "day_start"]
 
 #: Offset of a value that holds no transaction yet.
 NO_OFFSET = -1
@@ -54,7 +55,7 @@ class DaySpend:
 
     @property
     def amount(self) -> float:
-        return self.cents / 100
+        return from_cents(self.cents)
 
     def encode(self) -> bytes:
         return orjson.dumps([self.cents, self.count, self.offset])
@@ -67,11 +68,6 @@ class DaySpend:
 
 
 NO_SPEND = DaySpend()
-
-
-def cents(amount: float) -> int:
-    """An amount with two decimals as an exact number of cents."""
-    return round(amount * 100)
 
 
 def day_start(epoch_seconds: float) -> float:

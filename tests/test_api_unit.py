@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from app.contract import minute_of
 from app.settings import load
 from views import queries
 from views.api import create_app
@@ -118,7 +119,7 @@ def test_iso_and_minutes() -> None:
     assert queries.iso(naive) == "2026-01-02T03:04:05.678+00:00"
     assert queries.iso(5) == 5
     aware = datetime(2026, 1, 2, 3, 4, 59, tzinfo=UTC) + timedelta(hours=0)
-    assert queries.floor_minute(aware) == datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    assert minute_of(aware) == datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
 
 
 # --- validation happens before any database access -----------------------------------------------

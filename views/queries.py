@@ -20,7 +20,7 @@ from typing import Any, TypeAlias
 import orjson
 from pymongo.database import Database
 
-from app.contract import ANOMALY_FIELDS
+from app.contract import ANOMALY_FIELDS, minute_of
 
 __all__ = [
     "WINDOWS",
@@ -29,7 +29,6 @@ __all__ = [
     "anomalies",
     "decode_cursor",
     "encode_cursor",
-    "floor_minute",
     "iso",
     "merchant_totals",
     "merchants_top",
@@ -60,10 +59,6 @@ def iso(value: Any) -> Any:
             value = value.replace(tzinfo=UTC)
         return value.astimezone(UTC).isoformat(timespec="milliseconds")
     return value
-
-
-def floor_minute(now: datetime) -> datetime:
-    return now.astimezone(UTC).replace(second=0, microsecond=0)
 
 
 def _num(value: Any) -> float:
@@ -178,7 +173,7 @@ def _minutes(db: Db, collection: str, first: datetime, last: datetime,
 def merchant_totals(db: Db, window: str, now: datetime) -> list[dict[str, Any]]:
     """Revenue, count and anomalies of every merchant in the last ``window`` (the current,
     partial minute included), summed from ``merchant_minute``."""
-    last = floor_minute(now)
+    last = minute_of(now)
     first = last - timedelta(minutes=WINDOWS[window] - 1)
     totals: dict[str, dict[str, Any]] = {}
     for doc in _minutes(db, "merchant_minute", first, last,
@@ -218,7 +213,7 @@ def _volume_rows(db: Db, first: datetime, last: datetime) -> dict[datetime, dict
         minute = doc.get("minute")
         if not isinstance(minute, datetime):
             continue
-        row = rows.get(floor_minute(minute if minute.tzinfo else minute.replace(tzinfo=UTC)))
+        row = rows.get(minute_of(minute if minute.tzinfo else minute.replace(tzinfo=UTC)))
         if row is None:
             continue
         row["count"] += int(_num(doc.get("count")))
@@ -230,7 +225,7 @@ def _volume_rows(db: Db, first: datetime, last: datetime) -> dict[datetime, dict
 def volume(db: Db, minutes: int, now: datetime) -> list[dict[str, Any]]:
     """Count, revenue and anomalies per minute, the last ``minutes`` minutes up to ``now``'s
     (partial) minute, oldest first; minutes without a ``volume_minute`` document are zeros."""
-    last = floor_minute(now)
+    last = minute_of(now)
     rows = _volume_rows(db, last - timedelta(minutes=minutes - 1), last)
     return [{**r, "minute": iso(r["minute"]), "revenue": _money(r["revenue"])}
             for r in rows.values()]
@@ -240,7 +235,7 @@ def summary(db: Db, now: datetime) -> dict[str, Any]:
     """The dashboard's KPIs. ``tps_now`` is the last complete minute's count / 60 (the current
     minute is still filling); the ``*_1h`` sums cover the last 60 minutes, the current partial
     minute included (the same minutes as ``/volume?minutes=60``)."""
-    last = floor_minute(now)
+    last = minute_of(now)
     rows = _volume_rows(db, last - timedelta(minutes=59), last)
     previous = rows[last - timedelta(minutes=1)]  # the last complete minute
     return {

@@ -14,7 +14,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.sink.exceptions import PoisonMessage
-from app.contract import InvalidTransaction, load_object, parse_timestamp
+from app.contract import (
+    DLQ_FAILED_AT,
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_REASON,
+    DLQ_TOPIC,
+    InvalidTransaction,
+    from_cents,
+    load_object,
+    minute_of,
+    parse_timestamp,
+)
 
 __all__ = [
     "ANOMALIES",
@@ -29,7 +40,6 @@ __all__ = [
     "dead_letter_doc",
     "dlq_doc",
     "minute_id",
-    "minute_of",
     "parse_json",
     "rollup_numbers",
     "sum_parts",
@@ -66,11 +76,6 @@ def to_date(value: Any, field: str = "timestamp") -> datetime:
     except InvalidTransaction as exc:
         raise PoisonMessage(f"{field}: {exc}") from None
     return ts.replace(microsecond=ts.microsecond // 1000 * 1000)
-
-
-def minute_of(ts: datetime) -> datetime:
-    """The UTC minute ``ts`` falls in (the rollups' window)."""
-    return ts.astimezone(UTC).replace(second=0, microsecond=0)
 
 
 def minute_id(minute: datetime) -> str:
@@ -112,17 +117,17 @@ def dlq_doc(raw: bytes, headers: Mapping[str, bytes], topic: str, partition: int
     original message (headers ``dlq.topic/partition/offset``), so the worker sending the same
     input to the DLQ again after a replay does not add a record; without those headers, the
     DLQ message's own coordinates."""
-    src_topic = _header(headers, "dlq.topic")
-    src_partition = _header(headers, "dlq.partition")
-    src_offset = _header(headers, "dlq.offset")
+    src_topic = _header(headers, DLQ_TOPIC)
+    src_partition = _header(headers, DLQ_PARTITION)
+    src_offset = _header(headers, DLQ_OFFSET)
     if src_topic and src_partition and src_offset and \
             src_partition.isdigit() and src_offset.isdigit():
         topic, partition, offset = src_topic, int(src_partition), int(src_offset)
     failed_at: datetime | None = None
-    failed_at_text = _header(headers, "dlq.failed_at")
+    failed_at_text = _header(headers, DLQ_FAILED_AT)
     if failed_at_text:
         try:
-            failed_at = to_date(failed_at_text, "dlq.failed_at")
+            failed_at = to_date(failed_at_text, DLQ_FAILED_AT)
         except PoisonMessage:
             failed_at = None
     if failed_at is None:
@@ -130,7 +135,7 @@ def dlq_doc(raw: bytes, headers: Mapping[str, bytes], topic: str, partition: int
         failed_at = to_date(datetime.fromtimestamp(seconds, UTC).isoformat())
     return {
         "_id": f"{topic}:{partition}:{offset}",
-        "reason": _header(headers, "dlq.reason") or "unknown",
+        "reason": _header(headers, DLQ_REASON) or "unknown",
         "topic": topic,
         "partition": partition,
         "offset": offset,
@@ -185,5 +190,5 @@ def sum_parts(parts: Iterable[Sequence[int]]) -> Rollup:
 def rollup_numbers(value: Rollup) -> dict[str, Any]:
     """A rollup value as a row's stored numbers: ``count``, ``revenue`` (from integer cents,
     two decimals), ``anomalies``."""
-    return {"count": value["count"], "revenue": round(value["cents"] / 100, 2),
+    return {"count": value["count"], "revenue": from_cents(value["cents"]),
             "anomalies": value["anomalies"]}

@@ -30,6 +30,7 @@ from agents.sink import documents as docs
 from agents.sink.batch import Acks
 from agents.sink.documents import Entry
 from agents.sink.mongo import InsertResult, MongoStore, RowWrite
+from app.contract import cents
 from app.settings import settings
 
 __all__ = ["CACHE_MINUTES", "FLUSH_EVENTS", "FLUSH_SECONDS", "WRITE_SHARE", "Countable", "Part",
@@ -79,7 +80,7 @@ def countable(doc: Mapping[str, Any], partition: int, offset: int) -> Countable 
     if not isinstance(merchant, str) or not isinstance(amount, int | float) \
             or isinstance(amount, bool):
         return None
-    return Countable(merchant, str(category), doc["minute"], round(amount * 100),
+    return Countable(merchant, str(category), doc["minute"], cents(amount),
                      1 if doc.get("is_anomaly") is True else 0, partition, offset)
 
 

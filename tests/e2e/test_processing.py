@@ -35,12 +35,13 @@ from app.contract import (
     ENRICHED,
     TRANSACTIONS,
     InvalidTransaction,
+    cents,
     parse_timestamp,
     validate,
 )
 from app.producer import TransactionFactory, ensure_topic, send
 from app.settings import settings
-from tables.records import cents, day_start
+from tables.records import day_start
 from tables.welford import EMPTY, Welford, is_anomaly, update, z_score
 from tests.procs import TXN, Proc, free_port, pipeline_env, wait_for, wait_http
 

@@ -25,7 +25,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from agents.sink import documents as docs
-from app.contract import ANOMALIES, DLQ, ENRICHED, TRANSACTIONS
+from app.contract import ANOMALIES, DLQ, ENRICHED, TRANSACTIONS, minute_of
 from app.producer import TransactionFactory, ensure_topic, send
 from app.settings import settings
 from tests.procs import ROOT, TXN, Proc, free_port, pipeline_env, wait_for
@@ -101,7 +101,7 @@ def check_rollups(db: pymongo.database.Database,
     for t in counted:
         ts = t["timestamp"]
         ts = ts.replace(tzinfo=UTC) if isinstance(ts, datetime) else docs.to_date(ts)
-        minute = docs.minute_id(docs.minute_of(ts))
+        minute = docs.minute_id(minute_of(ts))
         for row in (merchant[f"{t['merchant_id']}|{minute}"], volume[minute]):
             row[0] += 1
             row[1] += round(t["amount"] * 100)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from agents.sink import documents as docs
 from agents.sink.exceptions import PoisonMessage
+from app.contract import minute_of
 from tests.test_sink_data import enriched_stream
 
 ENRICHED, ANOMALIES = enriched_stream(400)
@@ -125,5 +126,5 @@ def test_rollup_numbers_and_minutes() -> None:
     assert docs.rollup_numbers({"count": 3, "cents": 1005, "anomalies": 1}) == \
         {"count": 3, "revenue": 10.05, "anomalies": 1}
     assert docs.minute_id(minute) == "2026-11-25T23:14:00Z"
-    assert docs.minute_of(datetime(2026, 1, 1, 5, 6, 7, 8, tzinfo=UTC)) == \
+    assert minute_of(datetime(2026, 1, 1, 5, 6, 7, 8, tzinfo=UTC)) == \
         datetime(2026, 1, 1, 5, 6, tzinfo=UTC)
