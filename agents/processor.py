@@ -364,7 +364,7 @@ async def process(stream: Any) -> None:
     """
     await declare_outputs()
     # Faust's many long-lived objects out of the garbage collector's way, and fewer young
-    # collections: the collector took ~12% of the batch code's CPU (bench/process_batch.py).
+    # collections: the collector was a large share of the batch code's CPU.
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

@@ -39,10 +39,9 @@ YIELD_EVERY = 1_000
 
 #: How long the broker may hold a fetch without data (Faust: 1,500 ms). aiokafka sends one
 #: fetch at a time per broker, for the partitions whose earlier records were all taken; when a
-#: batch takes longer than aiokafka's prefetch backoff (100 ms), that fetch names only
-#: partitions without new data (e.g. Faust's leader topic) and the broker holds it this long,
-#: while the records of every other partition wait: at 2,000 messages/s the worker got its
-#: input in bursts every ~1.6 s.
+#: batch takes longer than aiokafka's prefetch backoff, that fetch may name only partitions
+#: without new data and the broker holds it this long while every other partition waits
+#: (docs/stream-processing.md, "The fetch wait").
 FETCH_MAX_WAIT_MS = 20
 
 
