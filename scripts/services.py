@@ -56,15 +56,31 @@ def pid_file(name: str) -> Path:
     return RUN / f"{name}.pid"
 
 
+#: What the command line of each service this script starts contains, besides this checkout's
+#: path: after a reboot a pid file can name an unrelated process, which must not be signalled.
+COMMAND_MARK = {"kafka": "kafka.Kafka", "ferretdb": "ferretdb"}
+
+
+def is_ours(pid: int, name: str) -> bool:
+    """Whether process ``pid`` is the ``name`` service of this checkout (by its command line)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return False
+    return str(ROOT) in cmdline and COMMAND_MARK[name] in cmdline
+
+
 def running_pid(name: str) -> int | None:
-    """The pid of the service we started, if that process is still alive."""
+    """The pid of the service we started, if that process is still alive and still ours."""
     path = pid_file(name)
     if not path.exists():
         return None
     try:
         pid = int(path.read_text().strip())
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError, PermissionError):
+    except ValueError:
+        pid = -1
+    if pid <= 0 or not is_ours(pid, name):
         path.unlink(missing_ok=True)
         return None
     return pid
