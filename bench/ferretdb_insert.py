@@ -9,7 +9,7 @@ directory, never the shared one), all started at once, so the variants are compa
 side in one run on the same (shared, noisy) machine: the documents are inserted in rounds of
 ``--round`` documents, each round into every variant in turn (the order rotates every round).
 The documents are shaped exactly like the sink's (``agents.sink.documents.transaction_doc`` of
-enriched transactions from ``tests/test_sink_data.py``), inserted with the sink's client
+enriched transactions from ``tests/sink_data.py``), inserted with the sink's client
 settings (``agents.sink.mongo.connect``) and call (``insert_many(ordered=False)``) in batches of
 the variant's size. A variant sets: the secondary indexes (``agents.sink.mongo.INDEXES``, or
 none), the query parameters of FerretDB's SQLite URL (``--sqlite-params`` of
@@ -55,7 +55,7 @@ from agents.sink import documents as docs  # noqa: E402
 from agents.sink.mongo import INDEXES, UPDATES_PER_COMMAND, connect  # noqa: E402
 from app.settings import settings  # noqa: E402
 from tests.procs import Proc, free_port, wait_for  # noqa: E402
-from tests.test_sink_data import enriched_stream  # noqa: E402
+from tests.sink_data import enriched_stream  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 FERRETDB = ROOT / ".cache" / "bin" / "ferretdb-local"

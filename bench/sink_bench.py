@@ -4,7 +4,7 @@
     .venv/bin/python bench/sink_bench.py --count 30000 --batch-sizes 500,2000,5000
 
 For each batch size: a unique TOPIC_PREFIX gets ``--count`` enriched transactions (made by
-tests/test_sink_data.py, already in Kafka before the sink starts, so Kafka is not the limit);
+tests/sink_data.py, already in Kafka before the sink starts, so Kafka is not the limit);
 a private FerretDB (``.cache/bin/ferretdb-local``, data in a temporary directory, never the
 shared one; or ``--mongo-url``) receives them from a real ``txn sink`` process. The rate is
 computed from the sink's own ``sink_batches`` records: documents inserted into ``transactions``
@@ -45,7 +45,7 @@ from app.contract import ANOMALIES, DLQ, ENRICHED  # noqa: E402
 from app.producer import ensure_topic  # noqa: E402
 from app.settings import settings  # noqa: E402
 from tests.procs import TXN, Proc, free_port, pipeline_env, wait_for  # noqa: E402
-from tests.test_sink_data import enriched_stream, produce  # noqa: E402
+from tests.sink_data import enriched_stream, produce  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "sink.json"
 FERRETDB = ROOT / ".cache" / "bin" / "ferretdb-local"

@@ -29,7 +29,7 @@ from app.contract import ANOMALIES, DLQ, ENRICHED, TRANSACTIONS, minute_of
 from app.producer import TransactionFactory, ensure_topic, send
 from app.settings import settings
 from tests.procs import ROOT, TXN, Proc, free_port, pipeline_env, wait_for
-from tests.test_sink_data import enriched_stream, produce
+from tests.sink_data import enriched_stream, produce
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 

@@ -1,5 +1,5 @@
 """The API against the real FerretDB, seeded with known documents: every number it answers equals
-a direct recomputation in Python (tests/test_api_data.py); pagination, validation, injection,
+a direct recomputation in Python (tests/api_data.py); pagination, validation, injection,
 abuse, API key, CORS, metrics and a database outage."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 
 from app.contract import CATEGORIES
 from app.settings import load
+from tests.api_data import ODD_USERS, USERS, Seed, make_seed, parse_iso
 from tests.procs import free_port
-from tests.test_api_data import ODD_USERS, USERS, Seed, make_seed, parse_iso
 from views import queries
 from views.api import create_app
 from views.api_openapi import LIMITS

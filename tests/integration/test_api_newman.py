@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
+from tests.api_data import make_seed
 from tests.procs import ROOT, Proc, free_port, wait_http
-from tests.test_api_data import make_seed
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
 from app.settings import load
+from tests.api_data import make_seed
 from tests.procs import free_port
-from tests.test_api_data import make_seed
 from views.api import create_app
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from agents.sink import documents as docs
 from agents.sink.documents import Entry
 from agents.sink.mongo import INDEXES, MongoStore, connect, ensure_collections, is_ferretdb
 from app.settings import settings
-from tests.test_sink_data import enriched_stream
+from tests.sink_data import enriched_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

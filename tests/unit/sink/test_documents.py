@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from agents.sink import documents as docs
 from agents.sink.exceptions import PoisonMessage
 from app.contract import minute_of
-from tests.test_sink_data import enriched_stream
+from tests.sink_data import enriched_stream
 
 ENRICHED, ANOMALIES = enriched_stream(400)
 

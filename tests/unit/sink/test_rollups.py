@@ -24,7 +24,7 @@ from agents.sink.rollups import (
     countable,
     pause_after,
 )
-from tests.test_sink_data import enriched_stream
+from tests.sink_data import enriched_stream
 
 ENRICHED, _ = enriched_stream(20)
 MINUTES = [datetime(2026, 11, 25, 23, m, tzinfo=UTC) for m in range(3)]

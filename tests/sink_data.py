@@ -1,6 +1,6 @@
 """Test data for the sink's tests: enriched transactions and anomalies of the contract's shape,
 made here (independently of the producer and the processor), and a Kafka producer for them.
-The tests at the bottom check that the data really follows the contract."""
+tests/unit/test_sink_data.py checks that the data really follows the contract."""
 
 from __future__ import annotations
 
@@ -100,20 +100,3 @@ def produce(bootstrap: str, topic: str, records: Iterable[dict[str, Any] | bytes
     producer.close()
     return sent
 
-
-# --- the data follows the contract -----------------------------------------------------------
-def test_enriched_stream_follows_the_contract() -> None:
-    enriched, anomalies = enriched_stream(400)
-    assert len({e["txn_id"] for e in enriched}) == 400
-    for e in enriched:
-        txn = {k: e[k] for k in contract.FIELDS}
-        assert contract.validate(orjson.dumps(txn)) == txn
-        assert set(contract.ENRICHED_FIELDS) <= set(e)
-    assert anomalies and all(set(a) == set(contract.ANOMALY_FIELDS) for a in anomalies)
-    assert {a["txn_id"] for a in anomalies} == {e["txn_id"] for e in enriched if e["is_anomaly"]}
-
-
-def test_enriched_stream_is_deterministic() -> None:
-    a, _ = enriched_stream(50, seed=3)
-    b, _ = enriched_stream(50, seed=3)
-    assert [x["txn_id"] for x in a] == [x["txn_id"] for x in b]

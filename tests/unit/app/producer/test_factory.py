@@ -1,9 +1,9 @@
-"""The producer's generator: contract, determinism, realism, bad messages, rate control.
-No services needed (app.producer imports without Faust and without a broker)."""
+"""The producer's transaction factory (app/producer/factory.py, its pools): contract,
+determinism, ids, event time, realism. No services needed (app.producer imports without Faust
+and without a broker)."""
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import Counter
 from datetime import datetime
@@ -14,25 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app import contract
-from app.producer import (
-    BAD_KINDS,
-    BLOCK,
-    COUNTRIES,
-    Summary,
-    TokenBucket,
-    TransactionFactory,
-    generate,
-    make_txn_id,
-    step_us_for,
-)
-
-START = 1_795_000_000_000  # 2026-11-18T11:06:40Z
-
-
-def small(seed: int, **kw: object) -> TransactionFactory:
-    args: dict = dict(seed=seed, users=60, merchants=25, start_ms=START)
-    args.update(kw)
-    return TransactionFactory(**args)
+from app.producer import BLOCK, COUNTRIES, TransactionFactory, make_txn_id, step_us_for
+from tests.unit.app.producer.factories import START, small
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +115,6 @@ def test_time_scale_crosses_a_utc_day() -> None:
     assert len(days) == 2
 
 
-def test_step_us_for() -> None:
-    assert step_us_for(1000) == 1000
-    assert step_us_for(10_000, 2) == 200
-    assert step_us_for(0, 1, default_rate=500) == 2000
-    assert step_us_for(0, 1, default_rate=0) == 1000
-
-
 def test_profiles_are_realistic(factory: TransactionFactory) -> None:
     users = {u.user_id: u for u in factory.users}
     currency_of = {c[0]: c[1] for c in COUNTRIES}
@@ -190,39 +166,6 @@ def test_anomalies_are_far_outside_the_profile() -> None:
         assert abs(amount / user.typical - 1) <= 2.5 * user.spread + 0.01
 
 
-EXPECTED_REASON = {
-    "bad_json": r"not valid JSON",
-    "missing_field": r"missing field",
-    "wrong_type": r"amount must be a number",
-    "negative_amount": r"amount -[\d.]+ is not in \(0,",
-    "bad_currency": r"currency must be an ISO 4217 code",
-    "oversize_string": r"merchant_id is longer than 64",
-}
-
-
-def test_bad_messages_are_invalid_in_the_listed_ways() -> None:
-    f = small(11, bad_rate=0.2)
-    seen: Counter[str] = Counter()
-    for msg in f.messages(0, 3000):
-        if msg.bad is None:
-            contract.validate(msg.value)
-            continue
-        seen[msg.bad] += 1
-        with pytest.raises(contract.InvalidTransaction) as err:
-            contract.validate(msg.value)
-        assert re.search(EXPECTED_REASON[msg.bad], str(err.value)), (msg.bad, str(err.value))
-        assert msg.anomaly is None and msg.key == msg.user_id.encode()
-    assert set(seen) == set(BAD_KINDS)
-    assert 450 < sum(seen.values()) < 750
-
-
-def test_bad_rate_leaves_the_good_messages_unchanged() -> None:
-    clean, dirty = small(12), small(12, bad_rate=0.3)
-    for a, b in zip(clean.messages(0, 2000), dirty.messages(0, 2000), strict=True):
-        if b.bad is None:
-            assert a == b
-
-
 def test_factory_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
         TransactionFactory(users=0)
@@ -232,58 +175,6 @@ def test_factory_rejects_bad_arguments() -> None:
         TransactionFactory(step_us=-1)
     with pytest.raises(ValueError):
         next(small(1).messages(-1, 1))
-
-
-def test_token_bucket_holds_the_rate() -> None:
-    now = [0.0]
-    bucket = TokenBucket(10_000, clock=lambda: now[0])
-    taken = 0
-    while now[0] < 10.0:
-        n = bucket.take(50)
-        assert n in (0, 50)
-        taken += n
-        now[0] += max(bucket.wait(50), 1e-6) if n == 0 else 0.0003
-    assert abs(taken - 100_000) <= 1000 + 50  # at most the bucket's capacity and one chunk
-    assert abs(taken / now[0] / 10_000 - 1) < 0.02
-
-
-def test_token_bucket_caps_bursts() -> None:
-    now = [0.0]
-    bucket = TokenBucket(1000, clock=lambda: now[0])
-    now[0] = 60.0  # a long stall saves up at most 0.1 s of tokens
-    assert bucket.take(10**6) == 100  # a chunk larger than the capacity: the capacity
-    assert bucket.take(10) == 0 and bucket.wait(10) == pytest.approx(0.01)
-    now[0] += 0.0045
-    assert bucket.take(5) == 0 and bucket.take(4) == 4 and bucket.wait() == pytest.approx(0.0005)
-    with pytest.raises(ValueError):
-        TokenBucket(0)
-
-
-def test_generate_writes_the_truth_file(tmp_path) -> None:
-    f = small(21, anomaly_rate=0.05, bad_rate=0.05)
-    truth = tmp_path / "truth.jsonl"
-    summary = generate(f, count=4000, first_seq=100, truth=str(truth))
-    expected = [m.anomaly for m in f.messages(100, 4000) if m.anomaly]
-    lines = [orjson.loads(line) for line in truth.read_bytes().splitlines()]
-    assert lines == expected and len(lines) == summary.anomalies > 100
-    assert summary.sent == 4000 and summary.next_seq == 4100 and summary.errors == 0
-    assert summary.bad == sum(1 for m in f.messages(100, 4000) if m.bad)
-    assert re.match(r"sent=4000 rate=[\d.]+ errors=0 anomalies=\d+ bad=\d+ ", str(summary))
-
-
-def test_generate_honours_rate_and_duration() -> None:
-    summary = generate(small(2), rate=2000, duration=0.5)
-    assert 0.5 <= summary.seconds < 1.0
-    assert 600 <= summary.sent <= 1100  # ~1000; loose: the machine is shared
-
-
-def test_summary_text() -> None:
-    s = Summary(sent=10, errors=2, seconds=2.0, first_seq=0, next_seq=12, dry_run=True,
-                last_error="boom")
-    assert s.rate == 5.0
-    assert str(s).startswith("sent=10 rate=5.0 errors=2 ")
-    assert "dry_run=1" in str(s) and "last_error='boom'" in str(s)
-    assert Summary().rate == 0.0
 
 
 def test_same_bytes_in_every_process() -> None:

@@ -32,8 +32,8 @@ from hypothesis_jsonschema import from_schema
 from agents import processor
 from app import contract
 from app.contract import InvalidTransaction, validate
-from tests import test_processor as harness
-from tests.test_contract import (
+from tests.unit import agent_harness as harness
+from tests.unit.app.contract_schemas import (
     ANOMALIES,
     ENRICHED,
     REGISTRY,
@@ -41,9 +41,6 @@ from tests.test_contract import (
     TRANSACTIONS,
     resolved_schema,
 )
-
-#: The agent harness of tests/test_processor.py (its output replaced by a recorder).
-recorder = harness.recorder
 
 PY = {name: jsonschema.Draft202012Validator(schema, registry=REGISTRY)
       for name, schema in SCHEMAS.items()}

@@ -28,7 +28,7 @@ import yaml
 from app import contract
 from app.settings import ENV_VARS, Settings, load
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "k8s"
 OVERLAYS = ("dev", "prod")
 #: The oldest Kubernetes the manifests are written for, and the newest the package knows.

@@ -2,17 +2,14 @@
 enriched fields of a hand-checked sequence, the DLQ path, and replays after a crash.
 
 The agent's Kafka output is replaced by a recorder (``agents.processor.output``); the tables
-use Faust's in-memory store.
+use Faust's in-memory store (the ``recorder`` fixture, tests/unit/conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import secrets
 import time
-import warnings
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,89 +21,11 @@ from hypothesis import strategies as st
 
 from agents import processor
 from app import contract
-from app.faust_internals.record_batches import Acked, Sent, acknowledged
 from app.main import app
 from app.settings import settings
 from tables import txn_ids, user_tables
-from tables.changelog import Change
 from tables.records import UserState
-
-TS = "2026-11-25T10:00:00+00:00"
-TS_EPOCH = 1_795_600_800.0  # 2026-11-25T10:00:00Z
-
-
-def txn(user: str, amount: float, ts: str = TS, merchant: str = "m-1") -> dict[str, Any]:
-    """A new transaction: a fresh ``txn_id`` every call, so equal purchases stay distinct."""
-    body = {"user_id": user, "amount": amount, "currency": "EUR", "timestamp": ts,
-            "merchant_id": merchant, "merchant_category": "grocery",
-            "payment_method": "debit_card", "status": "approved",
-            "location": {"city": "Lyon", "country": "FR"}}
-    return {"txn_id": secrets.token_hex(32), **body}
-
-
-class Recorder:
-    """Stands in for KafkaOutput: keeps what the agent publishes."""
-
-    def __init__(self) -> None:
-        self.messages: list[processor.Out] = []
-        self.changes: list[Change] = []
-
-    async def send(self, messages: list[Any]) -> list[Sent]:
-        self.messages.extend(m for m in messages if isinstance(m, processor.Out))
-        self.changes.extend(m for m in messages if isinstance(m, Change))
-        return []
-
-    async def publish(self, messages: list[Any]) -> list[Acked]:
-        return await acknowledged(await self.send(messages))
-
-    def values(self, topic: str) -> list[dict[str, Any]]:
-        return [orjson.loads(m.value) for m in self.messages if m.topic == topic]
-
-
-@pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
-    tables = list(app.tables.values())
-    previous = app.conf.store
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "reconfiguring late": exactly what we mean here
-        app.conf.store = "memory://"
-    for table in tables:
-        table._data = None  # a fresh store, of the configured kind, on first use
-    user_tables.forget_users()
-    txn_ids.forget_expiry()
-    rec = Recorder()
-    monkeypatch.setattr(processor, "output", rec)
-
-    async def no_topics() -> None:  # no broker here
-        pass
-
-    monkeypatch.setattr(processor, "declare_outputs", no_topics)
-    monkeypatch.setattr(processor, "counters", processor.Counters())
-    yield rec
-    for table in tables:
-        table._data = None
-    user_tables.forget_users()
-    txn_ids.forget_expiry()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        app.conf.store = previous
-
-
-async def put_all(agent: Any, recorder: Recorder, items: list[tuple[bytes | None, bytes]],
-                  partition: int = 0, expect: int | None = None) -> None:
-    for key, value in items:
-        await agent.put(value=value, key=key, partition=partition, timestamp=TS_EPOCH,
-                        wait=False)
-    expect = len(items) if expect is None else expect
-    for _ in range(200):
-        if len(recorder.messages) >= expect:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"only {len(recorder.messages)} of {expect} messages published")
-
-
-def encoded(t: dict[str, Any]) -> tuple[bytes, bytes]:
-    return t["user_id"].encode(), orjson.dumps(t)
+from tests.unit.agent_harness import TS_EPOCH, Recorder, encoded, put_all, txn
 
 
 async def test_enriched_fields_of_a_hand_checked_sequence(recorder: Recorder) -> None:

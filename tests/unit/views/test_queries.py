@@ -1,0 +1,40 @@
+"""The API's query helpers (views/queries.py) without a database: cursors, ISO times, minutes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.contract import minute_of
+from views import queries
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 1, 1),
+                    timezones=st.just(UTC)),
+       st.text(min_size=1, max_size=128))
+def test_cursor_round_trip(ts: datetime, txn_id: str) -> None:
+    try:
+        txn_id.encode("utf-8")
+    except UnicodeError:
+        return
+    ts = ts.replace(microsecond=ts.microsecond // 1000 * 1000)
+    assert queries.decode_cursor(queries.encode_cursor(ts, txn_id)) == (ts, txn_id)
+
+
+@given(st.text(max_size=60))
+def test_random_text_is_never_a_valid_cursor_or_an_error(raw: str) -> None:
+    try:
+        ts, txn_id = queries.decode_cursor(raw)
+    except queries.CursorError:
+        return
+    assert ts.tzinfo is not None and isinstance(txn_id, str)
+
+
+def test_iso_and_minutes() -> None:
+    naive = datetime(2026, 1, 2, 3, 4, 5, 678901)
+    assert queries.iso(naive) == "2026-01-02T03:04:05.678+00:00"
+    assert queries.iso(5) == 5
+    aware = datetime(2026, 1, 2, 3, 4, 59, tzinfo=UTC) + timedelta(hours=0)
+    assert minute_of(aware) == datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
