@@ -72,7 +72,7 @@ DEFAULT_RATES = "1000,5000,10000,20000,max"
 SINK_MONGO_OPTIONS = ""
 
 
-# --- pure helpers (tests/test_bench.py) -----------------------------------------------------------
+# --- pure helpers (tests/unit/bench/test_bench_pipeline.py) ---------------------------------------
 def parse_rates(text: str) -> list[int]:
     """``"1000,5k,max"`` -> ``[1000, 5000, 0]`` (0 = as fast as possible)."""
     rates = []
