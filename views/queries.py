@@ -119,9 +119,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         if ts.tzinfo is None or not value[1] or len(value[1]) > 128:
             raise ValueError("bad values")
         value[1].encode("utf-8")
-    except (ValueError, TypeError, binascii.Error, UnicodeError, orjson.JSONDecodeError):
+        # Inside the try: a date at the edge of the range with an offset (year 1 at +01:00,
+        # year 9999 at -01:00) has no UTC equivalent (OverflowError).
+        return ts.astimezone(UTC), value[1]
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeError,
+            orjson.JSONDecodeError):
         raise CursorError("cursor is not a cursor returned by this API") from None
-    return ts.astimezone(UTC), value[1]
 
 
 def _anomaly(doc: dict[str, Any]) -> dict[str, Any]:

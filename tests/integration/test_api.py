@@ -12,12 +12,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from app.contract import CATEGORIES
 from app.settings import load
 from tests.api_data import ODD_USERS, USERS, Seed, make_seed, parse_iso
 from tests.procs import free_port
+from tests.unit.views.cursor_strategies import cursors
 from views import queries
 from views.api import create_app
 from views.api_openapi import LIMITS
@@ -253,6 +256,62 @@ def test_forged_cursors_are_rejected(client) -> None:
         forged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
         resp = client.get("/anomalies", params={"cursor": forged})
         assert resp.status_code == 422 and resp.json()["errors"][0]["param"] == "cursor"
+
+
+#: The cursor of the bug report (base64 of ["0001-01-01T00:00:00+01:00","x"]): was a 500.
+CRAFTED_CURSOR = "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzAxOjAwIiwieCJd"
+
+
+def _is_422_naming(resp: Any, param: str) -> bool:
+    body = resp.json()
+    return (resp.status_code == 422 and [e["param"] for e in body["errors"]] == [param]
+            and param in body["detail"] and set(body) == {"detail", "errors"})
+
+
+def test_a_cursor_dated_out_of_range_is_a_422(client) -> None:
+    assert _is_422_naming(client.get("/anomalies", params={"cursor": CRAFTED_CURSOR}), "cursor")
+
+
+#: Fuzzing against the real database: every example is one request.
+FUZZ = settings(max_examples=int(os.environ.get("API_FUZZ_EXAMPLES", "100")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@FUZZ
+@given(cursor=cursors)
+def test_any_cursor_is_answered_200_or_422(client, cursor: str) -> None:
+    resp = client.get("/anomalies", params={"cursor": cursor, "limit": 3})
+    assert resp.status_code == 200 or _is_422_naming(resp, "cursor"), (cursor, resp.text)
+
+
+#: Every query parameter of every endpoint (and the path's user_id).
+PARAMS = [("/anomalies", "limit"), ("/anomalies", "category"), ("/anomalies", "min_z"),
+          ("/anomalies", "since"), ("/merchants/top", "window"), ("/merchants/top", "by"),
+          ("/merchants/top", "limit"), ("/volume", "minutes"), ("/users/alice/trends", "days"),
+          ("/users/{}/trends", "user_id")]
+
+#: Values near the valid ones as well as arbitrary text.
+VALUES = st.one_of(
+    st.text(max_size=80),
+    st.integers().map(str),
+    st.floats().map(str),
+    st.sampled_from(["1e400", "-0", "0x10", "1_000", " 1", "１", "2026-01-01T00:00:00+01:00",
+                     "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "7d", "$ne"]))
+
+
+@FUZZ
+@given(where=st.sampled_from(PARAMS), value=VALUES)
+def test_any_parameter_value_is_answered_below_500(client, where: tuple[str, str],
+                                                   value: str) -> None:
+    path, param = where
+    if param == "user_id":
+        resp = client.get(path.format(_quote(value)))
+    else:
+        resp = client.get(path, params={param: value})
+    assert resp.status_code < 500, (where, value, resp.text)
+    assert resp.headers["content-type"].startswith("application/json")
+    if resp.status_code == 422:
+        assert _is_422_naming(resp, param), (where, value, resp.text)
 
 
 def test_huge_limits_are_capped(client, seeded) -> None:

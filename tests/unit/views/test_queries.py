@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given
+import bson
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.contract import minute_of
+from tests.unit.views.cursor_strategies import b64, cursors
 from views import queries
 
 
@@ -30,6 +33,29 @@ def test_random_text_is_never_a_valid_cursor_or_an_error(raw: str) -> None:
     except queries.CursorError:
         return
     assert ts.tzinfo is not None and isinstance(txn_id, str)
+
+
+@settings(max_examples=500)
+@given(cursors)
+def test_any_cursor_decodes_or_is_a_cursor_error(raw: str) -> None:
+    """Text, base64 of random bytes or JSON, of dates out of range or with an offset at the
+    edge, wrong types: decode_cursor answers a usable pair or CursorError, nothing else."""
+    try:
+        ts, txn_id = queries.decode_cursor(raw)
+    except queries.CursorError:
+        return
+    assert ts.utcoffset() == timedelta(0) and isinstance(txn_id, str) and txn_id
+    bson.encode({"timestamp": ts, "_id": txn_id})  # the query can carry both
+
+
+#: The cursor of the bug report (base64 of ["0001-01-01T00:00:00+01:00","x"]): was a 500.
+CRAFTED_CURSOR = "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzAxOjAwIiwieCJd"
+
+
+@pytest.mark.parametrize("cursor", [CRAFTED_CURSOR, b64(b'["9999-12-31T23:59:59-01:00","x"]')])
+def test_a_date_without_a_utc_equivalent_is_a_cursor_error(cursor: str) -> None:
+    with pytest.raises(queries.CursorError):
+        queries.decode_cursor(cursor)
 
 
 def test_iso_and_minutes() -> None:
