@@ -56,6 +56,8 @@ class Settings:
     api_url: str = "http://localhost:8000"
     api_key: str = ""
     cors_origins: str = ""
+    # Requests per second the API serves one client (IP address); more get 429. 0: no limit.
+    api_rate_limit: float = 50.0
     worker_url: str = "http://localhost:6066"
     dbt_interval_seconds: int = 60
 
@@ -140,6 +142,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                        lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
         api_key=_parse(env, "API_KEY", str, d.api_key),
         cors_origins=_parse(env, "CORS_ORIGINS", str, d.cors_origins),
+        api_rate_limit=_parse(env, "API_RATE_LIMIT", float, d.api_rate_limit,
+                              lambda v: 0 <= v < float("inf"),
+                              "a number >= 0 of requests per second (0 = no limit)"),
         worker_url=_parse(env, "WORKER_URL", str, d.worker_url,
                           lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
         dbt_interval_seconds=_parse(env, "DBT_INTERVAL_SECONDS", int, d.dbt_interval_seconds,

@@ -2,7 +2,7 @@
 
 Endpoints (docs/api.md; ``GET /openapi.json``; ``GET /docs``)::
 
-    GET /health                       200 when MongoDB answers, 503 with the reason when not
+    GET /health                       200 when MongoDB answers, 503 when not (statuses only)
     GET /users/{user_id}/trends       daily spend/count/anomalies + the worker's live stats
     GET /anomalies                    newest first, keyset (cursor) pagination, filters
     GET /merchants/top                top merchants over 1h / 24h / 7d by revenue or count
@@ -11,19 +11,21 @@ Endpoints (docs/api.md; ``GET /openapi.json``; ``GET /docs``)::
     GET /metrics                      Prometheus
 
 This module only assembles the application from flat modules, each of which imports only
-those listed below it (tests/test_api_unit.py checks that):
+those listed below it (tests/unit/views/test_api.py checks that):
 
     api_handlers     the endpoints
-    api_middleware   CORS, request metrics, the API key
+    api_middleware   CORS, the generic 500, request metrics, the rate limit, the API key
     api_service      the MongoDB and worker clients, the cache, health and live stats
     api_params       a request's parameters as typed values; every bad one named in a 422
-    api_errors       the error answers: 422, HTTPException's (404, 405), 503, 500
+    api_errors       the error answers: 422, HTTPException's (404, 405), 503, 500 (generic
+                     bodies; the details go to the log)
     api_openapi      the OpenAPI document and the /docs page
     api_cache        the result cache
     queries          the MongoDB reads (plain pymongo)
     api_types        the JSON response, the shape of one bad parameter
 
-Settings come from :mod:`app.settings` (MONGO_URL, MONGO_DB, API_KEY, CORS_ORIGINS, WORKER_URL).
+Settings come from :mod:`app.settings` (MONGO_URL, MONGO_DB, API_KEY, CORS_ORIGINS,
+API_RATE_LIMIT, WORKER_URL).
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def create_app(settings: Settings | None = None, cache_seconds: float = CACHE_SE
     application = Starlette(routes=routes, middleware=middleware(settings, metrics, routes),
                             exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     application.state.api = api
-    application.state.openapi = openapi_schema(secured=bool(settings.api_key))
+    application.state.openapi = openapi_schema(secured=bool(settings.api_key),
+                                               rate_limited=settings.api_rate_limit > 0)
     application.state.metrics = metrics
     return application
 

@@ -1,5 +1,8 @@
 """The API's errors as JSON answers: 422 naming every bad parameter, the status of an
-``HTTPException`` (404, 405), 503 when MongoDB fails, 500 for anything else."""
+``HTTPException`` (404, 405), 503 when MongoDB fails, 500 for anything else.
+
+Bodies carry generic reasons only (no host, port, URL or exception text): the details go to the
+log, under the logger ``views.api``."""
 
 from __future__ import annotations
 
@@ -14,11 +17,13 @@ from starlette.responses import Response
 from views.api_types import JSON, ParamError
 
 __all__ = [
+    "DATABASE_UNAVAILABLE",
     "EXCEPTION_HANDLERS",
     "ErrorHandler",
     "InvalidParams",
     "describe",
-    "unavailable",
+    "log",
+    "server_error",
 ]
 
 # One logger for the whole API, under the name of the module that uvicorn serves.
@@ -35,14 +40,14 @@ class InvalidParams(Exception):
         self.errors = errors
 
 
+#: The body of a 503: MongoDB did not answer (which server, and why, is logged).
+DATABASE_UNAVAILABLE = {"detail": "database unavailable"}
+
+
 def describe(exc: BaseException) -> str:
-    """The exception's type and message, cut short enough to go into an answer."""
+    """The exception's type and message, cut short enough for one log line (never an answer:
+    it may name hosts, ports and URLs)."""
     return f"{type(exc).__name__}: {str(exc)[:300]}"
-
-
-def unavailable(exc: BaseException) -> dict[str, str]:
-    """The body of a 503: MongoDB did not answer."""
-    return {"status": "unavailable", "reason": f"mongodb: {describe(exc)}"}
 
 
 async def invalid_params(request: Request, exc: Exception) -> Response:
@@ -59,18 +64,21 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def database_error(request: Request, exc: Exception) -> Response:
     log.warning("database error on %s: %s", request.url.path, describe(exc))
-    return JSON(unavailable(exc), status_code=503)
+    return JSON(DATABASE_UNAVAILABLE, status_code=503)
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
+    """A generic 500; the traceback is logged here, once. views.api_middleware.CatchErrors calls
+    it (not Starlette's handler for ``Exception``, which re-raises after answering, so that
+    uvicorn would log the same traceback a second time)."""
     log.error("unexpected error on %s", request.url.path, exc_info=exc)
     return JSON({"detail": "internal error"}, status_code=500)
 
 
-#: Starlette's ``exception_handlers``: the most specific class that matches answers.
+#: Starlette's ``exception_handlers``: the most specific class that matches answers. Anything
+#: else reaches views.api_middleware.CatchErrors (a 500).
 EXCEPTION_HANDLERS: Mapping[type[Exception], ErrorHandler] = {
     InvalidParams: invalid_params,
     HTTPException: http_error,
     PyMongoError: database_error,
-    Exception: server_error,
 }

@@ -54,15 +54,19 @@ SCHEMAS: dict[str, Any] = {
             "param": _STR, "in": {"type": "string", "enum": ["query", "path"]},
             "message": _STR})},
     }),
-    "Unavailable": _obj({"status": {"type": "string", "enum": ["unavailable"]},
-                         "reason": _STR}),
-    "Health": _obj({
-        "status": {"type": "string", "enum": ["ok"]},
-        "mongo": _obj({"ok": {"type": "boolean"}, "latency_ms": _NUM, "database": _STR}),
-        "worker": _obj({"ok": {"type": "boolean"}, "url": _STR,
-                        "status_code": _nullable(_INT), "error": _nullable(_STR)},
-                       ["ok", "url"]),
-    }),
+    "Unavailable": {**_obj({"detail": {"type": "string", "enum": ["database unavailable"]}}),
+                    "description": "which server failed, and why, is in the API's log"},
+    "Dependency": {**_obj({"status": {"type": "string", "enum": ["ok", "unavailable"]},
+                           "latency_ms": {**_NUM, "description": "of the check, when ok"}},
+                          ["status"]),
+                   "additionalProperties": False},
+    "Health": {**_obj({
+        "status": {"type": "string", "enum": ["ok", "unavailable"],
+                   "description": "ok when MongoDB answers (the worker is optional)"},
+        "mongo": _ref("Dependency"),
+        "worker": _ref("Dependency"),
+    }), "additionalProperties": False,
+        "description": "statuses and latencies only (no hosts, ports or URLs: see the log)"},
     "TrendDay": _obj({"day": {"type": "string", "format": "date"}, "spend": _NUM,
                       "count": {"type": "integer", "minimum": 0},
                       "anomalies": {"type": "integer", "minimum": 0}}),
@@ -101,13 +105,22 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+def _too_many() -> dict[str, Any]:
+    return {**_json(_ref("Error"), "over API_RATE_LIMIT requests per second from this client"),
+            "headers": {"Retry-After": {"description": "seconds to wait before retrying",
+                                        "schema": {"type": "integer", "minimum": 1}}}}
+
+
 def _get(summary: str, description: str, ok: dict[str, Any], params: list[dict[str, Any]],
-         secured: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+         secured: bool, rate_limited: bool,
+         extra: dict[str, Any] | None = None) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": ok}
     if params:
         responses["422"] = _json(_ref("ValidationError"), "a parameter is invalid (named)")
     if secured:
         responses["401"] = _json(_ref("Error"), "missing or wrong X-API-Key")
+    if rate_limited:
+        responses["429"] = _too_many()
     responses["503"] = _json(_ref("Unavailable"), "the database is unavailable")
     responses.update(extra or {})
     op: dict[str, Any] = {"summary": summary, "description": description,
@@ -115,16 +128,19 @@ def _get(summary: str, description: str, ok: dict[str, Any], params: list[dict[s
     return {"get": op}
 
 
-def openapi_schema(secured: bool) -> dict[str, Any]:
-    """The OpenAPI document; ``secured`` when an API key is configured."""
+def openapi_schema(secured: bool, rate_limited: bool = False) -> dict[str, Any]:
+    """The OpenAPI document; ``secured`` when an API key is configured, ``rate_limited`` when
+    API_RATE_LIMIT is on (every endpoint but /health may answer 429)."""
     paths = {
         "/health": {"get": {
             "summary": "Can the API serve?",
             "description": "200 when MongoDB answers (the worker is reported but optional), "
-                           "503 with the reason when not. Never needs the API key.",
+                           "503 when not; each dependency's status (`ok` or `unavailable`), "
+                           "nothing about where it runs. Never needs the API key, never "
+                           "rate-limited.",
             "security": [],
             "responses": {"200": _json(_ref("Health"), "MongoDB is up"),
-                          "503": _json(_ref("Unavailable"), "MongoDB is unavailable")},
+                          "503": _json(_ref("Health"), "MongoDB is unavailable")},
         }},
         "/users/{user_id}/trends": _get(
             "A user's daily spend, count and anomalies, plus live statistics",
@@ -135,7 +151,7 @@ def openapi_schema(secured: bool) -> dict[str, Any]:
             [{"name": "user_id", "in": "path", "required": True,
               "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}},
              _capped("days", 30, LIMITS["days"], "number of UTC days")],
-            secured,
+            secured, rate_limited,
             {"404": _json(_ref("Error"), "no such route (e.g. an empty path segment)")}),
         "/anomalies": _get(
             "Anomalies, newest first, cursor-paginated",
@@ -153,7 +169,7 @@ def openapi_schema(secured: bool) -> dict[str, Any]:
              {"name": "since", "in": "query", "required": False,
               "description": "only anomalies with timestamp >= since (ISO-8601; no offset = "
                              "UTC)", "schema": _TS}],
-            secured),
+            secured, rate_limited),
         "/merchants/top": _get(
             "Top merchants by revenue or count over a window",
             "From the `merchant_minute` rollups; the window ends with the current minute.",
@@ -163,26 +179,27 @@ def openapi_schema(secured: bool) -> dict[str, Any]:
              {"name": "by", "in": "query", "required": False,
               "schema": {"type": "string", "enum": ["revenue", "count"], "default": "revenue"}},
              _capped("limit", 10, LIMITS["merchants"], "number of merchants")],
-            secured),
+            secured, rate_limited),
         "/volume": _get(
             "Per-minute count, revenue and anomalies",
             "From `volume_minute`: one item per minute, the last `minutes` minutes up to the "
             "current (partial) minute, oldest first; minutes without data are zeros.",
             _json(_ref("Volume"), "the series"),
             [_capped("minutes", 60, LIMITS["minutes"], "number of minutes")],
-            secured),
+            secured, rate_limited),
         "/summary": _get(
             "KPIs for the dashboard",
             "`tps_now` = count of the last complete minute / 60; the `_1h` sums cover the same "
             "60 minutes as `/volume?minutes=60`; `dlq_count` = documents in `dlq`.",
-            _json(_ref("Summary"), "the KPIs"), [], secured),
+            _json(_ref("Summary"), "the KPIs"), [], secured, rate_limited),
         "/metrics": {"get": {
             "summary": "Prometheus metrics",
             "parameters": [],
             "responses": {"200": {"description": "Prometheus text format",
                                   "content": {"text/plain": {"schema": _STR}}},
                           **({"401": _json(_ref("Error"), "missing or wrong X-API-Key")}
-                             if secured else {})},
+                             if secured else {}),
+                          **({"429": _too_many()} if rate_limited else {})},
         }},
     }
     doc: dict[str, Any] = {

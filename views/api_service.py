@@ -17,7 +17,7 @@ from pymongo.errors import PyMongoError
 from app.settings import Settings
 from views import queries
 from views.api_cache import ResultCache
-from views.api_errors import describe, unavailable
+from views.api_errors import describe, log
 
 __all__ = ["QUERY_TIMEOUT_MS", "WORKER_TIMEOUT", "Api"]
 
@@ -37,6 +37,7 @@ class Api:
         self._lock = threading.Lock()
         self._client: pymongo.MongoClient[dict[str, Any]] | None = None
         self._worker: httpx.Client | None = None
+        self._up: dict[str, bool] = {}  # the last state seen of each dependency
 
     # Made on first use and again after close(), so one app can be started and stopped
     # several times (test clients do that).
@@ -70,30 +71,60 @@ class Api:
         if client is not None:
             client.close()
 
-    def health(self) -> tuple[int, dict[str, Any]]:
-        """(200, MongoDB's ping time and the worker's state) or (503, why MongoDB is down)."""
+    def _report(self, dependency: str, up: bool, detail: str = "") -> None:
+        """Log a dependency's change of state, with the details the answers leave out: a
+        warning when it goes down (or is down at the first look), info when it is back;
+        repeats only at debug level (/health is polled by probes)."""
+        with self._lock:
+            before, self._up[dependency] = self._up.get(dependency), up
+        if up and before is False:
+            log.info("%s is available again", dependency)
+        elif not up and before is not False:
+            log.warning("%s unavailable: %s", dependency, detail)
+        elif not up:
+            log.debug("%s still unavailable: %s", dependency, detail)
+
+    def _ping_mongo(self) -> dict[str, Any]:
         started = time.perf_counter()
         try:
             self.client.admin.command("ping")
         except PyMongoError as exc:
-            return 503, unavailable(exc)
-        mongo = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-                 "database": self.settings.mongo_db}
-        worker: dict[str, Any] = {"ok": False, "url": self.settings.worker_url,
-                                  "status_code": None, "error": None}
+            # The error names the servers; MONGO_URL itself is not logged (it holds a password).
+            self._report("mongodb", False, describe(exc))
+            return {"status": "unavailable"}
+        self._report("mongodb", True)
+        return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    def _ping_worker(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        where = self.settings.worker_url
         try:
             resp = self.worker.get("/health")
-            worker.update(ok=resp.status_code == 200, status_code=resp.status_code)
         except httpx.HTTPError as exc:
-            worker["error"] = describe(exc)
-        return 200, {"status": "ok", "mongo": mongo, "worker": worker}
+            self._report("worker", False, f"{where}: {describe(exc)}")
+            return {"status": "unavailable"}
+        if resp.status_code != 200:
+            self._report("worker", False, f"{where}/health answered HTTP {resp.status_code}")
+            return {"status": "unavailable"}
+        self._report("worker", True)
+        return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(200 or 503, the state of each dependency): 200 when MongoDB answers a ping (the
+        worker is reported, not required). Statuses and latencies only: which host failed, and
+        why, goes to the log."""
+        mongo, worker = self._ping_mongo(), self._ping_worker()
+        up = mongo["status"] == "ok"
+        return (200 if up else 503), {"status": "ok" if up else "unavailable",
+                                      "mongo": mongo, "worker": worker}
 
     def live_stats(self, user_id: str) -> tuple[Any, str | None]:
         """The worker's stats view of ``user_id``: (json, None) or (None, why not)."""
         try:
             resp = self.worker.get(f"/users/{urllib.parse.quote(user_id, safe='')}/stats")
         except httpx.HTTPError as exc:
-            return None, f"worker not reachable at {self.settings.worker_url}: {describe(exc)}"
+            self._report("worker", False, f"{self.settings.worker_url}: {describe(exc)}")
+            return None, "the worker is not reachable"
         if resp.status_code == 404:
             return None, "the worker has no live statistics for this user (404)"
         if resp.status_code != 200:

@@ -4,7 +4,9 @@ abuse, API key, CORS, metrics and a database outage."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,9 +31,15 @@ pytestmark = pytest.mark.integration
 
 
 def _client(db_name: str, cache_seconds: float = 0, **env: str) -> TestClient:
-    settings = load({**os.environ, "MONGO_DB": db_name,
+    # No rate limit: these tests send hundreds of requests a second from one client
+    # (tests/unit/views/test_api.py tests the limit).
+    settings = load({**os.environ, "MONGO_DB": db_name, "API_RATE_LIMIT": "0",
                      "WORKER_URL": f"http://127.0.0.1:{free_port()}", **env})
     return TestClient(create_app(settings, cache_seconds=cache_seconds))
+
+
+#: What must not appear in an answer: a URL, a host:port, a loopback address.
+LOCATION = re.compile(r"://|localhost|127\.0\.0\.1|[A-Za-z0-9.-]:\d{2,5}\b")
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +86,7 @@ def test_trends_equal_recomputation(client, seeded, user_id) -> None:
     assert body["days"] == [{**e, "spend": pytest.approx(e["spend"])} for e in expected]
     assert sum(d["count"] for d in body["days"]) > 0  # the seed gives every user some data
     # The worker is not running: the answer says so instead of failing.
-    assert body["live"] is None and "not reachable" in body["live_error"]
+    assert body["live"] is None and body["live_error"] == "the worker is not reachable"
 
 
 def test_trends_default_days_and_cap(client) -> None:
@@ -191,11 +199,19 @@ def test_summary_equal_recomputation(client, seeded) -> None:
     assert body["dlq_count"] == len(seeded.dlq)
 
 
-def test_health(client, shared_db) -> None:
-    body = client.get("/health").json()
-    assert body["status"] == "ok" and body["mongo"]["ok"] is True
-    assert body["mongo"]["database"] == shared_db[0].name
-    assert body["worker"]["ok"] is False and body["worker"]["error"]
+def test_health_reports_statuses_only(shared_db, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="views.api"), _client(shared_db[0].name) as c:
+        answers = [c.get("/health") for _ in range(3)]
+    resp = answers[0]
+    body = resp.json()
+    assert resp.status_code == 200 and set(body) == {"status", "mongo", "worker"}
+    assert body["status"] == "ok" and body["mongo"]["status"] == "ok"
+    assert set(body["mongo"]) == {"status", "latency_ms"} and body["mongo"]["latency_ms"] >= 0
+    assert body["worker"] == {"status": "unavailable"}  # not running in this test
+    assert not LOCATION.search(resp.text) and shared_db[0].name not in resp.text
+    # Where the worker was looked for, and why it failed, is in the log: once, not per probe.
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "worker unavailable" in record.getMessage() and "127.0.0.1:" in record.getMessage()
 
 
 # --- injection and abuse -----------------------------------------------------------------------
@@ -401,16 +417,24 @@ def test_cached_answers_refresh(mongo_db, fresh) -> None:
 
 
 # --- outage ---------------------------------------------------------------------------------------
-def test_database_outage_is_503(tmp_path) -> None:
-    with _client("nowhere", MONGO_URL=f"mongodb://127.0.0.1:{free_port()}") as c:
+def test_database_outage_is_503(tmp_path, caplog) -> None:
+    port = free_port()
+    with caplog.at_level(logging.INFO, logger="views.api"), \
+            _client("nowhere", MONGO_URL=f"mongodb://127.0.0.1:{port}") as c:
         started = time.monotonic()
         resp = c.get("/health")
         assert resp.status_code == 503
-        assert resp.json()["status"] == "unavailable" and "mongodb" in resp.json()["reason"]
+        assert resp.json() == {"status": "unavailable", "mongo": {"status": "unavailable"},
+                               "worker": {"status": "unavailable"}}
         for path in ["/summary", "/anomalies", "/volume", "/merchants/top",
                      "/users/alice/trends"]:
             resp = c.get(path)
-            assert resp.status_code == 503 and resp.json()["reason"], path
+            assert resp.status_code == 503, path
+            assert resp.json() == {"detail": "database unavailable"}, path
+            assert not LOCATION.search(resp.text) and str(port) not in resp.text
         assert time.monotonic() - started < 30
+        # The details are in the log: which server, and the driver's error.
+        assert f"127.0.0.1:{port}" in caplog.text and "ServerSelectionTimeoutError" in caplog.text
+        assert not [r for r in caplog.records if r.exc_info]  # an outage is not a traceback
         assert c.get("/openapi.json").status_code == 200
         assert c.get("/anomalies?limit=0").status_code == 422  # validation comes first

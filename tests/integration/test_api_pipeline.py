@@ -53,7 +53,7 @@ def test_api_reads_what_the_pipeline_writes(tmp_path: Path, unique: str, mongo_c
                      message=f"the sink to store everything:\n{sink.log()}")
             txns = list(db.transactions.find({}, {"user_id": 1, "merchant_id": 1, "amount": 1,
                                                   "is_anomaly": 1, "day": 1}))
-            app = create_app(load({**os.environ, "MONGO_DB": db.name,
+            app = create_app(load({**os.environ, "MONGO_DB": db.name, "API_RATE_LIMIT": "0",
                                    "WORKER_URL": f"http://localhost:{port}"}), cache_seconds=0)
             with TestClient(app) as client:
                 _check(client, db, txns, summary.bad)

@@ -1,24 +1,39 @@
 """The API without a database (views/api.py and the modules it builds on): parameter
 validation, the OpenAPI document against the routes, the docs page, the API key and CORS (on
-paths that need no database), and the import order of the API's modules. The cache and the
-query helpers have their own tests (test_api_cache.py, test_queries.py)."""
+paths that need no database), the generic 500 (logged once), the rate limit, and the import
+order of the API's modules. The cache and the query helpers have their own tests
+(test_api_cache.py, test_queries.py)."""
 
 from __future__ import annotations
 
 import ast
+import logging
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from app.settings import load
+from app.settings import SettingsError, load
+from views import queries
 from views.api import create_app
+from views.api_middleware import UNLIMITED_PATHS, RateLimit, TokenBuckets
 
 NOWHERE = {"MONGO_URL": "mongodb://127.0.0.1:9", "WORKER_URL": "http://127.0.0.1:9"}
 
 
 def _client(**env: str) -> TestClient:
-    return TestClient(create_app(load({**NOWHERE, **env})))
+    return TestClient(create_app(load({**NOWHERE, "API_RATE_LIMIT": "0", **env})))
+
+
+#: What must not appear in an answer: a URL, a host:port, a loopback address.
+LOCATION = re.compile(r"://|localhost|127\.0\.0\.1|[A-Za-z0-9.-]:\d{2,5}\b")
 
 
 # --- validation happens before any database access -----------------------------------------------
@@ -60,6 +75,135 @@ def test_api_key_and_cors_without_database() -> None:
         denied = c.get("/openapi.json", headers={"Origin": "http://a.test"})
         assert denied.status_code == 401  # CORS headers on errors too, so browsers see them
         assert denied.headers["access-control-allow-origin"] == "http://a.test"
+
+
+# --- the generic 500 -----------------------------------------------------------------------------
+def test_an_unexpected_error_is_a_generic_500_logged_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("boom at mongodb://db.internal:27017")
+
+    monkeypatch.setattr(queries, "summary", broken)
+    with caplog.at_level(logging.INFO), _client(CORS_ORIGINS="http://a.test") as c:
+        resp = c.get("/summary", headers={"Origin": "http://a.test"})  # nothing raised here
+        metrics = c.get("/metrics").text
+    assert resp.status_code == 500 and resp.json() == {"detail": "internal error"}
+    assert not LOCATION.search(resp.text) and "boom" not in resp.text
+    assert resp.headers["access-control-allow-origin"] == "http://a.test"
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and tracebacks[0].name == "views.api"
+    assert "boom at" in caplog.text and "/summary" in tracebacks[0].getMessage()
+    assert 'api_errors_total{route="/summary",status="500"} 1.0' in metrics
+
+
+# --- the rate limit ---------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_buckets_refill_and_stay_per_client() -> None:
+    clock = Clock()
+    buckets = TokenBuckets(rate=4, clock=clock)
+    assert [buckets.take("a") for _ in range(4)] == [0.0] * 4  # a burst of one second's worth
+    assert buckets.take("a") == pytest.approx(0.25)  # one token comes back every 1/4 s
+    assert buckets.take("b") == 0.0  # another client has its own bucket
+    clock.now += 0.25
+    assert buckets.take("a") == 0.0 and buckets.take("a") > 0
+    clock.now += 10
+    assert [buckets.take("a") for _ in range(5)].count(0.0) == 4  # full again, not more
+
+
+def test_token_buckets_forget_idle_clients_and_stay_bounded() -> None:
+    clock = Clock()
+    buckets = TokenBuckets(rate=2, max_clients=100, clock=clock)
+    for i in range(1000):
+        buckets.take(f"10.0.{i // 256}.{i % 256}")
+    assert len(buckets.buckets) == 100  # the least recently seen are forgotten
+    buckets.take("a")
+    buckets.take("a")
+    clock.now += 0.9  # not full yet: remembered (it would otherwise get a fresh burst)
+    buckets.take("b")
+    assert "a" in buckets.buckets
+    clock.now += 0.2  # a's bucket is full again: forgetting it changes nothing
+    buckets.take("b")
+    assert "a" not in buckets.buckets and len(buckets.buckets) == 1
+    # Fractional rates: a bucket holds at least one request.
+    slow = TokenBuckets(rate=0.5, clock=clock)
+    assert slow.take("a") == 0.0 and slow.take("a") == pytest.approx(2.0)
+
+
+def _limited(rate: float, clock: Clock) -> Starlette:
+    async def ok(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+    return Starlette(routes=[Route("/health", ok), Route("/x", ok)],
+                     middleware=[Middleware(RateLimit, rate=rate, clock=clock)])
+
+
+def test_a_burst_over_the_limit_gets_429_with_retry_after() -> None:
+    clock = Clock()
+    app = _limited(3, clock)
+    with TestClient(app, client=("10.0.0.1", 1000)) as one, \
+            TestClient(app, client=("10.0.0.2", 1000)) as other:
+        assert [one.get("/x").status_code for _ in range(3)] == [200] * 3
+        denied = one.get("/x")
+        assert denied.status_code == 429
+        assert denied.headers["retry-after"] == "1"
+        assert denied.headers["content-type"] == "application/json"
+        assert denied.json() == {"detail": "too many requests: at most 3 per second per client"}
+        assert other.get("/x").status_code == 200  # another client is unaffected
+        assert "/health" in UNLIMITED_PATHS
+        assert all(one.get("/health").status_code == 200 for _ in range(20))  # probes
+        clock.now += 1 / 3
+        assert one.get("/x").status_code == 200
+
+
+def test_the_app_limits_per_client_and_documents_it() -> None:
+    app = create_app(load({**NOWHERE, "API_RATE_LIMIT": "5", "CORS_ORIGINS": "http://a.test"}))
+    with TestClient(app) as c, TestClient(app, client=("10.0.0.9", 1)) as other:
+        codes = [c.get("/openapi.json").status_code for _ in range(20)]
+        assert codes[:5] == [200] * 5 and codes[-1] == 429  # a burst is cut at the limit
+        denied = c.get("/docs", headers={"Origin": "http://a.test"})
+        assert denied.status_code == 429 and int(denied.headers["retry-after"]) >= 1
+        assert "retry-after" in denied.headers["access-control-expose-headers"].lower()
+        schema = other.get("/openapi.json").json()
+        assert 'status="429"' in other.get("/metrics").text
+    for path, ops in schema["paths"].items():
+        responses = ops["get"]["responses"]
+        assert ("429" in responses) == (path != "/health"), path
+        if path != "/health":
+            assert "Retry-After" in responses["429"]["headers"]
+
+
+def test_zero_disables_the_limit() -> None:
+    app = create_app(load({**NOWHERE, "API_RATE_LIMIT": "0"}))
+    with TestClient(app) as c:
+        assert all(c.get("/openapi.json").status_code == 200 for _ in range(300))
+        schema = c.get("/openapi.json").json()
+    assert not any("429" in ops["get"]["responses"] for ops in schema["paths"].values())
+    assert load({}).api_rate_limit == 50
+    assert load({"API_RATE_LIMIT": "2.5"}).api_rate_limit == 2.5
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "fast", "1/s"])
+def test_a_bad_rate_limit_names_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match="API_RATE_LIMIT"):
+        load({"API_RATE_LIMIT": value})
+
+
+# --- the answers name no host, port or URL ----------------------------------------------------
+def test_the_openapi_document_describes_generic_error_and_health_bodies() -> None:
+    with _client() as c:
+        schemas = c.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["Unavailable"]["properties"]["detail"]["enum"] == ["database unavailable"]
+    health = schemas["Health"]
+    assert set(health["properties"]) == {"status", "mongo", "worker"}
+    assert health["additionalProperties"] is False
+    assert set(schemas["Dependency"]["properties"]) == {"status", "latency_ms"}
+    assert schemas["Dependency"]["additionalProperties"] is False
 
 
 # --- module layout ----------------------------------------------------------------------------
