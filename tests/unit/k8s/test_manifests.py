@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import configparser
 import copy
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -33,8 +34,10 @@ K8S = ROOT / "k8s"
 OVERLAYS = ("dev", "prod")
 #: The oldest Kubernetes the manifests are written for, and the newest the package knows.
 K8S_VERSIONS = ("1.32", kubernetes_validate.utils.latest_version())
-#: Environment variables a container may get that are not settings: only for composing one.
-NON_SETTINGS_ENV = {"POD_NAME", "POD_NAMESPACE"}
+#: Environment variables a container may get that are not settings: for composing one
+#: (POD_*), for composing the dashboard's command (DASHBOARD_ORIGIN), read by Panel itself
+#: (PANEL_COOKIE_SECRET).
+NON_SETTINGS_ENV = {"POD_NAME", "POD_NAMESPACE", "DASHBOARD_ORIGIN", "PANEL_COOKIE_SECRET"}
 #: Built-in API versions allowed (current, non-deprecated ones).
 BUILTIN_APIS = {"v1", "apps/v1", "batch/v1", "policy/v1", "autoscaling/v2",
                 "networking.k8s.io/v1"}
@@ -277,12 +280,82 @@ def test_the_secret_is_a_template_and_not_rendered(docs: list[dict[str, Any]]) -
                 assert e["name"] == ref["key"], "a secret key is named like its variable"
                 referenced.add(ref["key"])
         assert not any("secretRef" in src for src in c.get("envFrom", []))
+    for _, template in pods(docs):
+        for volume in template["spec"].get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] == name
+                referenced |= {item["key"] for item in volume["secret"]["items"]}
     for mdb in of_kind(docs, "MongoDBCommunity"):
         for user in mdb["spec"]["users"]:
             assert user["passwordSecretRef"]["name"] == name
             referenced.add(user["passwordSecretRef"]["key"])
     assert referenced == keys
-    assert {"MONGO_URL", "API_KEY"} <= referenced
+    assert {"MONGO_URL", "API_KEY", "PANEL_COOKIE_SECRET", "dashboard-users.json"} <= referenced
+
+
+def test_the_api_and_the_dashboard_need_their_secrets(docs: list[dict[str, Any]]) -> None:
+    """An API or dashboard pod whose Secret or key is missing does not start (explicit
+    ``optional: false``): the API never runs without API_KEY (a non-empty key makes it require
+    X-API-Key), the dashboard never without its logins; the template shows every key a value."""
+    for name in ("txn-api", "txn-dashboard"):
+        template = pod_spec(one(docs, "Deployment", name))
+        (c,) = template["spec"]["containers"]
+        assert env_of(c)["API_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "API_KEY", name
+        for e in c["env"]:
+            for kind in ("secretKeyRef", "configMapKeyRef"):
+                ref = e.get("valueFrom", {}).get(kind)
+                if ref:
+                    assert ref.get("optional") is False, f"{name}: {e}"
+        for volume in template["spec"].get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"].get("optional") is False, name
+    values = secret_template()["stringData"]
+    assert all(values.values())
+    assert load({"API_KEY": values["API_KEY"]}).api_key  # the API then asks for the key
+
+
+def test_the_dashboard_asks_for_a_login_and_checks_the_websocket_origin(
+        docs: list[dict[str, Any]], overlay: str) -> None:
+    dash = one(docs, "Deployment", "txn-dashboard")
+    spec = pod_spec(dash)["spec"]
+    (c,) = spec["containers"]
+    command, env = c["command"], env_of(c)
+    assert not any("*" in arg for arg in command)
+    # The websocket origin: a value of the ConfigMap txn-dashboard, expanded by Kubernetes.
+    assert arg_after(command, "--allow-websocket-origin") == "$(DASHBOARD_ORIGIN)"
+    ref = env["DASHBOARD_ORIGIN"]["valueFrom"]["configMapKeyRef"]
+    (cm,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == ref["name"]]
+    assert cm["metadata"]["name"].startswith("txn-dashboard-")  # generated: rolls the pods
+    origin = cm["data"][ref["key"]]
+    assert re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?", origin), origin
+    assert (origin == "localhost:5006") == (overlay == "dev")  # port-forward; prod: its host
+    # Basic auth: Panel's --basic-auth reads the users from a file of the Secret's volume.
+    users = Path(arg_after(command, "--basic-auth"))
+    (mount,) = [m for m in c["volumeMounts"] if users.parent == Path(m["mountPath"])]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    (item,) = [i for i in volume["secret"]["items"] if i["path"] == users.name]
+    template = secret_template()
+    assert volume["secret"]["secretName"] == template["metadata"]["name"]
+    logins = json.loads(template["stringData"][item["key"]])
+    assert logins and all(isinstance(v, str) and v for v in logins.values())
+    # The file is readable by the pod's user (its group) and no one else.
+    assert volume["secret"]["defaultMode"] == 0o440
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
+    # The login cookie is signed with a key every replica shares; Panel reads the variable.
+    assert "--cookie-secret" not in " ".join(command)  # the variable only: never both
+    assert env["PANEL_COOKIE_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "PANEL_COOKIE_SECRET"
+    # The probes use Panel's /liveness, which needs no login.
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/liveness"
+    assert "--liveness" in command
+
+
+def test_the_api_rate_limit_allows_the_dashboards(docs: list[dict[str, Any]]) -> None:
+    """Every dashboard pod is one client of the API (about 5 requests a second per open
+    page): the ConfigMap's API_RATE_LIMIT leaves room for dozens of pages per pod."""
+    limit = load(config(docs)).api_rate_limit
+    assert limit == 0 or limit >= 100
 
 
 def test_no_real_secret_is_committed() -> None:
