@@ -218,7 +218,9 @@ def main() -> int:
         cold = cold_costs(db, args.trends_samples)
 
         api_port = free_port()
-        env = {**os.environ, "MONGO_URL": url, "MONGO_DB": args.db, "API_KEY": ""}
+        # Locust is one client: the per-client rate limit would answer most requests with 429
+        env = {**os.environ, "MONGO_URL": url, "MONGO_DB": args.db, "API_KEY": "",
+               "API_RATE_LIMIT": "0"}
         api = start([sys.executable, "-m", "uvicorn", "views.api:app", "--host", "127.0.0.1",
                      "--port", str(api_port), "--no-access-log"], work / "api.log", env)
         host = f"http://127.0.0.1:{api_port}"
