@@ -6,7 +6,7 @@ It works on batches of messages (:func:`batches`: the worker's consumer,
 for each batch:
 
 1. validates every message (:func:`app.contract.validate`, plus key == ``user_id``); invalid ones
-   become DLQ messages (original bytes, ``dlq.*`` headers);
+   become DLQ messages (the original bytes, cut to ``DLQ_MAX_PAYLOAD_BYTES``; ``dlq.*`` headers);
 2. per user, in partition order, applies the contract's rule (docs/contract.md,
    :mod:`tables.welford`) to the state read from the tables, skipping what a table already
    holds (each value remembers the source offset of the last transaction in it:
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -40,13 +41,17 @@ from faust.types import EventT, Message
 from app.contract import (
     ANOMALY_FIELDS,
     DLQ_FAILED_AT,
+    DLQ_MAX_KEY_BYTES,
     DLQ_OFFSET,
+    DLQ_ORIGINAL_SHA256,
+    DLQ_ORIGINAL_SIZE,
     DLQ_PARTITION,
     DLQ_REASON,
     DLQ_TOPIC,
     TOPIC_CONFIG,
     InvalidTransaction,
     cents,
+    dlq_topic_config,
     parse_timestamp,
     validate,
 )
@@ -121,10 +126,21 @@ output: Any = KafkaOutput(app)
 
 
 def dlq_message(msg: Message, reason: str, failed_at: str) -> Out:
-    headers = [(DLQ_REASON, reason.encode()), (DLQ_TOPIC, str(msg.topic).encode()),
+    """The dead letter of ``msg``: its value cut to ``DLQ_MAX_PAYLOAD_BYTES`` and its key to
+    ``DLQ_MAX_KEY_BYTES`` (no valid key is that long), so that it always fits the DLQ topic
+    (:func:`app.contract.dlq_topic_config`); the headers say why, where the original was, and
+    the whole original value's size and SHA-256."""
+    value: bytes | None = msg.value
+    original = value or b""
+    headers = [(DLQ_REASON, reason[:1000].encode()), (DLQ_TOPIC, str(msg.topic).encode()),
                (DLQ_PARTITION, str(msg.partition).encode()),
-               (DLQ_OFFSET, str(msg.offset).encode()), (DLQ_FAILED_AT, failed_at.encode())]
-    return Out(DLQ, msg.key, msg.value, msg.partition, msg.timestamp, headers)
+               (DLQ_OFFSET, str(msg.offset).encode()), (DLQ_FAILED_AT, failed_at.encode()),
+               (DLQ_ORIGINAL_SIZE, str(len(original)).encode()),
+               (DLQ_ORIGINAL_SHA256, hashlib.sha256(original).hexdigest().encode())]
+    key = msg.key[:DLQ_MAX_KEY_BYTES] if msg.key is not None else None
+    if value is not None:
+        value = value[:settings.dlq_max_payload_bytes]
+    return Out(DLQ, key, value, msg.partition, msg.timestamp, headers)
 
 
 def _valid(msg: Message) -> dict[str, Any]:
@@ -317,9 +333,12 @@ async def process_batch(messages: Sequence[Message]) -> None:
 
 
 async def declare_outputs() -> None:
-    """Create the output topics (``TOPIC_PARTITIONS`` partitions) before anything is sent."""
-    for topic in (enriched_topic, anomalies_topic, dlq_topic):
+    """Create the output topics (``TOPIC_PARTITIONS`` partitions) before anything is sent; the
+    DLQ's records may be larger than the broker's default limit (``DLQ_MAX_PAYLOAD_BYTES``)."""
+    for topic in (enriched_topic, anomalies_topic):
         await topic.derive(config=TOPIC_CONFIG).maybe_declare()
+    dlq_config = dlq_topic_config(settings.dlq_max_payload_bytes)
+    await dlq_topic.derive(config=dlq_config).maybe_declare()
 
 
 async def stream_batches(stream: Any) -> AsyncIterator[list[Message]]:

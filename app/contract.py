@@ -19,7 +19,11 @@ __all__ = [
     "DLQ",
     "DLQ_FAILED_AT",
     "DLQ_HEADERS",
+    "DLQ_HEADROOM_BYTES",
+    "DLQ_MAX_KEY_BYTES",
     "DLQ_OFFSET",
+    "DLQ_ORIGINAL_SHA256",
+    "DLQ_ORIGINAL_SIZE",
     "DLQ_PARTITION",
     "DLQ_REASON",
     "DLQ_TOPIC",
@@ -34,6 +38,7 @@ __all__ = [
     "TOPIC_CONFIG",
     "TRANSACTIONS",
     "cents",
+    "dlq_topic_config",
     "from_cents",
     "load_object",
     "minute_of",
@@ -51,14 +56,31 @@ TOPICS = (TRANSACTIONS, ENRICHED, ANOMALIES, DLQ)
 #: record more than an hour ahead of the broker's clock by default, and event time runs ahead
 #: with the producer's ``--time-scale``, ``--rate 0`` or a later ``--start``.
 TOPIC_CONFIG = {"message.timestamp.after.max.ms": str(2**63 - 1)}
+#: A dead letter's value is the original's first ``DLQ_MAX_PAYLOAD_BYTES`` (a setting); its key
+#: is the original's first ``DLQ_MAX_KEY_BYTES`` (a valid key, a user_id of at most 64
+#: characters, is at most 256 bytes); the headers are short. The DLQ topic takes records of the
+#: payload limit plus this much, so a dead letter always fits.
+DLQ_MAX_KEY_BYTES = 1024
+DLQ_HEADROOM_BYTES = 64 * 1024
 
-#: The headers of a ``transactions_dlq`` message (its value and key are the original's).
+
+def dlq_topic_config(max_payload_bytes: int) -> dict[str, str]:
+    """The config of ``transactions_dlq``: :data:`TOPIC_CONFIG` and a ``max.message.bytes``
+    that fits a dead letter whose value is at most ``max_payload_bytes``."""
+    return {**TOPIC_CONFIG, "max.message.bytes": str(max_payload_bytes + DLQ_HEADROOM_BYTES)}
+
+
+#: The headers of a ``transactions_dlq`` message (its value and key are the original's,
+#: truncated to ``DLQ_MAX_PAYLOAD_BYTES`` and :data:`DLQ_MAX_KEY_BYTES`).
 DLQ_REASON = "dlq.reason"  # why it was refused
 DLQ_TOPIC = "dlq.topic"  # where the original message was: topic,
 DLQ_PARTITION = "dlq.partition"  # partition (decimal)
 DLQ_OFFSET = "dlq.offset"  # and offset (decimal)
 DLQ_FAILED_AT = "dlq.failed_at"  # when it was refused (RFC 3339, UTC)
-DLQ_HEADERS = (DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET, DLQ_FAILED_AT)
+DLQ_ORIGINAL_SIZE = "dlq.original_size"  # the original value's size in bytes (decimal)
+DLQ_ORIGINAL_SHA256 = "dlq.original_sha256"  # SHA-256 of the whole original value (hex)
+DLQ_HEADERS = (DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET, DLQ_FAILED_AT,
+               DLQ_ORIGINAL_SIZE, DLQ_ORIGINAL_SHA256)
 
 # --- fixed value lists ----------------------------------------------------------------------
 CATEGORIES = (

@@ -37,6 +37,9 @@ class Settings:
     # A transaction whose txn_id the worker folded at most this many days (of event time)
     # before is a replay: it changes nothing and is not emitted again.
     dedupe_horizon_days: int = 8
+    # A dead letter carries at most this many bytes of the original value (and its size and
+    # SHA-256 in headers), so it always fits the DLQ topic (app.contract.dlq_topic_config).
+    dlq_max_payload_bytes: int = 65536
     # Prefix of every topic name and of the Faust app id: lets tests and parallel
     # environments share one broker without sharing topics, tables or consumer groups.
     topic_prefix: str = ""
@@ -125,6 +128,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                           lambda v: v >= 0, "an integer >= 0 (0 = as fast as possible)"),
         dedupe_horizon_days=_parse(env, "DEDUPE_HORIZON_DAYS", int, d.dedupe_horizon_days,
                                    lambda v: 1 <= v <= 366, "an integer from 1 to 366"),
+        dlq_max_payload_bytes=_parse(env, "DLQ_MAX_PAYLOAD_BYTES", int, d.dlq_max_payload_bytes,
+                                     lambda v: 0 <= v <= 16 * 1024 * 1024,
+                                     "an integer from 0 to 16777216 (16 MiB)"),
         topic_prefix=_parse(env, "TOPIC_PREFIX", str, d.topic_prefix,
                             lambda v: all(c.isalnum() or c in "._-" for c in v),
                             "letters, digits, '.', '_' or '-'"),

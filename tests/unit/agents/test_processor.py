@@ -8,6 +8,7 @@ use Faust's in-memory store (the ``recorder`` fixture, tests/unit/conftest.py).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from types import SimpleNamespace
@@ -84,11 +85,36 @@ async def test_bad_message_goes_to_the_dlq_and_the_next_is_processed(recorder: R
     headers = dict(dlq[1].headers)
     assert headers["dlq.partition"] == b"3" and headers["dlq.offset"] == b"1"
     assert set(headers) == {"dlq.reason", "dlq.topic", "dlq.partition", "dlq.offset",
-                            "dlq.failed_at"}
+                            "dlq.failed_at", "dlq.original_size", "dlq.original_sha256"}
+    assert set(headers) == set(contract.DLQ_HEADERS)
+    assert headers["dlq.original_size"] == str(len(items[1][1])).encode()
+    assert headers["dlq.original_sha256"] == hashlib.sha256(items[1][1]).hexdigest().encode()
     [enriched] = recorder.values(processor.ENRICHED)
     assert enriched["txn_id"] == good["txn_id"] and enriched["user_txn_count"] == 1
     assert "not valid JSON" in dict(dlq[3].headers)["dlq.reason"].decode()
     assert processor.counters.dlq == 4 and processor.counters.processed == 1
+
+
+async def test_a_dead_letter_is_cut_to_fit(recorder: Recorder) -> None:
+    """The value is cut to DLQ_MAX_PAYLOAD_BYTES (and a key, which no valid message has that
+    long, to DLQ_MAX_KEY_BYTES); the headers keep the whole original's size and SHA-256."""
+    huge = b"[" + b"7," * 60_000 + b"7]"  # valid JSON, not an object: 120,003 bytes
+    long_key = b"k" * 5_000
+    items = [(long_key, huge), (b"bob", b"{}" + b" " * 10)]
+    async with processor.process.test_context() as agent:
+        await put_all(agent, recorder, items, partition=1)
+    big, small = [m for m in recorder.messages if m.topic == processor.DLQ]
+    limit = settings.dlq_max_payload_bytes
+    assert limit == 65_536 and big.value == huge[:limit] and small.value == items[1][1]
+    assert big.key == long_key[:contract.DLQ_MAX_KEY_BYTES] and small.key == b"bob"
+    for dead, (_, original) in zip((big, small), items, strict=True):
+        headers = dict(dead.headers)
+        assert headers[contract.DLQ_ORIGINAL_SIZE] == str(len(original)).encode()
+        assert headers[contract.DLQ_ORIGINAL_SHA256] == hashlib.sha256(original).hexdigest(
+            ).encode()
+    config = contract.dlq_topic_config(limit)
+    assert int(config["max.message.bytes"]) == limit + 64 * 1024
+    assert config.items() >= contract.TOPIC_CONFIG.items()
 
 
 async def test_a_redelivered_message_is_not_applied_twice(recorder: Recorder) -> None:

@@ -16,6 +16,7 @@ DESIGN_DEFAULTS = {
     "TOPIC_PARTITIONS": 8,
     "TARGET_TPS": 1000,
     "DEDUPE_HORIZON_DAYS": 8,
+    "DLQ_MAX_PAYLOAD_BYTES": 65536,
 }
 
 
@@ -49,11 +50,19 @@ def test_values_are_read_and_typed() -> None:
         ("BIND_HOST", "localhost"),
         ("BIND_HOST", "0.0.0.0:80"),
         ("BIND_HOST", "256.0.0.1"),
+        ("DLQ_MAX_PAYLOAD_BYTES", "-1"),
+        ("DLQ_MAX_PAYLOAD_BYTES", str(16 * 1024 * 1024 + 1)),
+        ("DLQ_MAX_PAYLOAD_BYTES", "64k"),
     ],
 )
 def test_bad_value_names_the_variable(var: str, value: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(var)):
         load({var: value})
+
+
+def test_dlq_max_payload_bytes_is_read() -> None:
+    assert load({"DLQ_MAX_PAYLOAD_BYTES": "0"}).dlq_max_payload_bytes == 0
+    assert load({"DLQ_MAX_PAYLOAD_BYTES": "1048576"}).dlq_max_payload_bytes == 1_048_576
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
