@@ -19,8 +19,10 @@ for each batch:
 
 Steps 3-5 in this order are the crash guarantee (docs/stream-processing.md): whatever is
 committed is in the changelogs, whatever a table holds was published, and a replayed message
-is never folded twice. If steps 3-4 fail the process exits at once, so nothing of the batch is
-committed and the restarted worker does it again.
+is never folded twice. The worker is crash-only: only a data error (the contract's
+:class:`~app.contract.InvalidTransaction`, or a key that is not the ``user_id``) makes a dead
+letter; if anything else fails in steps 1-4 (a RocksDB read, a bug, a send) the process exits
+at once, so nothing of the batch is acked or committed and the restarted worker does it again.
 """
 
 from __future__ import annotations
@@ -100,7 +102,9 @@ class Counters:
     enriched: int = 0
     anomalies: int = 0
     dlq: int = 0
-    errors: int = 0  # unexpected processing errors (the message went to the DLQ)
+    # Unexpected errors in a batch: the first one ends the process (crash-only, nothing of the
+    # batch acked), so a running worker shows 0; the restarts show elsewhere.
+    errors: int = 0
     batches: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -241,11 +245,9 @@ def _on_generation(generation: int | None) -> None:
     user_tables.bound_users()
 
 
-async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
-    """Process one batch up to handing its changelog messages to the producer (steps 1-4 of
-    the module docstring, without waiting for the changelog's acknowledgements). Returns an
-    awaitable that completes once Kafka acknowledged them: only then may the messages be
-    acked."""
+def _fold_batch(messages: Sequence[Message]) -> tuple[list[Out], list[UserWrites]]:
+    """Steps 1-2 of the module docstring: the messages to publish and the table values to
+    write. Only a data error makes a dead letter; any other exception propagates."""
     _on_generation(app.consumer_generation_id)
     now = datetime.now(UTC).isoformat()
     out: list[Out] = []
@@ -258,21 +260,21 @@ async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
             counters.dlq += 1
             continue
         by_user.setdefault(txn["user_id"], []).append((msg, txn))
+    writes = [_fold_user(user_id, items, now, out) for user_id, items in by_user.items()]
+    return out, writes
 
-    writes: list[UserWrites] = []
-    for user_id, items in by_user.items():
-        results: list[Out] = []
-        try:
-            writes.append(_fold_user(user_id, items, now, results))
-        except Exception as exc:  # a bug must not stop the stream: park the messages
-            log.exception("processing error for user %r", user_id)
-            counters.errors += len(items)
-            counters.dlq += len(items)
-            out.extend(dlq_message(e, f"processing error: {exc!r}"[:500], now)
-                       for e, _ in items)
-            continue
-        out.extend(results)
 
+async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
+    """Process one batch up to handing its changelog messages to the producer (steps 1-4 of
+    the module docstring, without waiting for the changelog's acknowledgements). Returns an
+    awaitable that completes once Kafka acknowledged them: only then may the messages be
+    acked. Anything but a data error ends the process (:func:`_not_durable`): a failed read of
+    a table must not turn valid transactions into dead letters."""
+    try:
+        out, writes = _fold_batch(messages)
+    except BaseException:
+        counters.errors += 1
+        _not_durable(len(messages), "failed")
     try:
         await output.publish(out)
         changes: list[Change] = []
@@ -286,10 +288,10 @@ async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
         changes.extend(txn_ids.put_folded(entries, partition)
                        for partition, entries in folded.items() if entries)
         sent = await output.send(changes)
+        _expire_txn_ids(writes)
     except BaseException:
         _not_durable(len(messages))
     counters.batches += 1
-    _expire_txn_ids(writes)
     return _changelog_acknowledged(sent, len(messages))
 
 
@@ -317,10 +319,11 @@ async def _changelog_acknowledged(sent: Sequence[Sent], n_messages: int) -> None
         _not_durable(n_messages)
 
 
-def _not_durable(n_messages: int) -> NoReturn:
-    # Acking this batch now would commit offsets whose results may not be in Kafka.
+def _not_durable(n_messages: int, what: str = "could not be made durable") -> NoReturn:
+    # Acking this batch now would commit offsets whose results may not be in Kafka (or, after
+    # an error that is not the data's, turn valid transactions into dead letters for good).
     # Crash instead: the restarted worker replays it (and skips what is already done).
-    log.critical("batch of %d messages could not be made durable: exiting", n_messages,
+    log.critical("batch of %d messages %s: exiting without acking it", n_messages, what,
                  exc_info=True)
     for handler in logging.getLogger().handlers:
         handler.flush()
