@@ -58,6 +58,7 @@ from app.contract import (
     validate,
 )
 from app.faust_internals.batch_consumer import direct_batches, in_flight, read_directly
+from app.faust_internals.idempotent_producer import produce_idempotently
 from app.faust_internals.record_batches import KafkaOutput, Sent, acknowledged
 from app.main import app
 from app.settings import settings
@@ -88,7 +89,8 @@ ENRICHED = enriched_topic.get_topic_name()
 ANOMALIES = anomalies_topic.get_topic_name()
 DLQ = dlq_topic.get_topic_name()
 
-#: The worker's consumer hands ``transactions`` over a fetch at a time.
+#: The worker's producer is idempotent; its consumer hands over ``transactions`` a fetch at a time.
+produce_idempotently(app)
 read_directly(app, TRANSACTIONS)
 
 
@@ -320,8 +322,7 @@ async def _changelog_acknowledged(sent: Sequence[Sent], n_messages: int) -> None
 
 
 def _not_durable(n_messages: int, what: str = "could not be made durable") -> NoReturn:
-    # Acking this batch now would commit offsets whose results may not be in Kafka (or, after
-    # an error that is not the data's, turn valid transactions into dead letters for good).
+    # Acking this batch now would commit offsets of messages whose results are not in Kafka.
     # Crash instead: the restarted worker replays it (and skips what is already done).
     log.critical("batch of %d messages %s: exiting without acking it", n_messages, what,
                  exc_info=True)

@@ -188,4 +188,5 @@ def read_directly(faust_app: Any, topic: str) -> None:
     """Have ``faust_app``'s consumer hand ``topic`` over a fetch at a time (a bounded queue:
     back-pressure on the consumer)."""
     DIRECT[topic] = asyncio.Queue(maxsize=4)
-    faust_app.transport = BatchTransport(faust_app.conf.broker_consumer, faust_app)
+    if not isinstance(faust_app._transport, BatchTransport):  # keep a subclass already set
+        faust_app.transport = BatchTransport(faust_app.conf.broker_consumer, faust_app)
