@@ -32,14 +32,15 @@ import gc
 import hashlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, NoReturn
 
 import orjson
 from faust.types import EventT, Message
 
+from agents.counters import Counters, dlq_kind
 from app.contract import (
     ANOMALY_FIELDS,
     DLQ_FAILED_AT,
@@ -94,25 +95,7 @@ produce_idempotently(app)
 read_directly(app, TRANSACTIONS)
 
 
-@dataclass
-class Counters:
-    """What this worker did since it started (``GET /metrics``)."""
-
-    processed: int = 0  # valid transactions folded into the statistics
-    replayed: int = 0  # redelivered messages the tables already held (after a crash)
-    duplicates: int = 0  # valid transactions whose txn_id was already folded (not emitted)
-    enriched: int = 0
-    anomalies: int = 0
-    dlq: int = 0
-    # Unexpected errors in a batch: the first one ends the process (crash-only, nothing of the
-    # batch acked), so a running worker shows 0; the restarts show elsewhere.
-    errors: int = 0
-    batches: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
+#: What this worker did since it started (tests put a fresh one here).
 counters = Counters()
 
 
@@ -258,8 +241,11 @@ def _fold_batch(messages: Sequence[Message]) -> tuple[list[Out], list[UserWrites
         try:
             txn = _valid(msg)
         except InvalidTransaction as exc:
-            out.append(dlq_message(msg, str(exc), now))
+            reason = str(exc)
+            out.append(dlq_message(msg, reason, now))
             counters.dlq += 1
+            kind = dlq_kind(reason)
+            counters.dlq_kinds[kind] = counters.dlq_kinds.get(kind, 0) + 1
             continue
         by_user.setdefault(txn["user_id"], []).append((msg, txn))
     writes = [_fold_user(user_id, items, now, out) for user_id, items in by_user.items()]
@@ -272,6 +258,7 @@ async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
     awaitable that completes once Kafka acknowledged them: only then may the messages be
     acked. Anything but a data error ends the process (:func:`_not_durable`): a failed read of
     a table must not turn valid transactions into dead letters."""
+    started = time.perf_counter()
     try:
         out, writes = _fold_batch(messages)
     except BaseException:
@@ -294,7 +281,7 @@ async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
     except BaseException:
         _not_durable(len(messages))
     counters.batches += 1
-    return _changelog_acknowledged(sent, len(messages))
+    return _changelog_acknowledged(sent, len(messages), started)
 
 
 def _expire_txn_ids(writes: Sequence[UserWrites]) -> None:
@@ -310,7 +297,8 @@ def _expire_txn_ids(writes: Sequence[UserWrites]) -> None:
         txn_ids.expire(partition, stream_day, settings.dedupe_horizon_days)
 
 
-async def _changelog_acknowledged(sent: Sequence[Sent], n_messages: int) -> None:
+async def _changelog_acknowledged(sent: Sequence[Sent], n_messages: int,
+                                  started: float) -> None:
     try:
         persisted: dict[tuple[str, int], int] = {}
         for md in await acknowledged(sent):
@@ -319,6 +307,7 @@ async def _changelog_acknowledged(sent: Sequence[Sent], n_messages: int) -> None
         changes_persisted(persisted)
     except BaseException:
         _not_durable(n_messages)
+    counters.batch_seconds.observe(time.perf_counter() - started)
 
 
 def _not_durable(n_messages: int, what: str = "could not be made durable") -> NoReturn:

@@ -4,23 +4,31 @@
   for any user: ``app.table_route`` forwards the request to the worker that owns the user's
   partition. Unknown user: 404 with a JSON body.
 - ``GET /health``: 200 ``{"status": "ok", ...}`` once the worker runs.
-- ``GET /metrics``: Prometheus text format: processed, anomalies, DLQ, errors, consumer lag.
+- ``GET /metrics``: Prometheus text format (prometheus_client, the worker's own registry):
+  processed, replays, duplicates, enriched, anomalies, DLQ (also by kind of reason), errors,
+  batches, batch durations, consumer lag.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from agents.processor import counters
+from agents import processor
+from agents.counters import DLQ_KINDS, Counters
 from app.main import app
 from app.topics import transactions_topic
 from tables import user_tables
 from tables.records import UserState
 
-__all__ = ["health", "metrics", "user_stats", "user_stats_body"]
+__all__ = ["WorkerCollector", "build_registry", "health", "metrics", "registry", "user_stats",
+           "user_stats_body"]
 
 
 def user_stats_body(user_id: str, now: float | None = None) -> dict[str, Any] | None:
@@ -59,7 +67,7 @@ async def health(self: View, request: Request) -> Response:
     assigned = sorted(tp.partition for tp in app.consumer.assignment()
                       if tp.topic == transactions_topic.get_topic_name())
     return self.json({"status": "ok", "app": app.conf.id, "partitions": assigned,
-                      "processed": counters.processed})
+                      "processed": processor.counters.processed})
 
 
 def _lag() -> dict[int, int]:
@@ -80,38 +88,65 @@ def _lag() -> dict[int, int]:
     return lag
 
 
-def prometheus_text() -> str:
-    c = counters
-    lines = []
+#: Name (without ``_total``), help and :class:`~agents.counters.Counters` field of each
+#: unlabelled counter.
+COUNTERS = (
+    ("txn_processed", "Valid transactions folded into the statistics.", "processed"),
+    ("txn_replayed", "Redelivered transactions the tables already held (skipped).", "replayed"),
+    ("txn_duplicates", "Valid transactions whose txn_id was already folded within "
+     "DEDUPE_HORIZON_DAYS (not folded or emitted again).", "duplicates"),
+    ("txn_enriched", "Messages published to transactions_enriched.", "enriched"),
+    ("txn_anomalies", "Messages published to anomalies.", "anomalies"),
+    ("txn_dlq", "Messages sent to transactions_dlq (all reasons).", "dlq"),
+    ("txn_errors", "Unexpected errors in a batch; each ends the process without acking the "
+     "batch (crash-only), so a running worker reports 0.", "errors"),
+    ("txn_batches", "Batches processed.", "batches"),
+)
 
-    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(f"{name}{labels} {value}" for labels, value in samples)
 
-    metric("txn_processed_total", "counter", "Valid transactions folded into the statistics.",
-           [("", c.processed)])
-    metric("txn_replayed_total", "counter",
-           "Redelivered transactions the tables already held (skipped).", [("", c.replayed)])
-    metric("txn_duplicates_total", "counter",
-           "Valid transactions whose txn_id was already folded within DEDUPE_HORIZON_DAYS "
-           "(not folded or emitted again).", [("", c.duplicates)])
-    metric("txn_enriched_total", "counter", "Messages published to transactions_enriched.",
-           [("", c.enriched)])
-    metric("txn_anomalies_total", "counter", "Messages published to anomalies.",
-           [("", c.anomalies)])
-    metric("txn_dlq_total", "counter", "Messages sent to transactions_dlq.", [("", c.dlq)])
-    metric("txn_errors_total", "counter", "Unexpected processing errors.", [("", c.errors)])
-    metric("txn_batches_total", "counter", "Batches processed.", [("", c.batches)])
-    lag = _lag()
-    metric("txn_consumer_lag", "gauge",
-           "Messages of transactions not yet committed, per assigned partition.",
-           [(f'{{partition="{p}"}}', n) for p, n in sorted(lag.items())])
-    metric("txn_consumer_lag_total", "gauge", "Sum of txn_consumer_lag.",
-           [("", sum(lag.values()))])
-    return "\n".join(lines) + "\n"
+class WorkerCollector(Collector):
+    """The worker's metrics, read when they are collected: the agent's
+    :class:`~agents.counters.Counters` (``counters()``: plain integers, added to per message),
+    its batch-duration histogram and the consumer lag (``lag()``)."""
+
+    def __init__(self, counters: Callable[[], Counters],
+                 lag: Callable[[], dict[int, int]]) -> None:
+        self.counters, self.lag = counters, lag
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.counters()
+        for name, help_, field in COUNTERS:
+            yield CounterMetricFamily(name, help_, value=getattr(c, field))
+        by_kind = CounterMetricFamily("txn_dlq_by_reason", "Messages sent to transactions_dlq, "
+                                      "by kind of reason (agents.counters.DLQ_KINDS).",
+                                      labels=["reason"])
+        for kind in DLQ_KINDS:
+            by_kind.add_metric([kind], c.dlq_kinds.get(kind, 0))
+        yield by_kind
+        yield from c.batch_seconds.collect()
+        lag = self.lag()
+        per_partition = GaugeMetricFamily(
+            "txn_consumer_lag", "Messages of transactions not yet committed, per assigned "
+            "partition.", labels=["partition"])
+        for partition, n in sorted(lag.items()):
+            per_partition.add_metric([str(partition)], n)
+        yield per_partition
+        yield GaugeMetricFamily("txn_consumer_lag_total", "Sum of txn_consumer_lag.",
+                                value=sum(lag.values()))
+
+
+def build_registry(counters: Callable[[], Counters] = lambda: processor.counters,
+                   lag: Callable[[], dict[int, int]] = _lag) -> CollectorRegistry:
+    """A registry of the worker's metrics (its own, not prometheus_client's global one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WorkerCollector(counters, lag))
+    return registry
+
+
+registry = build_registry()
 
 
 @app.page("/metrics")
 async def metrics(self: View, request: Request) -> Response:
-    return self.text(prometheus_text(), content_type="text/plain; version=0.0.4")
+    # aiohttp refuses a charset in content_type=; the header may carry it
+    return self.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -93,6 +93,8 @@ async def test_bad_message_goes_to_the_dlq_and_the_next_is_processed(recorder: R
     assert enriched["txn_id"] == good["txn_id"] and enriched["user_txn_count"] == 1
     assert "not valid JSON" in dict(dlq[3].headers)["dlq.reason"].decode()
     assert processor.counters.dlq == 4 and processor.counters.processed == 1
+    assert processor.counters.dlq_kinds == {"not_json": 2, "bad_txn_id": 1,
+                                            "key_not_user_id": 1}
 
 
 async def test_a_dead_letter_is_cut_to_fit(recorder: Recorder) -> None:
@@ -112,6 +114,7 @@ async def test_a_dead_letter_is_cut_to_fit(recorder: Recorder) -> None:
         assert headers[contract.DLQ_ORIGINAL_SIZE] == str(len(original)).encode()
         assert headers[contract.DLQ_ORIGINAL_SHA256] == hashlib.sha256(original).hexdigest(
             ).encode()
+    assert processor.counters.dlq_kinds == {"not_object": 1, "missing_field": 1}
     config = contract.dlq_topic_config(limit)
     assert int(config["max.message.bytes"]) == limit + 64 * 1024
     assert config.items() >= contract.TOPIC_CONFIG.items()
