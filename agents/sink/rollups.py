@@ -20,6 +20,7 @@ Lag between a transaction and its rollup row: its insert batch plus the pause
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from agents.sink import documents as docs
 from agents.sink.batch import Acks
 from agents.sink.documents import Entry
 from agents.sink.mongo import InsertResult, MongoStore, RowWrite
-from app.contract import cents
+from app.contract import MAX_AMOUNT, cents
 from app.settings import settings
 
 __all__ = ["CACHE_MINUTES", "FLUSH_EVENTS", "FLUSH_SECONDS", "WRITE_SHARE", "Countable", "Part",
@@ -74,11 +75,13 @@ class Countable:
 
 def countable(doc: Mapping[str, Any], partition: int, offset: int) -> Countable | None:
     """The rollup contribution of a stored ``transactions`` document (None when it has no
-    usable merchant or amount: it is stored but not counted)."""
+    usable merchant or amount, e.g. an amount beyond the contract's ``MAX_AMOUNT`` that no
+    64-bit sum could hold: it is stored but not counted)."""
     merchant, category, amount = doc.get("merchant_id"), doc.get("merchant_category"), \
         doc.get("amount")
     if not isinstance(merchant, str) or not isinstance(amount, int | float) \
-            or isinstance(amount, bool):
+            or isinstance(amount, bool) or not math.isfinite(amount) \
+            or abs(amount) > MAX_AMOUNT:
         return None
     return Countable(merchant, str(category), doc["minute"], cents(amount),
                      1 if doc.get("is_anomaly") is True else 0, partition, offset)
@@ -170,7 +173,8 @@ class RollupState:
             minute = row.labels["minute"]
             if self.newest is None or minute > self.newest:
                 self.newest = minute
-        if self.newest is not None:
+        # (in year 1, 30 minutes before the newest minute may precede datetime.min: keep all)
+        if self.newest is not None and self.newest.year > 1:
             oldest = self.newest - timedelta(minutes=CACHE_MINUTES)
             stale = [k for k, row in self.rows.items() if row.labels["minute"] < oldest]
             for key in stale:
@@ -205,7 +209,10 @@ class Rollups:
     async def add(self, entries: list[Entry], result: InsertResult, acks: Acks) -> None:
         """A batch just stored: its items are counted at the next flush, its events acked
         after it (the caller waits for that flush when too many events are held)."""
-        self.items.extend(await self.stored_here(entries, result))
+        # Read first, then append: a flush during the read swaps ``self.items`` for a new
+        # list, and items appended to the list it took would never be counted.
+        items = await self.stored_here(entries, result)
+        self.items.extend(items)
         self.acks.append(acks)
         self.held += len(acks)
         if self.held >= self.flush_events:

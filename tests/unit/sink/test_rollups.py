@@ -3,6 +3,7 @@ rollup step (what it counts, acks released only after its write, a rebalance, ba
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -102,6 +103,24 @@ def test_countable_needs_a_merchant_and_a_number() -> None:
     assert item.cents == round(ENRICHED[0]["amount"] * 100) and item.minute == doc["minute"]
     assert countable({**doc, "amount": "12"}, 0, 0) is None
     assert countable({**doc, "merchant_id": None}, 0, 0) is None
+    # stored, but beyond any amount the contract allows: no 64-bit sum could hold 1e308 cents
+    # (the rollup write would fail for good and end the process at every restart)
+    for amount in (1e308, -1e308, 1_000_000.01, float("inf")):
+        assert countable({**doc, "amount": amount}, 0, 0) is None
+    assert countable({**doc, "amount": 1_000_000}, 0, 0) is not None
+
+
+@pytest.mark.parametrize("minute", [datetime(1, 1, 1, 0, 0, tzinfo=UTC),
+                                    datetime(9999, 12, 31, 23, 59, tzinfo=UTC)])
+def test_rows_at_the_ends_of_the_calendar(minute: datetime) -> None:
+    """A transaction in the first minute of year 1 (a valid UTC instant) made the cache's
+    "30 minutes behind the newest" an OverflowError after its rollup write."""
+    state = RollupState()
+    item = Countable("m", "grocery", minute, 100, 0, 0, 0)
+    for key, labels in state.missing([item]).items():
+        state.load(key, labels, None)
+    state.commit(state.apply([item]))
+    assert state.newest == minute and len(state.rows) == 2
 
 
 def test_rows_far_behind_leave_the_cache() -> None:
@@ -184,6 +203,39 @@ async def test_only_this_messages_documents_are_counted() -> None:
     rollups = Rollups(store)
     result = InsertResult(inserted=1, duplicates=2, rejected=[(batch[2], "refused")])
     assert [i.offset for i in await rollups.stored_here(batch, result)] == [0, 3]
+
+
+async def test_a_flush_during_the_read_back_of_duplicates_loses_no_item() -> None:
+    """``add`` waits for the read-back of a batch's duplicates (after a restart, or a write
+    retried through an outage) while the rollup timer flushes. The items were appended to the
+    list the flush had just taken (``self.items.extend(await ...)`` binds the list first), so
+    they were never counted while their events were acked: rows short by whole batches."""
+    first, second = stored(range(3)), stored(range(3, 6))
+    at = {e.doc["_id"]: e.doc["processed_at"] for e in second if e.doc is not None}
+    reading, release = asyncio.Event(), asyncio.Event()
+
+    class Slow(Store):
+        async def stored_processed_at(self, ids: list[str]) -> dict[str, Any]:
+            reading.set()
+            await release.wait()
+            return await super().stored_processed_at(ids)
+
+    store = Slow(at)
+    rollups = Rollups(store)
+    await rollups.add(first, InsertResult(inserted=3), Acks(store.ack, ["e0", "e1", "e2"]))
+    adding = asyncio.ensure_future(
+        rollups.add(second, InsertResult(duplicates=3), Acks(store.ack, ["e3", "e4", "e5"])))
+    await reading.wait()
+    await rollups.flush()  # the timer, while the duplicates are read back
+    release.set()
+    await adding
+    await rollups.flush()
+    assert store.acked == ["e0", "e1", "e2", "e3", "e4", "e5"]
+    volume: dict[str, int] = {}
+    for collection, _id, _, _, totals in store.rows:
+        if collection == docs.VOLUME_MINUTE:
+            volume[_id] = totals["count"]
+    assert sum(volume.values()) == 6
 
 
 async def test_a_failed_rollup_write_keeps_everything_held(monkeypatch: pytest.MonkeyPatch
