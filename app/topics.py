@@ -4,7 +4,9 @@
 ``transactions`` and ``transactions_dlq`` carry raw bytes: the worker validates each message
 itself, so an invalid one can go to the DLQ exactly as it arrived. The sink reads its three
 topics as bytes too and parses them itself, so a message it cannot store is kept as it came
-in a dead-letter record.
+in a dead-letter record. It reads their keys as bytes too (``key_type=bytes``): anyone can
+write any key, and a key Faust cannot decode would crash the reading agent, with the message
+acked; the sink decodes none.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ dlq_topic = app.topic(
     settings.topic(contract.DLQ), value_type=bytes, value_serializer="raw", **_common
 )
 
-# The sink app's view of the worker's outputs.
-_raw: dict[str, Any] = dict(partitions=settings.topic_partitions, key_type=str,
+# The sink app's view of the worker's outputs: keys and values as they came.
+_raw: dict[str, Any] = dict(partitions=settings.topic_partitions, key_type=bytes,
                             key_serializer="raw", value_type=bytes, value_serializer="raw")
 enriched_raw = sink_app.topic(settings.topic(contract.ENRICHED), **_raw)
 anomalies_raw = sink_app.topic(settings.topic(contract.ANOMALIES), **_raw)

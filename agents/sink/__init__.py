@@ -4,7 +4,8 @@ writes MongoDB, plus the per-minute rollups.
 Read it in this order; each module imports only modules above it (the imports, one way, are
 listed in docs/sink.md)::
 
-    exceptions.py   the sink's errors (PoisonMessage, ...)
+    exceptions.py   the sink's errors (PoisonMessage, ...) and DATA_ERRORS
+    crash.py        crash-only: an unexpected exception ends the process (exit 70)
     documents.py    pure: message -> document, dead-letter records, rollup numbers, Entry
     batch.py        Batch (items + events, no I/O) and Acks (a batch's Kafka acks)
     retry.py        database calls in a writer thread, retried through an outage

@@ -4,6 +4,11 @@
 :class:`~agents.sink.documents.Entry` items and adds them, with the events to ack, to its
 :class:`~agents.sink.writer.MongoSink`.
 
+A message whose conversion fails on its data (:data:`~agents.sink.exceptions.DATA_ERRORS`)
+becomes an entry without a document, written as a dead-letter record with its reason and
+coordinates. Every agent, task and handler here runs in
+:func:`~agents.sink.crash.crash_only`: any other exception ends the process without acking.
+
 The processing app imports this module too (it autodiscovers ``agents``): it only declares
 agents and tasks on ``sink_app``, which the processing worker never starts, and connects
 nothing (:func:`sink` makes the objects on first use, inside the sink worker's event loop).
@@ -23,8 +28,9 @@ from faust import StreamT
 
 from agents.sink import documents as docs
 from agents.sink.batch import Ack
+from agents.sink.crash import crash_only
 from agents.sink.documents import Entry
-from agents.sink.exceptions import PoisonMessage
+from agents.sink.exceptions import DATA_ERRORS, PoisonMessage
 from agents.sink.mongo import MongoStore, connect
 from agents.sink.rollups import Rollups
 from agents.sink.writer import AfterWrite, MongoSink, release
@@ -85,12 +91,22 @@ def sink() -> Sink:
     return Sink(store, Rollups(store, Exclusive()))
 
 
-def _entry(message: Any, make_doc: Callable[[Any], dict[str, Any]]) -> Entry:
-    raw = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
+#: Makes a message's document from the message and its value (bytes).
+MakeDoc = Callable[[Any, bytes], dict[str, Any]]
+
+
+def _entry(message: Any, make_doc: MakeDoc) -> Entry:
+    """The message's entry; without a document when its data cannot become one (the
+    reason is then its dead-letter record's)."""
+    value = message.value
+    raw = value if isinstance(value, bytes) else b"" if value is None else bytes(value)
     try:
-        return Entry(make_doc(message), raw, message.topic, message.partition, message.offset)
-    except PoisonMessage as exc:
-        return Entry(None, raw, message.topic, message.partition, message.offset, str(exc))
+        return Entry(make_doc(message, raw), raw, message.topic, message.partition,
+                     message.offset)
+    except DATA_ERRORS as exc:
+        reason = str(exc) if isinstance(exc, PoisonMessage) else \
+            f"{type(exc).__name__}: {exc}"
+        return Entry(None, raw, message.topic, message.partition, message.offset, reason)
 
 
 async def _one_by_one(events: Any) -> AsyncIterator[tuple[list[Any], list[Any]]]:
@@ -123,8 +139,8 @@ def _source(stream: StreamT[Any], direct: bool
     return _one_by_one(events), ack_events
 
 
-async def _store(stream: StreamT[Any], collection: str,
-                 make_doc: Callable[[Any], dict[str, Any]], count: bool = False) -> None:
+async def _store(stream: StreamT[Any], collection: str, make_doc: MakeDoc,
+                 count: bool = False) -> None:
     """Store every message of ``stream`` into ``collection`` (``count``: the rollups take
     each stored batch and its acks)."""
     parts = sink()
@@ -141,34 +157,38 @@ async def _store(stream: StreamT[Any], collection: str,
 
 
 @sink_app.agent(enriched_raw)
+@crash_only
 async def store_transactions(stream: StreamT[Any]) -> None:
     """``transactions_enriched`` -> ``transactions`` (``_id`` = ``txn_id``), then rollups."""
     await _store(stream, docs.TRANSACTIONS,
-                 lambda message: docs.transaction_doc(docs.parse_json(message.value)),
-                 count=True)
+                 lambda message, raw: docs.transaction_doc(docs.parse_json(raw)), count=True)
 
 
 @sink_app.agent(anomalies_raw)
+@crash_only
 async def store_anomalies(stream: StreamT[Any]) -> None:
     """``anomalies`` -> ``anomalies`` (``_id`` = ``txn_id``)."""
     await _store(stream, docs.ANOMALIES,
-                 lambda message: docs.anomaly_doc(docs.parse_json(message.value)))
+                 lambda message, raw: docs.anomaly_doc(docs.parse_json(raw)))
 
 
-def _dlq_doc(message: Any) -> dict[str, Any]:
-    headers = {k: v if isinstance(v, bytes) else str(v).encode()
-               for k, v in (message.headers.items() if isinstance(message.headers, dict)
-                            else message.headers or [])}
-    return docs.dlq_doc(message.value or b"", headers, message.topic, message.partition,
-                        message.offset, message.timestamp)
+def _dlq_doc(message: Any, raw: bytes) -> dict[str, Any]:
+    pairs = message.headers.items() if isinstance(message.headers, dict) \
+        else message.headers or []
+    headers = {str(k): v if isinstance(v, bytes) else str(v).encode()
+               for k, v in pairs if v is not None}
+    return docs.dlq_doc(raw, headers, message.topic, message.partition, message.offset,
+                        message.timestamp)
 
 
 @sink_app.agent(dlq_raw)
+@crash_only
 async def store_dlq(stream: StreamT[Any]) -> None:
     """``transactions_dlq`` -> ``dlq`` (one record per invalid input, with its reason)."""
     await _store(stream, docs.DLQ, _dlq_doc)
 
 
+@crash_only
 async def flush_due_batches() -> None:
     """The time bound of every batch: flush the ones whose oldest event is old enough."""
     while True:
@@ -177,11 +197,13 @@ async def flush_due_batches() -> None:
             await writer.flush_if_due()
 
 
+@crash_only
 async def flush_rollups() -> None:
     """The rollups' time bound (and their share of the database's time)."""
     await sink().rollups.flush_forever()
 
 
+@crash_only
 async def prepare_mongo() -> None:
     """Create the collections and indexes at start-up (retried while MongoDB is down)."""
     await sink().store.ready()
@@ -197,6 +219,7 @@ sink_app.task(prepare_mongo)
 
 
 @sink_app.on_partitions_revoked.connect
+@crash_only
 async def forget_rows(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
     """After a rebalance another process may write parts of the rows cached here, and the
     items of revoked partitions are no longer this process's to count."""

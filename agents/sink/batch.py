@@ -40,7 +40,8 @@ class Acks:
 
 class Batch(Generic[T]):
     """Items and their events (one item per event), full at ``max_size`` events, due when its
-    oldest event is ``max_seconds`` old. No I/O: the writer empties it with :meth:`take`."""
+    oldest event is ``max_seconds`` old. No I/O: the writer writes :meth:`head` and removes
+    what it wrote with :meth:`written`, so a write that fails drops nothing."""
 
     def __init__(self, max_size: int, max_seconds: float) -> None:
         self.max_size = max_size
@@ -69,8 +70,15 @@ class Batch(Generic[T]):
         return self.first_at is not None and \
             time.monotonic() - self.first_at >= self.max_seconds
 
-    def take(self) -> tuple[list[T], list[Any]]:
-        """The items and events held, leaving the batch empty."""
-        items, events = self.items, self.events
-        self.items, self.events, self.first_at = [], [], None
-        return items, events
+    def head(self) -> tuple[list[T], list[Any]]:
+        """Copies of the items and events held, to write. They stay held until
+        :meth:`written` removes them: if the write fails, the batch still holds them."""
+        return list(self.items), list(self.events)
+
+    def written(self, n: int, started: float) -> None:
+        """The first ``n`` items (a :meth:`head` taken at ``started``, a ``time.monotonic()``)
+        are written: they leave the batch. Items added during the write stay, counted as old
+        as the write."""
+        del self.items[:n]
+        del self.events[:n]
+        self.first_at = started if self.events else None

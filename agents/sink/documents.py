@@ -111,6 +111,17 @@ def _header(headers: Mapping[str, bytes], name: str) -> str | None:
     return None if raw is None else raw.decode("utf-8", errors="replace")
 
 
+def _kafka_time(timestamp: float | None) -> datetime:
+    """A Kafka message's timestamp as a date; now when it has none or one that is no date
+    (a producer may set any 64-bit number of milliseconds)."""
+    now = datetime.now(UTC)
+    try:
+        when = now if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, ValueError, OSError):
+        when = now
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+
+
 def dlq_doc(raw: bytes, headers: Mapping[str, bytes], topic: str, partition: int,
             offset: int, timestamp: float | None) -> dict[str, Any]:
     """A ``dlq`` document from a ``transactions_dlq`` message. The id is the coordinates of the
@@ -131,8 +142,7 @@ def dlq_doc(raw: bytes, headers: Mapping[str, bytes], topic: str, partition: int
         except PoisonMessage:
             failed_at = None
     if failed_at is None:
-        seconds = timestamp if timestamp is not None else datetime.now(UTC).timestamp()
-        failed_at = to_date(datetime.fromtimestamp(seconds, UTC).isoformat())
+        failed_at = _kafka_time(timestamp)
     return {
         "_id": f"{topic}:{partition}:{offset}",
         "reason": _header(headers, DLQ_REASON) or "unknown",

@@ -4,9 +4,11 @@ call runs through :class:`~agents.sink.retry.Retry` (a writer thread, retried th
 outage) and has a socket timeout, so a database that stops answering is retried too.
 
 - :meth:`MongoStore.insert`: ``insert_many(ordered=False)``; a duplicate key (code 11000) means
-  "already stored" and is ignored, so replays never duplicate nor change a document. Any other
-  error for one document is tried once more, then that document goes to the ``dlq`` collection
-  as a dead-letter record (the rest of the batch is stored).
+  "already stored" and is ignored, so replays never duplicate nor change a document. An error
+  about one document (a write error of that document, or the client unable to encode it) is
+  tried once more, then that document goes to the ``dlq`` collection as a dead-letter record
+  (the rest of the batch is stored). Any other error is raised: an outage is retried
+  (``retry.py``), anything else ends the process without acking the batch (``crash.py``).
 - :meth:`MongoStore.write_rollup_rows`: raw ``update`` commands of absolute values, so a
   repeated write is harmless.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,13 +33,14 @@ from pymongo.errors import (
     DocumentTooLarge,
     DuplicateKeyError,
     OperationFailure,
+    WriteError,
     WTimeoutError,
 )
 
 from agents.sink import documents as docs
 from agents.sink.documents import Entry
-from agents.sink.exceptions import RollupWriteError
-from agents.sink.retry import RETRY_MIN_SECONDS, ROLLUP_WRITER, TRANSIENT, WRITER, Retry
+from agents.sink.exceptions import DeadLetterWriteError, RollupWriteError
+from agents.sink.retry import RETRY_MIN_SECONDS, ROLLUP_WRITER, WRITER, Retry
 
 __all__ = [
     "INDEXES",
@@ -86,8 +90,11 @@ INDEXES: dict[str, list[IndexModel]] = {
 
 #: A rollup row to write: ``(collection, _id, labels, changed parts, totals)``.
 RowWrite = tuple[str, str, dict[str, Any], dict[str, Any], docs.Rollup]
-#: ``(inserted, duplicates, [(entry, reason)] the database rejected)`` of one insert call.
-_Inserted = tuple[int, int, list[tuple[Entry, str]]]
+#: ``(inserted, duplicates, [(entry, reason, kind)] refused)`` of one insert call; ``kind`` is
+#: "encoding" (the client could not encode the document) or "rejected" (the server refused it).
+_Inserted = tuple[int, int, list[tuple[Entry, str, str]]]
+#: What the client raises, before sending anything, for a document it cannot encode as BSON.
+ENCODING_ERRORS = (InvalidDocument, OverflowError, DocumentTooLarge, UnicodeEncodeError)
 
 
 def connect(url: str) -> MongoClient[dict[str, Any]]:
@@ -115,9 +122,14 @@ def time_series_supported(build_info: Mapping[str, Any]) -> bool:
 
 @dataclass
 class InsertResult:
+    """What one :meth:`MongoStore.insert` did. ``rejected``: the entries written as dead-letter
+    records instead, with their reasons; ``dead_letters``: how many of each kind
+    ("conversion", "encoding", "rejected")."""
+
     inserted: int = 0
     duplicates: int = 0
     rejected: list[tuple[Entry, str]] = field(default_factory=list)
+    dead_letters: Counter[str] = field(default_factory=Counter)
 
 
 def ensure_collections(db: Database[dict[str, Any]]) -> str:
@@ -178,6 +190,8 @@ class MongoStore:
         result = InsertResult()
         todo = [e for e in entries if e.doc is not None]
         result.rejected = [(e, e.error) for e in entries if e.doc is None]
+        if result.rejected:
+            result.dead_letters["conversion"] = len(result.rejected)
         retry = Retry(f"{len(todo)} documents to {collection}")
         for attempt in (1, 2):
             if not todo:
@@ -186,11 +200,12 @@ class MongoStore:
                 partial(self._insert_many, collection, todo), holding=len(entries))
             result.inserted += inserted
             result.duplicates += duplicates
-            todo = [e for e, _ in failed]
+            todo = [e for e, _, _ in failed]
             if attempt == 1 and failed:  # once more, in case the error was passing
                 await asyncio.sleep(RETRY_MIN_SECONDS)
             else:
-                result.rejected.extend(failed)
+                result.rejected.extend((e, reason) for e, reason, _ in failed)
+                result.dead_letters.update(kind for _, _, kind in failed)
         if result.rejected:
             for entry, reason in result.rejected[:3]:
                 log.error("poison message %s:%d:%d skipped to the dlq collection: %s",
@@ -212,9 +227,10 @@ class MongoStore:
                 if error.get("code") == DUPLICATE_KEY:
                     duplicates += 1
                 else:
-                    failed.append((entries[error["index"]], str(error.get("errmsg"))[:500]))
+                    failed.append((entries[error["index"]], str(error.get("errmsg"))[:500],
+                                   "rejected"))
             return exc.details.get("nInserted", 0), duplicates, failed
-        except (InvalidDocument, OverflowError, DocumentTooLarge):
+        except ENCODING_ERRORS:
             # Encoding failed in the client for the whole call: find the culprits one by one.
             return self._insert_one_by_one(collection, entries)
 
@@ -227,20 +243,23 @@ class MongoStore:
                 inserted += 1
             except DuplicateKeyError:
                 duplicates += 1
-            except TRANSIENT:
-                raise
-            except (InvalidDocument, OverflowError, DocumentTooLarge, OperationFailure) as exc:
-                failed.append((entry, f"{type(exc).__name__}: {exc}"[:500]))
+            except ENCODING_ERRORS as exc:
+                failed.append((entry, f"{type(exc).__name__}: {exc}"[:500], "encoding"))
+            except WriteError as exc:  # this document's error; a command's error is raised
+                failed.append((entry, f"{type(exc).__name__}: {exc}"[:500], "rejected"))
         return inserted, duplicates, failed
 
     def _insert_dead_letters(self, dead: list[dict[str, Any]]) -> None:
         try:
             self.db[docs.DLQ].insert_many(dead, ordered=False)
         except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise WTimeoutError(str(exc.details["writeConcernErrors"])[:300]) from None
             other = [e for e in exc.details.get("writeErrors", [])
                      if e.get("code") != DUPLICATE_KEY]
-            if other:  # cannot happen with text-only records, but never loop on it
-                log.error("dead-letter records rejected too: %s", str(other)[:500])
+            if other:  # text-only records: not expected, and never acked past
+                raise DeadLetterWriteError(
+                    f"dead-letter records rejected: {str(other)[:500]}") from None
 
     async def stored_processed_at(self, ids: list[str]) -> dict[str, Any]:
         """``processed_at`` of the stored ``transactions`` with these ids (tells the sink which

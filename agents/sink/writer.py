@@ -82,13 +82,16 @@ class MongoSink:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write the held entries, then hand their events' acks to ``after_write``."""
+        """Write the held entries, then hand their events' acks to ``after_write``. The batch
+        holds them until the write returned: when it raises (an error that is not an outage:
+        the process then exits, ``crash.py``), nothing is dropped and nothing acked."""
         async with self._lock:
             if not self.batch:
                 return
-            entries, events = self.batch.take()
+            entries, events = self.batch.head()
             started = time.monotonic()
             result = await self.store.insert(self.collection, entries)
+            self.batch.written(len(entries), started)
             await self.store.record_batch(self.collection, result, time.monotonic() - started,
                                           _oldest(entries))
             await self.after_write(entries, result, Acks(self.ack, events))

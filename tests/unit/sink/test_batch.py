@@ -7,15 +7,27 @@ import time
 from agents.sink.batch import Acks, Batch
 
 
-def test_a_batch_is_full_at_max_size_and_take_empties_it() -> None:
+def test_a_batch_is_full_at_max_size_and_empty_once_written() -> None:
     batch: Batch[int] = Batch(max_size=3, max_seconds=60)
     assert not batch and batch.room() == 3 and not batch.due()
     batch.extend([1, 2], ["e1", "e2"])
     assert len(batch) == 2 and batch.room() == 1 and not batch.full()
     batch.extend([3], ["e3"])
     assert batch.full()
-    assert batch.take() == ([1, 2, 3], ["e1", "e2", "e3"])
+    assert batch.head() == ([1, 2, 3], ["e1", "e2", "e3"])
+    assert len(batch) == 3  # held until written: a failed write drops nothing
+    batch.written(3, time.monotonic())
     assert not batch and batch.first_at is None and batch.room() == 3
+
+
+def test_what_came_during_a_write_stays_held() -> None:
+    batch: Batch[int] = Batch(max_size=10, max_seconds=60)
+    batch.extend([1, 2], ["e1", "e2"])
+    items, events = batch.head()
+    started = time.monotonic()
+    batch.extend([3], ["e3"])  # during the write
+    batch.written(len(items), started)
+    assert (batch.items, batch.events, batch.first_at) == ([3], ["e3"], started)
 
 
 def test_a_batch_is_due_when_its_oldest_event_is_old_enough() -> None:

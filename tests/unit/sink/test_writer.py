@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from pymongo.errors import OperationFailure
 
 from agents.sink.batch import Acks
 from agents.sink.documents import Entry
@@ -80,6 +81,28 @@ async def test_a_failed_write_acks_nothing() -> None:
     with pytest.raises(RuntimeError):
         await writer.add(entries([2]), [2])
     assert store.acked == []
+
+
+async def test_a_non_transient_failure_keeps_the_batch() -> None:
+    """The batch used to empty its lists before the write: an OperationFailure from
+    insert_many dropped it. Now it holds every entry until the write returned."""
+
+    class Refusing(Store):
+        async def insert(self, collection: str, batch: list[Entry]) -> InsertResult:
+            if self.fail:
+                self.fail -= 1
+                raise OperationFailure("not authorized on txn_analytics", code=13)
+            return await super().insert(collection, batch)
+
+    store = Refusing()
+    store.fail = 1
+    writer = sink(store, max_size=3)
+    with pytest.raises(OperationFailure):
+        await writer.add(entries([1, 2, 3]), [1, 2, 3])
+    assert [e.offset for e in writer.batch.items] == [1, 2, 3] and writer.batch.events == [1, 2, 3]
+    assert store.acked == [] and store.written == [] and store.records == []
+    await writer.flush()  # (the process exits instead; this shows nothing was dropped)
+    assert store.written == [[1, 2, 3]] and store.acked == [1, 2, 3] and not writer.batch
 
 
 async def test_add_flushes_every_max_size_events() -> None:
