@@ -1,13 +1,16 @@
-"""``agents.sink.retry``: waits through an outage, logs rarely, never hides data errors."""
+"""``agents.sink.retry``: waits through an outage, logs rarely, never hides data errors; its
+writer threads never hold up the end of the process."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 
 import pytest
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
-from agents.sink.retry import Retry
+from agents.sink.retry import Retry, WriterThread
 
 
 async def test_retry_waits_through_an_outage_and_logs_rarely(
@@ -35,3 +38,21 @@ async def test_retry_does_not_hide_data_errors() -> None:
 
     with pytest.raises(ValueError):
         await Retry("x", min_seconds=0.001).run(call)
+
+
+async def test_the_writer_thread_runs_calls_in_order_and_never_holds_up_an_exit() -> None:
+    writer = WriterThread("test-writer")
+    seen: list[tuple[int, str]] = []
+
+    def call(n: int) -> int:
+        seen.append((n, threading.current_thread().name))
+        return n * 2
+
+    loop = asyncio.get_running_loop()
+    results = await asyncio.gather(*(loop.run_in_executor(writer, call, n) for n in range(5)))
+    assert results == [0, 2, 4, 6, 8] and [n for n, _ in seen] == list(range(5))
+    assert {name for _, name in seen} == {"test-writer"}
+    assert writer._thread is not None and writer._thread.daemon
+    with pytest.raises(ZeroDivisionError):
+        await loop.run_in_executor(writer, lambda: 1 / 0)
+    assert await loop.run_in_executor(writer, call, 6) == 12  # still running after an error
