@@ -55,6 +55,8 @@ class Settings:
     # The sink: a batch is written when it holds this many documents or is this old.
     sink_batch_size: int = 2000
     sink_batch_seconds: float = 0.5
+    # The sink's /metrics, /health and /ready (on BIND_HOST); 0: not served.
+    sink_metrics_port: int = 6067
     # The API and the dashboard.
     api_url: str = "http://localhost:8000"
     api_key: str = ""
@@ -144,6 +146,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                "a positive integer"),
         sink_batch_seconds=_parse(env, "SINK_BATCH_SECONDS", float, d.sink_batch_seconds,
                                   lambda v: v > 0, "a positive number of seconds"),
+        sink_metrics_port=_parse(env, "SINK_METRICS_PORT", int, d.sink_metrics_port,
+                                 lambda v: 0 <= v < 65536, "a port number, or 0 for none"),
         api_url=_parse(env, "API_URL", str, d.api_url,
                        lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
         api_key=_parse(env, "API_KEY", str, d.api_key),

@@ -10,6 +10,7 @@ listed in docs/sink.md)::
     batch.py        Batch (items + events, no I/O) and Acks (a batch's Kafka acks)
     retry.py        database calls in a writer thread, retried through an outage
     mongo.py        MongoStore: collections, indexes, inserts, rollup reads and upserts
+    metrics.py      Prometheus counters, health, and the /metrics /health /ready server
     writer.py       MongoSink: add() / flush() of one collection; acks go on after the write
     rollups.py      RollupState (pure) and Rollups: the step after the transactions' write
     agents.py       the Faust agents and tasks on ``sink_app``, wiring the objects above

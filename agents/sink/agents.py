@@ -27,6 +27,7 @@ from typing import Any
 from faust import StreamT
 
 from agents.sink import documents as docs
+from agents.sink import metrics
 from agents.sink.batch import Ack
 from agents.sink.crash import crash_only
 from agents.sink.documents import Entry
@@ -40,7 +41,8 @@ from app.settings import settings
 from app.topics import anomalies_raw, dlq_raw, enriched_raw
 
 __all__ = ["Exclusive", "Sink", "flush_due_batches", "flush_rollups", "forget_rows",
-           "prepare_mongo", "sink", "store_anomalies", "store_dlq", "store_transactions"]
+           "prepare_mongo", "serve_metrics", "sink", "store_anomalies", "store_dlq",
+           "store_transactions", "watch"]
 
 log = logging.getLogger("app.sink")
 
@@ -207,15 +209,62 @@ async def flush_rollups() -> None:
 async def prepare_mongo() -> None:
     """Create the collections and indexes at start-up (retried while MongoDB is down)."""
     await sink().store.ready()
+    metrics.ready()
     log.info("sink ready at %s UTC: batches of %d documents or %.2f s",
              datetime.now(UTC).strftime("%H:%M:%S"), settings.sink_batch_size,
              settings.sink_batch_seconds)
+
+
+@crash_only
+async def serve_metrics() -> None:
+    """``/metrics``, ``/health`` and ``/ready`` on ``BIND_HOST:SINK_METRICS_PORT`` (0: none).
+    A port in use is logged, not fatal: the sink's data path does not need it."""
+    if not settings.sink_metrics_port:
+        return
+    try:
+        metrics.serve(settings.bind_host, settings.sink_metrics_port)
+    except OSError as exc:
+        log.error("sink metrics not served on %s:%d: %s", settings.bind_host,
+                  settings.sink_metrics_port, exc)
+        return
+    log.info("sink metrics on http://%s:%d/metrics (/health, /ready)", settings.bind_host,
+             settings.sink_metrics_port)
+
+
+def lag() -> dict[str, int]:
+    """Messages not yet committed per topic, over the assigned partitions this process has
+    committed (a partition it committed nothing for yet is left out)."""
+    consumer = sink_app.consumer
+    committed = sink_app.monitor.tp_committed_offsets or {}
+    found: dict[str, int] = {}
+    for tp in consumer.assignment():
+        end, done = consumer.highwater(tp), committed.get(tp)
+        if end is not None and done is not None:
+            found[tp.topic] = found.get(tp.topic, 0) + max(0, end - done)
+    return found
+
+
+@crash_only
+async def watch() -> None:
+    """Every second: the event loop runs (``/health``); every 5 s: the consumer lag."""
+    ticks = 0
+    while True:
+        metrics.beat()
+        if ticks % 5 == 0:
+            try:
+                metrics.set_lag(lag())
+            except Exception as exc:  # noqa: BLE001 - a metric must never stop the sink
+                log.debug("consumer lag not read: %r", exc)
+        ticks += 1
+        await asyncio.sleep(1.0)
 
 
 # Registered by call, not as decorators: Faust's ``task`` decorator is untyped.
 sink_app.task(flush_due_batches)
 sink_app.task(flush_rollups)
 sink_app.task(prepare_mongo)
+sink_app.task(serve_metrics)
+sink_app.task(watch)
 
 
 @sink_app.on_partitions_revoked.connect

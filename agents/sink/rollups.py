@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from agents.sink import documents as docs
+from agents.sink import metrics
 from agents.sink.batch import Acks
 from agents.sink.documents import Entry
 from agents.sink.mongo import InsertResult, MongoStore, RowWrite
@@ -259,7 +260,10 @@ class Rollups:
         rows: list[RowWrite] = [
             (collection, _id, row.labels, {p: row.parts[p] for p in parts}, row.totals())
             for (collection, _id), (row, parts) in changed.items()]
+        started = time.monotonic()
         await self.store.write_rollup_rows(rows, exclusive)
+        metrics.rollup_written({c: sum(1 for row in rows if row[0] == c)
+                                for c in {row[0] for row in rows}}, time.monotonic() - started)
         self.state.commit(changed)
 
     async def flush_forever(self) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from agents.sink import metrics
 from agents.sink.batch import Ack, Acks, Batch
 from agents.sink.documents import Entry
 from agents.sink.mongo import InsertResult
@@ -92,6 +93,7 @@ class MongoSink:
             started = time.monotonic()
             result = await self.store.insert(self.collection, entries)
             self.batch.written(len(entries), started)
-            await self.store.record_batch(self.collection, result, time.monotonic() - started,
-                                          _oldest(entries))
+            seconds = time.monotonic() - started
+            metrics.batch_written(self.collection, result, seconds)
+            await self.store.record_batch(self.collection, result, seconds, _oldest(entries))
             await self.after_write(entries, result, Acks(self.ack, events))

@@ -469,6 +469,11 @@ def test_ports_agree_with_the_settings(docs: list[dict[str, Any]]) -> None:
     assert c["command"][:3] == ["panel", "serve", "dashboards/live.py"]
     assert int(arg_after(c["command"], "--port")) == container_port(dash) == 5006
     assert service_port(docs, "txn-dashboard") == 5006
+    # The sink: its metrics and probes on SINK_METRICS_PORT (the settings' default, or the
+    # ConfigMap's), not a Service: only the kubelet's probes reach it.
+    sink = one(docs, "Deployment", "txn-sink")
+    assert int(data.get("SINK_METRICS_PORT", DEFAULTS.sink_metrics_port)) == \
+        container_port(sink) == 6067
 
 
 def test_every_pod_that_serves_http_binds_all_interfaces(docs: list[dict[str, Any]]) -> None:
@@ -493,8 +498,31 @@ def test_every_pod_that_serves_http_binds_all_interfaces(docs: list[dict[str, An
         if flag:
             assert arg_after(command, flag) == "$(BIND_HOST)", name
         else:
-            assert command[:2] == ["txn", "worker"], name  # app/main.py: web_bind=BIND_HOST
-    assert serving == {"txn-worker", "txn-api", "txn-dashboard"}
+            # app/main.py: web_bind=BIND_HOST; the sink's metrics server: host=BIND_HOST
+            assert command[:2] in (["txn", "worker"], ["txn", "sink"]), name
+    assert serving == {"txn-worker", "txn-api", "txn-dashboard", "txn-sink"}
+
+
+def test_every_deployment_and_statefulset_has_probes(docs: list[dict[str, Any]]) -> None:
+    """Every long-running pod is probed: readiness and liveness, on a port it declares (by
+    name), with an HTTP path or a TCP check. The sink's: /ready and /health on its metrics
+    port (agents/sink/metrics.py)."""
+    for workload, template in pods(docs):
+        if workload["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        for c in template["spec"]["containers"]:
+            name = f"{workload['metadata']['name']}/{c['name']}"
+            ports = {p["name"] for p in c.get("ports", [])}
+            for kind in ("readinessProbe", "livenessProbe"):
+                probe = c.get(kind)
+                assert probe, f"{name} has no {kind}"
+                check = probe.get("httpGet") or probe.get("tcpSocket")
+                assert check and check["port"] in ports, f"{name} {kind}: {probe}"
+                assert "httpGet" not in probe or probe["httpGet"]["path"].startswith("/")
+    (c,) = pod_spec(one(docs, "Deployment", "txn-sink"))["spec"]["containers"]
+    assert (c["readinessProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"]) == \
+        ("/ready", "/health")
+    assert c["readinessProbe"]["httpGet"]["port"] == c["ports"][0]["name"] == "metrics"
 
 
 def test_the_worker_web_host_is_its_stable_dns_name(docs: list[dict[str, Any]]) -> None:

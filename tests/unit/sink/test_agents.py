@@ -137,5 +137,5 @@ def test_every_agent_task_and_handler_is_crash_only() -> None:
     wrapper = crash_only(noop).__code__  # every crash_only function runs this code
     for fn in (agents.store_transactions.fun, agents.store_anomalies.fun, agents.store_dlq.fun,
                agents.flush_due_batches, agents.flush_rollups, agents.prepare_mongo,
-               agents.forget_rows):
+               agents.serve_metrics, agents.watch, agents.forget_rows):
         assert fn.__code__ is wrapper and fn.__module__ == "agents.sink.agents", fn
