@@ -94,3 +94,21 @@ def test_no_product_file_over_400_lines() -> None:
              for p in modules().values()}
     assert len(sizes) > 30
     assert {f: n for f, n in sizes.items() if n > MAX_LINES} == {}
+
+
+def test_nothing_refers_to_a_file_outside_the_repository() -> None:
+    """Whoever clones the repository has only the repository: the contract is ``schemas/`` and
+    ``docs/contract.md``, not a design brief next to it."""
+    outside = ("../" + "shared", "DESIGN" + ".md")  # split, so this file does not match itself
+    suffixes = {".py", ".md", ".cfg", ".toml", ".yaml", ".yml", ".sql", ".sh", ".json"}
+    found = []
+    for path in ROOT.rglob("*"):
+        parts = path.relative_to(ROOT).parts
+        if (path.suffix not in suffixes and path.name not in ("Makefile", "Dockerfile")) \
+                or not path.is_file() or parts[0].startswith(".") \
+                or parts[0] in ("var", "test-artifacts", "node_modules") \
+                or parts[:2] == ("bench", "results") or parts[:2] == ("dbt", "target"):
+            continue
+        text = path.read_text(errors="replace")
+        found += [str(path.relative_to(ROOT)) for needle in outside if needle in text]
+    assert found == []
