@@ -8,7 +8,8 @@ changes and waits until Kafka acknowledged them before it lets Faust commit the 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from functools import cache
+from typing import Any, NamedTuple
 
 from faust.types import TP
 
@@ -28,9 +29,15 @@ class Change(NamedTuple):
     headers: None = None
 
 
+@cache
+def _by_changelog() -> dict[str, Any]:
+    """Changelog topic -> its table (the tables are all declared before the first batch)."""
+    return {t.changelog_topic.get_topic_name(): t for t in app.tables.values()}
+
+
 def changes_persisted(offsets: dict[tuple[str, int], int]) -> None:
     """Record, per changelog partition, the offset up to which Kafka acknowledged our writes:
     on a restart Faust's recovery reads each changelog from there (``_on_changelog_sent``)."""
-    by_changelog = {t.changelog_topic.get_topic_name(): t for t in app.tables.values()}
+    by_changelog = _by_changelog()
     for (topic, partition), offset in offsets.items():
         by_changelog[topic].data.set_persisted_offset(TP(topic, partition), offset)
