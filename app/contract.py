@@ -30,6 +30,7 @@ __all__ = [
     "ENRICHED",
     "FIELDS",
     "InvalidTransaction",
+    "KAFKA_TIMESTAMP_TOLERANCE_SECONDS",
     "MAX_AMOUNT",
     "MAX_ID_LENGTH",
     "PAYMENT_METHODS",
@@ -92,6 +93,9 @@ PAYMENT_METHODS = ("credit_card", "debit_card", "paypal", "apple_pay", "google_p
 STATUSES = ("approved", "declined", "pending", "refunded")
 
 MAX_AMOUNT = 1_000_000
+#: A ``transactions`` message's Kafka timestamp (CreateTime) must be its payload's timestamp
+#: within this many seconds.
+KAFKA_TIMESTAMP_TOLERANCE_SECONDS = 1.0
 MAX_ID_LENGTH = 64
 MAX_CITY_LENGTH = 128
 

@@ -40,6 +40,16 @@ class Settings:
     # A dead letter carries at most this many bytes of the original value (and its size and
     # SHA-256 in headers), so it always fits the DLQ topic (app.contract.dlq_topic_config).
     dlq_max_payload_bytes: int = 65536
+    # Every revenue, spend and statistic is in this currency (ISO 4217, a row of
+    # app/fx_rates.csv): the worker converts each amount into it (amount_reporting).
+    reporting_currency: str = "USD"
+    # An event more than this many days older than its partition's stream time (the newest
+    # event time the worker has seen there) is a dead letter ("late event"); a day window is
+    # kept this long after the stream time leaves it.
+    late_event_grace_days: int = 7
+    # An event more than this many seconds ahead of the worker's wall clock is a dead letter
+    # ("future event").
+    future_event_tolerance_seconds: int = 300
     # Prefix of every topic name and of the Faust app id: lets tests and parallel
     # environments share one broker without sharing topics, tables or consumer groups.
     topic_prefix: str = ""
@@ -95,6 +105,10 @@ def _non_empty(value: str) -> bool:
     return bool(value)
 
 
+def _currency_code(value: str) -> bool:
+    return len(value) == 3 and value.isascii() and value.isupper() and value.isalpha()
+
+
 def _ip_address(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
@@ -133,6 +147,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         dlq_max_payload_bytes=_parse(env, "DLQ_MAX_PAYLOAD_BYTES", int, d.dlq_max_payload_bytes,
                                      lambda v: 0 <= v <= 16 * 1024 * 1024,
                                      "an integer from 0 to 16777216 (16 MiB)"),
+        reporting_currency=_parse(env, "REPORTING_CURRENCY", str, d.reporting_currency,
+                                  _currency_code, "three upper-case letters (ISO 4217)"),
+        late_event_grace_days=_parse(env, "LATE_EVENT_GRACE_DAYS", int,
+                                     d.late_event_grace_days, lambda v: 1 <= v <= 366,
+                                     "an integer from 1 to 366"),
+        future_event_tolerance_seconds=_parse(env, "FUTURE_EVENT_TOLERANCE_SECONDS", int,
+                                              d.future_event_tolerance_seconds,
+                                              lambda v: 0 <= v <= 366 * 86_400,
+                                              "an integer from 0 to 31622400 (366 days)"),
         topic_prefix=_parse(env, "TOPIC_PREFIX", str, d.topic_prefix,
                             lambda v: all(c.isalnum() or c in "._-" for c in v),
                             "letters, digits, '.', '_' or '-'"),
