@@ -1,7 +1,9 @@
 """The data contract (``docs/contract.md``, ``schemas/``) in code: topic names, fixed value lists
 and the validator that decides what goes to the DLQ.
 
-Pure Python, no Faust import: the producer, the worker, the tests and the API share it.
+Pure Python, no Faust import: the producer, the worker, the tests and the API share it. The
+currencies come from the rates table (:mod:`app.rates`), as do the money helpers
+:func:`cents` and :func:`from_cents`, re-exported here.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ from typing import Any
 
 import orjson
 
+from app.rates import CURRENCIES, cents, from_cents
+
 __all__ = [
     "ANOMALIES",
+    "ANOMALY_FIELDS",
     "CATEGORIES",
+    "CURRENCIES",
     "DLQ",
     "DLQ_FAILED_AT",
     "DLQ_HEADERS",
@@ -28,6 +34,7 @@ __all__ = [
     "DLQ_REASON",
     "DLQ_TOPIC",
     "ENRICHED",
+    "ENRICHED_FIELDS",
     "FIELDS",
     "InvalidTransaction",
     "KAFKA_TIMESTAMP_TOLERANCE_SECONDS",
@@ -37,6 +44,7 @@ __all__ = [
     "STATUSES",
     "TOPICS",
     "TOPIC_CONFIG",
+    "TOPIC_RETENTION_BYTES",
     "TRANSACTIONS",
     "cents",
     "dlq_topic_config",
@@ -53,10 +61,19 @@ ENRICHED = "transactions_enriched"
 ANOMALIES = "anomalies"
 DLQ = "transactions_dlq"
 TOPICS = (TRANSACTIONS, ENRICHED, ANOMALIES, DLQ)
-#: Every topic carries the transaction's event time as its Kafka timestamp; Kafka 4 rejects a
-#: record more than an hour ahead of the broker's clock by default, and event time runs ahead
-#: with the producer's ``--time-scale``, ``--rate 0`` or a later ``--start``.
-TOPIC_CONFIG = {"message.timestamp.after.max.ms": str(2**63 - 1)}
+#: The size each partition of a topic keeps before Kafka deletes its oldest segments (1 GiB).
+TOPIC_RETENTION_BYTES = 2**30
+#: Every topic carries the transaction's event time as its Kafka timestamp (CreateTime, which the
+#: worker checks against the payload). Kafka 4 rejects a record more than an hour ahead of the
+#: broker's clock by default, and event time runs ahead with the producer's ``--time-scale``,
+#: ``--rate 0`` or a later ``--start``: no upper limit. Retention is by size, never by time,
+#: because Kafka's time retention deletes a segment once its newest timestamp is older than
+#: ``retention.ms``, so a backfill of old events would be deleted before it is processed.
+TOPIC_CONFIG = {
+    "message.timestamp.after.max.ms": str(2**63 - 1),
+    "retention.ms": "-1",
+    "retention.bytes": str(TOPIC_RETENTION_BYTES),
+}
 #: A dead letter's value is the original's first ``DLQ_MAX_PAYLOAD_BYTES`` (a setting); its key
 #: is the original's first ``DLQ_MAX_KEY_BYTES`` (a valid key, a user_id of at most 64
 #: characters, is at most 256 bytes); the headers are short. The DLQ topic takes records of the
@@ -113,8 +130,11 @@ FIELDS: dict[str, type] = {
     "location": dict,
 }
 
-#: Fields added by the stream processor (``transactions_enriched``).
+#: Fields added by the stream processor (``transactions_enriched``). The statistics and the daily
+#: spend are in the reporting currency (:data:`app.rates.REPORTING_CURRENCY`).
 ENRICHED_FIELDS: dict[str, Any] = {
+    "amount_reporting": float,
+    "reporting_currency": str,
     "user_txn_count": int,
     "user_running_mean": float,
     "user_running_std": float,
@@ -125,13 +145,16 @@ ENRICHED_FIELDS: dict[str, Any] = {
 }
 
 #: Fields of an ``anomalies`` record.
-ANOMALY_FIELDS = ("txn_id", "user_id", "amount", "currency", "merchant_id", "merchant_category",
-                  "timestamp", "z_score", "mean_prev", "std_prev", "n_prev", "detected_at")
+ANOMALY_FIELDS = ("txn_id", "user_id", "amount", "currency", "amount_reporting",
+                  "reporting_currency", "merchant_id", "merchant_category", "timestamp",
+                  "z_score", "mean_prev", "std_prev", "n_prev", "detected_at")
 
 _FIELD_SET = frozenset(FIELDS)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_RFC3339_LOCAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?")
-_RFC3339 = re.compile(_RFC3339_LOCAL.pattern + r"(Z|[+-][0-9]{2}:[0-9]{2})")
+#: RFC 3339 as the schema's ``date_time`` states it (the calendar is checked by the parser).
+_RFC3339_LOCAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                            r"(\.[0-9]{1,9})?")
+_RFC3339 = re.compile(_RFC3339_LOCAL.pattern + r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _CATEGORY_SET = frozenset(CATEGORIES)
@@ -141,17 +164,6 @@ _STATUS_SET = frozenset(STATUSES)
 
 class InvalidTransaction(ValueError):
     """The message breaks the contract; ``str(exc)`` is the reason recorded in the DLQ."""
-
-
-def cents(amount: float) -> int:
-    """A valid amount (a whole number of cents) as an exact integer number of cents: sums of
-    money are kept in cents, so they are exact in any order."""
-    return round(amount * 100)
-
-
-def from_cents(total: int) -> float:
-    """Integer cents as an amount with two decimals."""
-    return round(total / 100, 2)
 
 
 def minute_of(ts: datetime) -> datetime:
@@ -222,13 +234,15 @@ def validate(raw: bytes | str) -> dict[str, Any]:
         raise InvalidTransaction(f"amount must be a number, got {type(amount).__name__}")
     if not math.isfinite(amount) or not 0 < amount <= MAX_AMOUNT:
         raise InvalidTransaction(f"amount {amount!r} is not in (0, {MAX_AMOUNT}]")
-    cents = amount * 100  # at most 1e8: a float's rounding error stays far below 1e-6
-    if cents < 0.5 or abs(cents - round(cents)) > 1e-6:
+    hundredths = amount * 100  # at most 1e8: a float's rounding error stays far below 1e-6
+    if hundredths < 0.5 or abs(hundredths - round(hundredths)) > 1e-6:
         raise InvalidTransaction(f"amount {amount!r} is not a whole number of cents")
 
     currency = txn["currency"]
     if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
         raise InvalidTransaction("currency must be an ISO 4217 code (three upper-case letters)")
+    if currency not in CURRENCIES:
+        raise InvalidTransaction(f"currency {currency!r} is not in the rates table")
     if not isinstance(txn["timestamp"], str):
         raise InvalidTransaction("timestamp must be a string")
     parse_timestamp(txn["timestamp"])
