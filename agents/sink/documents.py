@@ -8,6 +8,7 @@ stores its dead-letter record (:meth:`Entry.dead_letter`) instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from app.contract import (
 
 __all__ = [
     "ANOMALIES",
+    "CURRENCY_MINUTE",
     "DLQ",
     "MERCHANT_MINUTE",
     "METRICS",
@@ -53,11 +55,15 @@ ANOMALIES = "anomalies"
 DLQ = "dlq"
 MERCHANT_MINUTE = "merchant_minute"
 VOLUME_MINUTE = "volume_minute"
+#: Per original currency per minute: revenue in that currency (its own amounts).
+CURRENCY_MINUTE = "currency_minute"
 #: One document per batch the sink wrote (a time series on MongoDB, see ``mongo.py``).
 METRICS = "sink_batches"
 
 #: A rollup value: ``{"count": int, "cents": int, "anomalies": int}``. Revenue is kept in
-#: integer cents (amounts have two decimals), so sums are exact whatever the order.
+#: integer cents (amounts have two decimals), so sums are exact whatever the order: cents of
+#: the reporting currency in ``merchant_minute``/``volume_minute``, of the row's own
+#: ``currency`` in ``currency_minute``.
 Rollup = dict[str, int]
 
 
@@ -83,10 +89,28 @@ def minute_id(minute: datetime) -> str:
     return minute.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:00Z")
 
 
+def _check_reporting(value: Mapping[str, Any]) -> None:
+    """The amount in the reporting currency the worker adds: ``amount_reporting`` a finite
+    number and ``reporting_currency`` an ISO 4217 code, or PoisonMessage (a message from a
+    worker that does not convert amounts cannot be added to the revenue figures)."""
+    amount = value.get("amount_reporting")
+    if amount is None:
+        raise PoisonMessage("amount_reporting is missing: the amount in the reporting currency "
+                            "is needed for every revenue figure")
+    if isinstance(amount, bool) or not isinstance(amount, int | float) \
+            or not math.isfinite(amount):
+        raise PoisonMessage("amount_reporting must be a finite number")
+    currency = value.get("reporting_currency")
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isascii() \
+            or not currency.isalpha() or not currency.isupper():
+        raise PoisonMessage("reporting_currency is missing or not an ISO 4217 code")
+
+
 def _with_buckets(value: dict[str, Any], dates: Iterable[str]) -> dict[str, Any]:
     txn_id = value.get("txn_id")
     if not isinstance(txn_id, str) or not txn_id:
         raise PoisonMessage("txn_id is missing or not a string")
+    _check_reporting(value)
     doc = {**value, "_id": txn_id}
     for field in dates:
         doc[field] = to_date(value.get(field), field)
@@ -96,7 +120,8 @@ def _with_buckets(value: dict[str, Any], dates: Iterable[str]) -> dict[str, Any]
 
 
 def transaction_doc(value: dict[str, Any]) -> dict[str, Any]:
-    """A ``transactions`` document from an enriched transaction: every field as it came, plus
+    """A ``transactions`` document from an enriched transaction: every field as it came
+    (``amount`` in ``currency``, ``amount_reporting`` in ``reporting_currency``), plus
     ``_id`` = ``txn_id``, ``timestamp``/``processed_at`` as dates, ``day`` and ``minute``."""
     return _with_buckets(value, ("timestamp", "processed_at"))
 

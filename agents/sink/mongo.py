@@ -65,8 +65,9 @@ READ_IDS_PER_QUERY = 1000
 DUPLICATE_KEY = 11000
 
 #: Indexes for the API's queries: per user by time, anomalies by time and category, merchants
-#: by time, the overall volume by time, the DLQ by time. Made on MongoDB only: FerretDB 1.24
-#: never uses them and keeps each one on every insert (docs/data-model.md).
+#: by time, the overall volume and the per-currency revenue by time, the DLQ by time. Made on
+#: MongoDB only: FerretDB 1.24 never uses them and keeps each one on every insert
+#: (docs/data-model.md).
 INDEXES: dict[str, list[IndexModel]] = {
     docs.TRANSACTIONS: [
         IndexModel([("user_id", ASCENDING), ("timestamp", DESCENDING)]),
@@ -84,6 +85,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("merchant_id", ASCENDING), ("minute", DESCENDING)]),
     ],
     docs.VOLUME_MINUTE: [IndexModel([("minute", DESCENDING)])],
+    docs.CURRENCY_MINUTE: [IndexModel([("minute", DESCENDING)])],
     docs.DLQ: [IndexModel([("failed_at", DESCENDING)])],
     docs.METRICS: [IndexModel([("collection", ASCENDING), ("at", DESCENDING)])],
 }

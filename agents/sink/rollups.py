@@ -1,8 +1,10 @@
-"""The rollups: per merchant per minute (``merchant_minute``) and overall per minute
-(``volume_minute``), counted from the transactions the sink stored. A step after the
-``transactions`` insert (:meth:`Rollups.add` is that writer's ``after_write``): it takes the
-stored batch's items and its acks, and releases the acks only after the rollup rows that count
-those items are written.
+"""The rollups: per merchant per minute (``merchant_minute``), overall per minute
+(``volume_minute``), both with revenue in the reporting currency (``amount_reporting``,
+labelled ``reporting_currency``), and per original currency per minute (``currency_minute``,
+revenue in that currency's own amounts), counted from the transactions the sink stored. A
+step after the ``transactions`` insert (:meth:`Rollups.add` is that writer's ``after_write``):
+it takes the stored batch's items and its acks, and releases the acks only after the rollup
+rows that count those items are written.
 
 A row is made of **parts**, one per partition of ``transactions_enriched``:
 ``[count, cents, anomalies, offset]``, where ``offset`` is the source offset of the last
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from agents.sink import documents as docs
 from agents.sink import metrics
@@ -35,8 +37,9 @@ from agents.sink.mongo import InsertResult, MongoStore, RowWrite
 from app.contract import MAX_AMOUNT, cents
 from app.settings import settings
 
-__all__ = ["CACHE_MINUTES", "FLUSH_EVENTS", "FLUSH_SECONDS", "WRITE_SHARE", "Countable", "Part",
-           "RollupState", "Rollups", "Row", "countable", "part_of", "pause_after"]
+__all__ = ["CACHE_MINUTES", "FLUSH_EVENTS", "FLUSH_SECONDS", "MAX_REPORTING_AMOUNT",
+           "WRITE_SHARE", "Countable", "Part", "RollupState", "Rollups", "Row", "countable",
+           "part_of", "pause_after"]
 
 #: Rows whose minute is this far behind the newest minute seen leave the memory (they are
 #: read back from MongoDB if a late transaction touches them again).
@@ -51,6 +54,10 @@ FLUSH_EVENTS = 50 * settings.sink_batch_size
 #: the database to the inserts (an upsert costs FerretDB far more than an insert).
 WRITE_SHARE = 0.2
 
+#: Largest ``amount_reporting`` counted (any valid amount converted is far below: 64-bit sums
+#: of cents stay exact for 90 million of these).
+MAX_REPORTING_AMOUNT = 1_000_000_000
+
 #: ``[count, cents, anomalies, offset]`` of one partition's transactions in a row.
 Part = list[int]
 EMPTY_OFFSET = -1
@@ -63,7 +70,8 @@ def pause_after(write_seconds: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Countable:
-    """What a stored transaction adds to the rollups, and where it came from."""
+    """What a stored transaction adds to the rollups, and where it came from: ``cents`` of
+    the reporting currency ``reporting_currency``, ``amount_cents`` of its own ``currency``."""
 
     merchant_id: str
     category: str
@@ -72,20 +80,32 @@ class Countable:
     anomaly: int
     partition: int
     offset: int
+    currency: str
+    amount_cents: int
+    reporting_currency: str
+
+
+def _usable(amount: Any, limit: float) -> TypeGuard[float]:
+    return isinstance(amount, int | float) and not isinstance(amount, bool) \
+        and math.isfinite(amount) and abs(amount) <= limit
 
 
 def countable(doc: Mapping[str, Any], partition: int, offset: int) -> Countable | None:
-    """The rollup contribution of a stored ``transactions`` document (None when it has no
-    usable merchant or amount, e.g. an amount beyond the contract's ``MAX_AMOUNT`` that no
-    64-bit sum could hold: it is stored but not counted)."""
-    merchant, category, amount = doc.get("merchant_id"), doc.get("merchant_category"), \
-        doc.get("amount")
-    if not isinstance(merchant, str) or not isinstance(amount, int | float) \
-            or isinstance(amount, bool) or not math.isfinite(amount) \
-            or abs(amount) > MAX_AMOUNT:
+    """The rollup contribution of a stored ``transactions`` document. None when it has no
+    usable merchant or amounts (e.g. an amount beyond the contract's ``MAX_AMOUNT`` that no
+    64-bit sum could hold), or its ``reporting_currency`` is not this sink's
+    ``REPORTING_CURRENCY`` (amounts in two currencies cannot be added): it is stored but not
+    counted."""
+    merchant, amount, reporting = doc.get("merchant_id"), doc.get("amount"), \
+        doc.get("amount_reporting")
+    if not isinstance(merchant, str) or not _usable(amount, MAX_AMOUNT) \
+            or not _usable(reporting, MAX_REPORTING_AMOUNT) \
+            or doc.get("reporting_currency") != settings.reporting_currency:
         return None
-    return Countable(merchant, str(category), doc["minute"], cents(amount),
-                     1 if doc.get("is_anomaly") is True else 0, partition, offset)
+    return Countable(merchant, str(doc.get("merchant_category")), doc["minute"],
+                     cents(reporting), 1 if doc.get("is_anomaly") is True else 0, partition,
+                     offset, str(doc.get("currency")), cents(amount),
+                     settings.reporting_currency)
 
 
 def part_of(parts: Mapping[str, Any] | None, partition: int) -> Part:
@@ -109,16 +129,21 @@ class Row:
 
 
 _Key = tuple[str, str]  # (collection, _id)
-_Target = tuple[str, str, dict[str, Any]]  # (collection, _id, labels)
+_Target = tuple[str, str, dict[str, Any], int]  # (collection, _id, labels, cents it adds)
 _Changed = dict[_Key, tuple[Row, set[str]]]  # row copies and which of their parts changed
 
 
-def _ids(item: Countable) -> tuple[_Target, _Target]:
+def _ids(item: Countable) -> tuple[_Target, _Target, _Target]:
     minute_text = docs.minute_id(item.minute)
     return ((docs.MERCHANT_MINUTE, f"{item.merchant_id}|{minute_text}",
              {"merchant_id": item.merchant_id, "merchant_category": item.category,
-              "minute": item.minute}),
-            (docs.VOLUME_MINUTE, minute_text, {"minute": item.minute}))
+              "minute": item.minute, "reporting_currency": item.reporting_currency},
+             item.cents),
+            (docs.VOLUME_MINUTE, minute_text,
+             {"minute": item.minute, "reporting_currency": item.reporting_currency},
+             item.cents),
+            (docs.CURRENCY_MINUTE, f"{item.currency}|{minute_text}",
+             {"currency": item.currency, "minute": item.minute}, item.amount_cents))
 
 
 class RollupState:
@@ -133,7 +158,7 @@ class RollupState:
         """The rows (``(collection, _id)``: labels) ``items`` touch that the cache lacks."""
         wanted: dict[_Key, dict[str, Any]] = {}
         for item in items:
-            for collection, _id, labels in _ids(item):
+            for collection, _id, labels, _ in _ids(item):
                 if (collection, _id) not in self.rows:
                     wanted[collection, _id] = labels
         return wanted
@@ -150,7 +175,7 @@ class RollupState:
         changed: _Changed = {}
         for item in items:
             key = str(item.partition)
-            for collection, _id, labels in _ids(item):
+            for collection, _id, labels, amount in _ids(item):
                 if (collection, _id) not in changed:
                     cached = self.rows[collection, _id]
                     changed[collection, _id] = (
@@ -161,7 +186,7 @@ class RollupState:
                 if item.offset <= part[3]:
                     continue  # already counted
                 part[0] += 1
-                part[1] += item.cents
+                part[1] += amount
                 part[2] += item.anomaly
                 part[3] = item.offset
                 parts.add(key)

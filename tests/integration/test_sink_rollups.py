@@ -28,8 +28,12 @@ async def store(mongo_db: pymongo.database.Database) -> AsyncIterator[MongoStore
 
 
 def items(partition: int, merchants: int, first_offset: int) -> list[Countable]:
+    """3 per merchant: 1.00 (partition 0) or 2.00 (partition 1) USD each, in yen (150 or
+    300 yen) when ``i`` is even, else in euros (0.93 or 1.86)."""
     return [Countable(f"m-{i % merchants}", "grocery", MINUTE, 100 * (partition + 1), i % 2,
-                      partition, first_offset + i) for i in range(3 * merchants)]
+                      partition, first_offset + i, "JPY" if i % 2 == 0 else "EUR",
+                      (15_000 if i % 2 == 0 else 93) * (partition + 1), "USD")
+            for i in range(3 * merchants)]
 
 
 async def test_two_processes_share_rows_and_replays_change_nothing(
@@ -48,11 +52,23 @@ async def test_two_processes_share_rows_and_replays_change_nothing(
         assert (row["count"], row["revenue"]) == (9, 6 * 1.0 + 3 * 2.0)
         assert row["parts"]["0"][3] > row["parts"]["1"][3]
         assert row["merchant_category"] == "grocery"
+        assert row["reporting_currency"] == "USD"
         assert row["minute"].replace(tzinfo=UTC) == MINUTE  # (this client is not tz-aware)
     volume = mongo_db[docs.VOLUME_MINUTE].find_one({"_id": docs.minute_id(MINUTE)})
     assert volume is not None
     assert (volume["count"], volume["anomalies"]) == (9 * merchants, sum(
         i % 2 for i in range(3 * merchants)) * 3)
+    assert volume["revenue"] == merchants * (6 * 1.0 + 3 * 2.0)  # in USD
+    assert volume["reporting_currency"] == "USD"
+    # per original currency, in its own amounts: partition 0 counted twice over (6 per
+    # merchant), partition 1 once (3), half of each in yen, half in euros
+    by_currency = {r["currency"]: r for r in mongo_db[docs.CURRENCY_MINUTE].find()}
+    even = sum(1 for i in range(3 * merchants) if i % 2 == 0)
+    odd = 3 * merchants - even
+    assert by_currency["JPY"]["revenue"] == 2 * even * 150.0 + even * 300.0
+    assert by_currency["EUR"]["revenue"] == round(2 * odd * 0.93 + odd * 1.86, 2)
+    assert by_currency["JPY"]["count"] + by_currency["EUR"]["count"] == volume["count"]
+    assert by_currency["JPY"]["_id"] == f"JPY|{docs.minute_id(MINUTE)}"
 
 
 async def test_stored_processed_at(store: MongoStore,

@@ -31,8 +31,8 @@ async def test_a_rebalance_forgets_the_cached_rows_and_the_revoked_items(
     rollups = Rollups(None)
     monkeypatch.setattr(agents, "sink", lambda: agents.Sink(None, rollups))
     topic = enriched_raw.get_topic_name()
-    mine = Countable("m", "grocery", MINUTE, 100, 0, 1, 5)
-    theirs = Countable("m", "grocery", MINUTE, 100, 0, 2, 5)
+    mine = Countable("m", "grocery", MINUTE, 100, 0, 1, 5, "EUR", 93, "USD")
+    theirs = Countable("m", "grocery", MINUTE, 100, 0, 2, 5, "EUR", 93, "USD")
     rollups.state.load((docs.VOLUME_MINUTE, "x"), {"minute": MINUTE}, None)
     rollups.items.extend([mine, theirs])
     await agents.forget_rows(None, {TP(topic, 2), TP("other", 1)})
@@ -75,6 +75,9 @@ def test_a_valid_message_becomes_its_document() -> None:
     (b"\xff\xfe not UTF-8", "not valid JSON"),
     (None, "not valid JSON"),  # a tombstone
     (b"[1, 2]", "expected a JSON object"),
+    # from a worker that does not convert amounts: no revenue figure could count it
+    (orjson.dumps({k: v for k, v in ENRICHED[0].items() if k != "amount_reporting"}),
+     "amount_reporting is missing"),
 ])
 def test_a_message_whose_data_cannot_become_a_document_is_a_dead_letter(
         value: bytes | None, reason: str) -> None:

@@ -51,10 +51,38 @@ def test_parse_json_rejects(raw: bytes, reason: str) -> None:
     ({"timestamp": "yesterday"}, "timestamp"),
     ({"timestamp": "2026-11-25T10:00:00"}, "UTC offset"),
     ({"processed_at": 17}, "processed_at"),
+    ({"amount_reporting": "12.50"}, "amount_reporting must be a finite number"),
+    ({"amount_reporting": float("nan")}, "amount_reporting must be a finite number"),
+    ({"amount_reporting": True}, "amount_reporting must be a finite number"),
+    ({"reporting_currency": "usd"}, "reporting_currency"),
+    ({"reporting_currency": None}, "reporting_currency"),
 ])
 def test_transaction_doc_rejects(change: dict[str, object], reason: str) -> None:
     with pytest.raises(PoisonMessage, match=reason):
         docs.transaction_doc({**ENRICHED[0], **change})
+
+
+@pytest.mark.parametrize("make", [docs.transaction_doc, docs.anomaly_doc])
+@pytest.mark.parametrize("field", ["amount_reporting", "reporting_currency"])
+def test_a_message_without_the_reporting_amount_is_poison(make: object, field: str) -> None:
+    """No revenue figure can count a message the worker did not convert: it is a dead
+    letter whose reason says what is missing."""
+    value = dict(ENRICHED[0] if make is docs.transaction_doc else ANOMALIES[0])
+    del value[field]
+    with pytest.raises(PoisonMessage, match=field):
+        docs.transaction_doc(value) if make is docs.transaction_doc else docs.anomaly_doc(value)
+
+
+def test_documents_keep_both_amounts() -> None:
+    value = next(e for e in ENRICHED if e["currency"] == "JPY")
+    doc = docs.transaction_doc(dict(value))
+    assert (doc["amount"], doc["currency"]) == (value["amount"], "JPY")
+    assert (doc["amount_reporting"], doc["reporting_currency"]) == (
+        value["amount_reporting"], "USD")
+    assert doc["amount_reporting"] < doc["amount"]
+    anomaly = docs.anomaly_doc(dict(ANOMALIES[0]))
+    assert anomaly["amount_reporting"] == ANOMALIES[0]["amount_reporting"]
+    assert anomaly["reporting_currency"] == "USD"
 
 
 def test_messages_round_trip_through_json() -> None:

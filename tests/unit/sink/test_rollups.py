@@ -30,18 +30,28 @@ from tests.sink_data import enriched_stream
 ENRICHED, _ = enriched_stream(20)
 MINUTES = [datetime(2026, 11, 25, 23, m, tzinfo=UTC) for m in range(3)]
 streams = st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["m-a", "m-b", "m-c"]),
-                             st.integers(0, 2), st.integers(1, 10_000), st.booleans()),
+                             st.integers(0, 2), st.integers(1, 10_000), st.booleans(),
+                             st.sampled_from(["EUR", "JPY", "USD"])),
                    max_size=80)
+#: Original cents per reporting cent of the test currencies (any distinct numbers will do).
+FACTOR = {"EUR": 1, "JPY": 149, "USD": 1}
+
+
+def item(merchant: str, minute: datetime, cents: int, anomaly: int, partition: int,
+         offset: int, currency: str = "EUR") -> Countable:
+    """A countable of ``cents`` reporting (USD) cents, in ``currency``."""
+    return Countable(merchant, "grocery", minute, cents, anomaly, partition, offset, currency,
+                     cents * FACTOR[currency] + 1, "USD")
 
 
 def _items(stream: list) -> list[Countable]:
-    """Countables of a stream: (partition, merchant, minute, cents, anomaly), offsets in order
-    per partition."""
+    """Countables of a stream: (partition, merchant, minute, cents, anomaly, currency), offsets
+    in order per partition."""
     next_offset = [0, 0, 0]
     items = []
-    for partition, merchant, minute, cents, anomaly in stream:
-        items.append(Countable(merchant, "grocery", MINUTES[minute], cents, int(anomaly),
-                               partition, next_offset[partition]))
+    for partition, merchant, minute, cents, anomaly, currency in stream:
+        items.append(item(merchant, MINUTES[minute], cents, int(anomaly), partition,
+                          next_offset[partition], currency))
         next_offset[partition] += 1
     return items
 
@@ -62,13 +72,15 @@ def test_rollup_rows_are_exact_under_redelivery_and_restarts(stream: list, cuts:
                                                               rnd: Any) -> None:
     items = _items(stream)
     expected: dict[tuple[str, str], list[int]] = {}
-    for item in items:
-        for key in ((docs.MERCHANT_MINUTE, f"{item.merchant_id}|{docs.minute_id(item.minute)}"),
-                    (docs.VOLUME_MINUTE, docs.minute_id(item.minute))):
+    for i in items:
+        minute = docs.minute_id(i.minute)
+        for key, cents in (((docs.MERCHANT_MINUTE, f"{i.merchant_id}|{minute}"), i.cents),
+                           ((docs.VOLUME_MINUTE, minute), i.cents),
+                           ((docs.CURRENCY_MINUTE, f"{i.currency}|{minute}"), i.amount_cents)):
             row = expected.setdefault(key, [0, 0, 0])
             row[0] += 1
-            row[1] += item.cents
-            row[2] += item.anomaly
+            row[1] += cents
+            row[2] += i.anomaly
     store: dict[tuple[str, str], dict[str, list[int]]] = {}
     state = RollupState()
     done = 0
@@ -86,28 +98,47 @@ def test_rollup_rows_are_exact_under_redelivery_and_restarts(stream: list, cuts:
         assert row.totals() == dict(zip(("count", "cents", "anomalies"), got[key], strict=True))
 
 
-def test_an_item_touches_its_merchant_minute_and_volume_minute_rows() -> None:
+def test_an_item_touches_its_merchant_volume_and_currency_rows() -> None:
     minute = datetime(2026, 11, 25, 23, 14, tzinfo=UTC)
-    item = Countable("m-1", "grocery", minute, 1005, 1, 0, 0)
-    assert RollupState().missing([item]) == {
+    one = Countable("m-1", "grocery", minute, 1005, 1, 0, 0, "JPY", 150_000, "USD")
+    assert RollupState().missing([one]) == {
         (docs.MERCHANT_MINUTE, "m-1|2026-11-25T23:14:00Z"):
-            {"merchant_id": "m-1", "merchant_category": "grocery", "minute": minute},
-        (docs.VOLUME_MINUTE, "2026-11-25T23:14:00Z"): {"minute": minute},
+            {"merchant_id": "m-1", "merchant_category": "grocery", "minute": minute,
+             "reporting_currency": "USD"},
+        (docs.VOLUME_MINUTE, "2026-11-25T23:14:00Z"):
+            {"minute": minute, "reporting_currency": "USD"},
+        (docs.CURRENCY_MINUTE, "JPY|2026-11-25T23:14:00Z"): {"currency": "JPY", "minute": minute},
     }
+    state = RollupState()
+    for key, labels in state.missing([one]).items():
+        state.load(key, labels, None)
+    changed = state.apply([one])
+    # the reporting cents in the merchant and volume rows, the yen in the currency row
+    assert {key[0]: row.totals()["cents"] for key, (row, _) in changed.items()} == {
+        docs.MERCHANT_MINUTE: 1005, docs.VOLUME_MINUTE: 1005, docs.CURRENCY_MINUTE: 150_000}
 
 
-def test_countable_needs_a_merchant_and_a_number() -> None:
-    doc = docs.transaction_doc(dict(ENRICHED[0]))
-    item = countable(doc, 3, 17)
-    assert item is not None and (item.partition, item.offset) == (3, 17)
-    assert item.cents == round(ENRICHED[0]["amount"] * 100) and item.minute == doc["minute"]
+def test_countable_counts_the_reporting_amount_and_the_original_one() -> None:
+    value = next(e for e in ENRICHED if e["currency"] != "USD")
+    doc = docs.transaction_doc(dict(value))
+    counted = countable(doc, 3, 17)
+    assert counted is not None and (counted.partition, counted.offset) == (3, 17)
+    assert counted.cents == round(value["amount_reporting"] * 100) != \
+        counted.amount_cents == round(value["amount"] * 100)
+    assert (counted.currency, counted.reporting_currency) == (value["currency"], "USD")
+    assert counted.minute == doc["minute"]
     assert countable({**doc, "amount": "12"}, 0, 0) is None
+    assert countable({**doc, "amount_reporting": "12"}, 0, 0) is None
     assert countable({**doc, "merchant_id": None}, 0, 0) is None
     # stored, but beyond any amount the contract allows: no 64-bit sum could hold 1e308 cents
     # (the rollup write would fail for good and end the process at every restart)
     for amount in (1e308, -1e308, 1_000_000.01, float("inf")):
         assert countable({**doc, "amount": amount}, 0, 0) is None
+    for amount in (1e308, float("nan"), 1_000_000_000.01):
+        assert countable({**doc, "amount_reporting": amount}, 0, 0) is None
     assert countable({**doc, "amount": 1_000_000}, 0, 0) is not None
+    # an amount in another reporting currency cannot be added to these rows
+    assert countable({**doc, "reporting_currency": "EUR"}, 0, 0) is None
 
 
 @pytest.mark.parametrize("minute", [datetime(1, 1, 1, 0, 0, tzinfo=UTC),
@@ -116,23 +147,22 @@ def test_rows_at_the_ends_of_the_calendar(minute: datetime) -> None:
     """A transaction in the first minute of year 1 (a valid UTC instant) made the cache's
     "30 minutes behind the newest" an OverflowError after its rollup write."""
     state = RollupState()
-    item = Countable("m", "grocery", minute, 100, 0, 0, 0)
-    for key, labels in state.missing([item]).items():
+    one = item("m", minute, 100, 0, 0, 0)
+    for key, labels in state.missing([one]).items():
         state.load(key, labels, None)
-    state.commit(state.apply([item]))
-    assert state.newest == minute and len(state.rows) == 2
+    state.commit(state.apply([one]))
+    assert state.newest == minute and len(state.rows) == 3
 
 
 def test_rows_far_behind_leave_the_cache() -> None:
     state = RollupState()
-    late = Countable("m", "grocery", MINUTES[0], 100, 0, 0, 0)
-    now = Countable("m", "grocery", MINUTES[0] + timedelta(minutes=CACHE_MINUTES + 1), 100, 0, 0,
-                    1)
-    for item in (late, now):
-        for key, labels in state.missing([item]).items():
+    late = item("m", MINUTES[0], 100, 0, 0, 0)
+    now = item("m", MINUTES[0] + timedelta(minutes=CACHE_MINUTES + 1), 100, 0, 0, 1)
+    for one in (late, now):
+        for key, labels in state.missing([one]).items():
             state.load(key, labels, None)
-        state.commit(state.apply([item]))
-    assert len(state.rows) == 2  # the late rows left; the new merchant and volume rows stay
+        state.commit(state.apply([one]))
+    assert len(state.rows) == 3  # the late rows left; the new merchant, volume, currency stay
     assert state.missing([late])
 
 
@@ -181,6 +211,16 @@ async def test_acks_are_released_only_after_the_rollup_write() -> None:
     assert store.acked == ["e0", "e1", "e2"] and not rollups.items and rollups.held == 0
     volume = [row for row in store.rows if row[0] == docs.VOLUME_MINUTE]
     assert sum(row[4]["count"] for row in volume) == 3
+    # revenue in reporting cents, labelled; per currency in the currency's own cents
+    assert sum(row[4]["cents"] for row in volume) == sum(
+        round(ENRICHED[o]["amount_reporting"] * 100) for o in range(3))
+    assert all(row[2]["reporting_currency"] == "USD" for row in volume)
+    by_currency: dict[str, int] = {}
+    for o in range(3):
+        currency = ENRICHED[o]["currency"]
+        by_currency[currency] = by_currency.get(currency, 0) + round(ENRICHED[o]["amount"] * 100)
+    assert {row[2]["currency"]: row[4]["cents"] for row in store.rows
+            if row[0] == docs.CURRENCY_MINUTE} == by_currency
 
 
 async def test_too_many_held_events_flush_at_once() -> None:
@@ -256,8 +296,8 @@ async def test_a_failed_rollup_write_keeps_everything_held(monkeypatch: pytest.M
 
 async def test_a_rebalance_forgets_the_cached_rows_and_the_revoked_items() -> None:
     rollups = Rollups(Store())
-    mine = Countable("m", "grocery", MINUTES[0], 100, 0, 1, 5)
-    theirs = Countable("m", "grocery", MINUTES[0], 100, 0, 2, 5)
+    mine = item("m", MINUTES[0], 100, 0, 1, 5)
+    theirs = item("m", MINUTES[0], 100, 0, 2, 5)
     rollups.state.load((docs.VOLUME_MINUTE, "x"), {"minute": MINUTES[0]}, None)
     rollups.items.extend([mine, theirs])
     rollups.forget({2})
