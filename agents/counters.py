@@ -16,10 +16,12 @@ __all__ = ["BATCH_BUCKETS", "DLQ_KINDS", "Counters", "dlq_kind"]
 #: The kinds of dead-letter reasons, the label of ``txn_dlq_by_reason_total`` (a fixed list:
 #: the reasons themselves quote values, so there is no bound on how many there are).
 DLQ_KINDS = ("not_json", "not_object", "missing_field", "unexpected_field", "key_not_user_id",
+             "kafka_timestamp", "late_event", "future_event",
              *(f"bad_{name}" for name in FIELDS), "other")
 _DLQ_PREFIXES = {"not valid JSON": "not_json", "expected a JSON object": "not_object",
                  "missing field": "missing_field", "unexpected field": "unexpected_field",
-                 "message key is not": "key_not_user_id"}
+                 "message key is not": "key_not_user_id", "Kafka timestamp": "kafka_timestamp",
+                 "late event": "late_event", "future event": "future_event"}
 
 
 def dlq_kind(reason: str) -> str:

@@ -5,13 +5,15 @@ It works on batches of messages (:func:`batches`: the worker's consumer,
 :mod:`app.faust_internals.batch_consumer`, hands ``transactions`` over a fetch at a time) and,
 for each batch:
 
-1. validates every message (:func:`app.contract.validate`, plus key == ``user_id``); invalid ones
+1. checks every message (:mod:`agents.admit`: the contract, key == ``user_id``, the Kafka
+   timestamp, late and future events against each partition's stream time); refused ones
    become DLQ messages (the original bytes, cut to ``DLQ_MAX_PAYLOAD_BYTES``; ``dlq.*`` headers);
-2. per user, in partition order, applies the contract's rule (docs/contract.md,
-   :mod:`tables.welford`) to the state read from the tables, skipping what a table already
-   holds (each value remembers the source offset of the last transaction in it:
-   :mod:`tables.records`) and any transaction whose ``txn_id`` another message already folded
-   (the ``txn-ids`` table: a replay);
+2. per user, in partition order, converts the amount to the reporting currency
+   (:mod:`app.rates`) and applies the contract's rule (docs/contract.md,
+   :mod:`tables.welford`) and the day windows (:mod:`tables.windows`) to the user's value,
+   skipping what it already holds (it remembers the source offset of the last transaction in
+   it: :mod:`tables.records`) and any transaction whose ``txn_id`` another message already
+   folded (the ``txn-ids`` table: a replay);
 3. publishes the enriched, anomaly and DLQ messages and waits until Kafka acknowledged them;
 4. writes the new table values (local store) and publishes their changelog messages, waiting
    until Kafka acknowledged them too (while the next batch runs: :func:`process`);
@@ -19,17 +21,16 @@ for each batch:
 
 Steps 3-5 in this order are the crash guarantee (docs/stream-processing.md): whatever is
 committed is in the changelogs, whatever a table holds was published, and a replayed message
-is never folded twice. The worker is crash-only: only a data error (the contract's
-:class:`~app.contract.InvalidTransaction`, or a key that is not the ``user_id``) makes a dead
-letter; if anything else fails in steps 1-4 (a RocksDB read, a bug, a send) the process exits
-at once, so nothing of the batch is acked or committed and the restarted worker does it again.
+is never folded twice. The worker is crash-only: only a data error (an
+:class:`~app.contract.InvalidTransaction`) makes a dead letter; if anything else fails in
+steps 1-4 (a RocksDB read, a bug, a send) the process exits at once, so nothing of the batch
+is acked or committed and the restarted worker does it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import logging
 import os
 import time
@@ -40,37 +41,30 @@ from typing import Any, NamedTuple, NoReturn
 import orjson
 from faust.types import EventT, Message
 
+from agents.admit import Clock, Out, dlq_message, valid
 from agents.counters import Counters, dlq_kind
 from app.contract import (
     ANOMALY_FIELDS,
-    DLQ_FAILED_AT,
-    DLQ_MAX_KEY_BYTES,
-    DLQ_OFFSET,
-    DLQ_ORIGINAL_SHA256,
-    DLQ_ORIGINAL_SIZE,
-    DLQ_PARTITION,
-    DLQ_REASON,
-    DLQ_TOPIC,
     TOPIC_CONFIG,
     InvalidTransaction,
     cents,
     dlq_topic_config,
-    parse_timestamp,
-    validate,
+    from_cents,
 )
 from app.faust_internals.batch_consumer import direct_batches, in_flight, read_directly
 from app.faust_internals.idempotent_producer import produce_idempotently
 from app.faust_internals.record_batches import KafkaOutput, Sent, acknowledged
 from app.main import app
+from app.rates import REPORTING_CURRENCY, reporting_cents
 from app.settings import settings
 from app.topics import anomalies_topic, dlq_topic, enriched_topic, transactions_topic
-from tables import txn_ids, user_tables
+from tables import txn_ids, user_tables, windows
 from tables.changelog import Change, changes_persisted
-from tables.records import DAY_SECONDS, DaySpend, UserState
+from tables.records import UserState
 from tables.welford import is_anomaly, update, z_score
 
-__all__ = ["BATCH_MAX", "BATCH_SECONDS", "Counters", "Out", "UserWrites", "batches", "counters",
-           "process", "process_batch", "start_batch", "stream_batches"]
+__all__ = ["BATCH_MAX", "BATCH_SECONDS", "Counters", "Folded", "Out", "UserWrites", "batches",
+           "counters", "process", "process_batch", "start_batch", "stream_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -99,44 +93,8 @@ read_directly(app, TRANSACTIONS)
 counters = Counters()
 
 
-class Out(NamedTuple):
-    """One message to publish, already serialised."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    partition: int
-    timestamp: float | None
-    headers: list[tuple[str, bytes]] | None = None
-
-
 #: Where a batch goes; unit tests put a recorder here.
 output: Any = KafkaOutput(app)
-
-
-def dlq_message(msg: Message, reason: str, failed_at: str) -> Out:
-    """The dead letter of ``msg``: its value cut to ``DLQ_MAX_PAYLOAD_BYTES`` and its key to
-    ``DLQ_MAX_KEY_BYTES`` (no valid key is that long), so that it always fits the DLQ topic
-    (:func:`app.contract.dlq_topic_config`); the headers say why, where the original was, and
-    the whole original value's size and SHA-256."""
-    value: bytes | None = msg.value
-    original = value or b""
-    headers = [(DLQ_REASON, reason[:1000].encode()), (DLQ_TOPIC, str(msg.topic).encode()),
-               (DLQ_PARTITION, str(msg.partition).encode()),
-               (DLQ_OFFSET, str(msg.offset).encode()), (DLQ_FAILED_AT, failed_at.encode()),
-               (DLQ_ORIGINAL_SIZE, str(len(original)).encode()),
-               (DLQ_ORIGINAL_SHA256, hashlib.sha256(original).hexdigest().encode())]
-    key = msg.key[:DLQ_MAX_KEY_BYTES] if msg.key is not None else None
-    if value is not None:
-        value = value[:settings.dlq_max_payload_bytes]
-    return Out(DLQ, key, value, msg.partition, msg.timestamp, headers)
-
-
-def _valid(msg: Message) -> dict[str, Any]:
-    txn = validate(msg.value or b"")  # a null value (tombstone) is "not valid JSON"
-    if msg.key != txn["user_id"].encode():
-        raise InvalidTransaction("message key is not the transaction's user_id")
-    return txn
 
 
 class UserWrites(NamedTuple):
@@ -145,73 +103,66 @@ class UserWrites(NamedTuple):
     partition: int
     user_id: str
     user: UserState | None  # None: unchanged
-    days: dict[Any, DaySpend]
     folded: dict[bytes, int]  # txn-ids key -> source offset
-    newest_event: float  # epoch seconds of the user's newest event in the batch
 
 
-def _fold_user(user_id: str, items: list[tuple[Message, dict[str, Any]]], now: str,
-               out: list[Out]) -> UserWrites:
+def _fold_user(user_id: str, items: list[tuple[Message, dict[str, Any], float]], now: str,
+               stream_time: float, out: list[Out]) -> UserWrites:
     """Apply one user's transactions of the batch, in partition order, and return what to
     write back. A transaction whose ``txn_id`` another message already folded is skipped."""
     threshold, min_history = settings.anomaly_z_threshold, settings.anomaly_min_history
     partition = items[0][0].partition  # a user's messages share one partition
     user = before = user_tables.get_user(user_id, partition)
-    days: dict[Any, DaySpend] = {}
-    dirty_days: dict[Any, DaySpend] = {}
+    days = {day: (total, count) for day, total, count in user.days}
     folded: dict[bytes, int] = {}
-    newest_event = float("-inf")
     rewrite_user = False
-    for msg, txn in items:
+    for msg, txn, event_time in items:
         offset = msg.offset
-        amount = txn["amount"]
-        event_time = parse_timestamp(txn["timestamp"]).timestamp()
-        newest_event = max(newest_event, event_time)
         id_key = txn_ids.key_of(txn["txn_id"], event_time)
         first = folded[id_key] if id_key in folded else txn_ids.folded_at(id_key, partition)
         if first is not None and first != offset:
-            counters.duplicates += 1  # the same offset is a redelivery: the guards below
+            counters.duplicates += 1  # the same offset is a redelivery: the guard below
             continue
         folded[id_key] = offset  # written again on a redelivery, in case it was lost
-        key = user_tables.day_key(user_id, event_time)
-        day = days[key] if key in days else user_tables.get_day(key, partition)
-        new_stats, new_day = offset > user.offset, offset > day.offset
-        if not (new_stats and new_day):
-            # Redelivered after a crash: a table already holds it, so it was published.
-            # Write the values back anyway, in case the local store was ahead of the changelog.
+        if offset <= user.offset:
+            # Redelivered after a crash: the value already holds it, so it was published.
+            # Write the value back anyway, in case the local store was ahead of the changelog.
             counters.replayed += 1
             rewrite_user = True
-            dirty_days[key] = day
-        if not (new_stats or new_day):
-            days[key] = day
             continue
+        amount_cents = reporting_cents(cents(txn["amount"]), txn["currency"])
+        amount = from_cents(amount_cents)
         prev = user.stats
         z = z_score(prev, amount, min_history)
         anomaly = is_anomaly(z, threshold)
-        if new_stats:
-            user = UserState(update(prev, amount), z, offset)
-            counters.processed += 1
-        if new_day:
-            day = DaySpend(day.cents + cents(amount), day.count + 1, offset)
-        days[key] = dirty_days[key] = day
-        if not (new_stats and new_day):
-            continue
+        day = windows.day_of(event_time)
+        day_cents, day_count = days.get(day, (0, 0))
+        days[day] = (day_cents + amount_cents, day_count + 1)
+        user = UserState(update(prev, amount), z, offset, user.days)
+        counters.processed += 1
         stats = user.stats
-        enriched = {**txn, "user_txn_count": stats.count, "user_running_mean": stats.mean,
+        enriched = {**txn, "amount_reporting": amount, "reporting_currency": REPORTING_CURRENCY,
+                    "user_txn_count": stats.count, "user_running_mean": stats.mean,
                     "user_running_std": stats.std, "z_score": z, "is_anomaly": anomaly,
-                    "user_daily_spend": day.amount, "processed_at": now}
+                    "user_daily_spend": from_cents(day_cents + amount_cents),
+                    "processed_at": now}
         out.append(Out(ENRICHED, msg.key, orjson.dumps(enriched), msg.partition,
                        msg.timestamp))
         counters.enriched += 1
         if anomaly:
-            values = {**txn, "z_score": z, "mean_prev": prev.mean, "std_prev": prev.std,
+            values = {**txn, "amount_reporting": amount, "reporting_currency": REPORTING_CURRENCY,
+                      "z_score": z, "mean_prev": prev.mean, "std_prev": prev.std,
                       "n_prev": prev.count, "detected_at": now}
             record = {f: values[f] for f in ANOMALY_FIELDS}
             out.append(Out(ANOMALIES, msg.key, orjson.dumps(record), msg.partition,
                            msg.timestamp))
             counters.anomalies += 1
+    if user is not before:
+        oldest = windows.oldest_kept_day(stream_time, settings.late_event_grace_days)
+        kept = windows.kept_days(((d, c, n) for d, (c, n) in days.items()), oldest)
+        user = user._replace(days=kept)
     changed = user if (user is not before or rewrite_user) else None
-    return UserWrites(partition, user_id, changed, dirty_days, folded, newest_event)
+    return UserWrites(partition, user_id, changed, folded)
 
 
 class _Generation:
@@ -230,16 +181,27 @@ def _on_generation(generation: int | None) -> None:
     user_tables.bound_users()
 
 
-def _fold_batch(messages: Sequence[Message]) -> tuple[list[Out], list[UserWrites]]:
+class Folded(NamedTuple):
+    """What a batch leaves to publish and to write."""
+
+    out: list[Out]
+    writes: list[UserWrites]
+    stream_times: dict[int, float]  # partition -> its stream time after the batch
+
+
+def _fold_batch(messages: Sequence[Message]) -> Folded:
     """Steps 1-2 of the module docstring: the messages to publish and the table values to
     write. Only a data error makes a dead letter; any other exception propagates."""
     _on_generation(app.consumer_generation_id)
-    now = datetime.now(UTC).isoformat()
+    wall_clock = datetime.now(UTC)
+    now = wall_clock.isoformat()
+    clock = Clock(wall_clock.timestamp())
     out: list[Out] = []
-    by_user: dict[str, list[tuple[Message, dict[str, Any]]]] = {}
-    for msg in messages:
+    by_user: dict[str, list[tuple[Message, dict[str, Any], float]]] = {}
+    for msg in messages:  # in partition order: the stream times advance as they did
         try:
-            txn = _valid(msg)
+            txn, event_time = valid(msg)
+            clock.admit(msg, txn, event_time)
         except InvalidTransaction as exc:
             reason = str(exc)
             out.append(dlq_message(msg, reason, now))
@@ -247,9 +209,11 @@ def _fold_batch(messages: Sequence[Message]) -> tuple[list[Out], list[UserWrites
             kind = dlq_kind(reason)
             counters.dlq_kinds[kind] = counters.dlq_kinds.get(kind, 0) + 1
             continue
-        by_user.setdefault(txn["user_id"], []).append((msg, txn))
-    writes = [_fold_user(user_id, items, now, out) for user_id, items in by_user.items()]
-    return out, writes
+        by_user.setdefault(txn["user_id"], []).append((msg, txn, event_time))
+    stream_times = clock.stream_times
+    writes = [_fold_user(user_id, items, now, stream_times[items[0][0].partition], out)
+              for user_id, items in by_user.items()]
+    return Folded(out, writes, stream_times)
 
 
 async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
@@ -260,41 +224,40 @@ async def start_batch(messages: Sequence[Message]) -> Awaitable[None]:
     a table must not turn valid transactions into dead letters."""
     started = time.perf_counter()
     try:
-        out, writes = _fold_batch(messages)
+        batch = _fold_batch(messages)
     except BaseException:
         counters.errors += 1
         _not_durable(len(messages), "failed")
     try:
-        await output.publish(out)
+        await output.publish(batch.out)
         changes: list[Change] = []
         folded: dict[int, dict[bytes, int]] = {}
-        for w in writes:
+        for w in batch.writes:
             if w.user is not None:
                 changes.append(user_tables.put_user(w.user_id, w.user, w.partition))
-            changes.extend(user_tables.put_day(key, day, w.partition)
-                           for key, day in w.days.items())
             folded.setdefault(w.partition, {}).update(w.folded)
+        # After the users: a recovered stream time never runs ahead of the recovered users.
+        changes.extend(user_tables.put_stream_time(partition, stream_time)
+                       for partition, stream_time in batch.stream_times.items()
+                       if stream_time != user_tables.get_stream_time(partition))
         changes.extend(txn_ids.put_folded(entries, partition)
                        for partition, entries in folded.items() if entries)
         sent = await output.send(changes)
-        _expire_txn_ids(writes)
+        _expire_txn_ids(batch.stream_times)
     except BaseException:
         _not_durable(len(messages))
     counters.batches += 1
     return _changelog_acknowledged(sent, len(messages), started)
 
 
-def _expire_txn_ids(writes: Sequence[UserWrites]) -> None:
-    """Forget the ids older than the dedupe horizon, per partition, by its stream time: the
-    newest event time seen, but never ahead of the wall clock by more than a day (one event
-    dated 9999 must not expire every id)."""
-    ceiling = datetime.now(UTC).timestamp() + DAY_SECONDS
-    newest: dict[int, float] = {}
-    for w in writes:
-        newest[w.partition] = max(newest.get(w.partition, w.newest_event), w.newest_event)
-    for partition, event_time in newest.items():
-        stream_day = int(min(event_time, ceiling) // DAY_SECONDS)
-        txn_ids.expire(partition, stream_day, settings.dedupe_horizon_days)
+def _expire_txn_ids(stream_times: dict[int, float]) -> None:
+    """Forget the ids older than the dedupe horizon, per partition, by its stream time (never
+    ahead of the wall clock by more than a day, whatever FUTURE_EVENT_TOLERANCE_SECONDS)."""
+    ceiling = datetime.now(UTC).timestamp() + windows.DAY_SECONDS
+    for partition, stream_time in stream_times.items():
+        if stream_time != windows.NO_STREAM_TIME:
+            stream_day = windows.day_of(min(stream_time, ceiling))
+            txn_ids.expire(partition, stream_day, settings.dedupe_horizon_days)
 
 
 async def _changelog_acknowledged(sent: Sequence[Sent], n_messages: int,

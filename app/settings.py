@@ -184,6 +184,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                     positive, "a positive integer"),
     )
     assert set(values) == {f.name for f in fields(Settings)}
+    if values["dedupe_horizon_days"] <= values["late_event_grace_days"]:
+        # A replayed txn_id must be recognised as long as its event is not late, or it would
+        # be folded twice.
+        raise SettingsError(
+            f"DEDUPE_HORIZON_DAYS={values['dedupe_horizon_days']} must be greater than "
+            f"LATE_EVENT_GRACE_DAYS={values['late_event_grace_days']}")
     return Settings(**values)
 
 

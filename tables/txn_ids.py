@@ -23,7 +23,7 @@ from app.faust_internals.stores import partition_db
 from app.main import app
 from app.settings import settings
 from tables.changelog import Change
-from tables.records import DAY_SECONDS
+from tables.windows import DAY_SECONDS
 
 __all__ = ["FoldedIds", "expire", "folded_at", "forget_expiry", "key_of", "put_folded",
            "txn_ids"]

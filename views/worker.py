@@ -1,6 +1,7 @@
 """Web views of the processing worker (Faust's web server, ``WEB_HOST:WEB_PORT``):
 
-- ``GET /users/{user_id}/stats``: a user's live statistics from the tables. Any worker answers
+- ``GET /users/{user_id}/stats``: a user's live statistics from the tables, in the reporting
+  currency, with the spend of the last seven UTC days up to today. Any worker answers
   for any user: ``app.table_route`` forwards the request to the worker that owns the user's
   partition. Unknown user: 404 with a JSON body.
 - ``GET /health``: 200 ``{"status": "ok", ...}`` once the worker runs.
@@ -23,8 +24,9 @@ from prometheus_client.registry import Collector
 from agents import processor
 from agents.counters import DLQ_KINDS, Counters
 from app.main import app
+from app.rates import REPORTING_CURRENCY
 from app.topics import transactions_topic
-from tables import user_tables
+from tables import user_tables, windows
 from tables.records import UserState
 
 __all__ = ["WorkerCollector", "build_registry", "health", "metrics", "registry", "user_stats",
@@ -33,28 +35,31 @@ __all__ = ["WorkerCollector", "build_registry", "health", "metrics", "registry",
 
 def user_stats_body(user_id: str, now: float | None = None) -> dict[str, Any] | None:
     """The stats of ``user_id`` held by this worker, or None if it has none."""
-    raw = user_tables.user_stats.get(user_id)
+    raw = user_tables.user_state.get(user_id)
     if raw is None:
         return None
     user = UserState.decode(raw)
-    days = user_tables.recent_days(user_id, time.time() if now is None else now)
+    today = windows.day_of(time.time() if now is None else now)
+    days = [(day, user.day(day)) for day in range(today - 6, today + 1)]
     stats = user.stats
     return {
         "user_id": user_id,
+        "currency": REPORTING_CURRENCY,
         "count": stats.count,
         "mean": stats.mean,
         "std": stats.std,
         "last_z": user.last_z,
         "today_spend": days[-1][1].amount,
-        "last_7_days": [{"day": time.strftime("%Y-%m-%d", time.gmtime(start)),
+        "last_7_days": [{"day": time.strftime("%Y-%m-%d",
+                                              time.gmtime(day * windows.DAY_SECONDS)),
                          "spend": spend.amount, "count": spend.count}
-                        for start, spend in days],
+                        for day, spend in days],
         "served_by": str(app.conf.canonical_url).rstrip("/"),
     }
 
 
 @app.page("/users/{user_id}/stats")
-@app.table_route(table=user_tables.user_stats, match_info="user_id")
+@app.table_route(table=user_tables.user_state, match_info="user_id")
 async def user_stats(self: View, request: Request, user_id: str) -> Response:
     body = user_stats_body(user_id)
     if body is None:

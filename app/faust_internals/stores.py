@@ -11,7 +11,7 @@ from typing import Any
 
 from faust.stores.rocksdb import Store as RocksDBStore
 
-__all__ = ["partition_db", "set_key_ttl"]
+__all__ = ["partition_db"]
 
 
 def partition_db(table: Any, partition: int | None) -> Any:
@@ -21,9 +21,3 @@ def partition_db(table: Any, partition: int | None) -> Any:
     if partition is None or not isinstance(store, RocksDBStore):
         return None
     return store._db_for_partition(partition)
-
-
-def set_key_ttl(table: Any, key: Any, partition: int) -> None:
-    """What ``table[key] = value`` does for a windowed table's expiry bookkeeping
-    (``Table.on_key_set``)."""
-    table._maybe_set_key_ttl(key, partition)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -19,9 +20,11 @@ TS = "2026-11-25T10:00:00+00:00"
 TS_EPOCH = 1_795_600_800.0  # 2026-11-25T10:00:00Z
 
 
-def txn(user: str, amount: float, ts: str = TS, merchant: str = "m-1") -> dict[str, Any]:
-    """A new transaction: a fresh ``txn_id`` every call, so equal purchases stay distinct."""
-    body = {"user_id": user, "amount": amount, "currency": "EUR", "timestamp": ts,
+def txn(user: str, amount: float, ts: str = TS, merchant: str = "m-1",
+        currency: str = "USD") -> dict[str, Any]:
+    """A new transaction: a fresh ``txn_id`` every call, so equal purchases stay distinct. In
+    the reporting currency unless told: its amounts are the statistics' own."""
+    body = {"user_id": user, "amount": amount, "currency": currency, "timestamp": ts,
             "merchant_id": merchant, "merchant_category": "grocery",
             "payment_method": "debit_card", "status": "approved",
             "location": {"city": "Lyon", "country": "FR"}}
@@ -47,11 +50,20 @@ class Recorder:
         return [orjson.loads(m.value) for m in self.messages if m.topic == topic]
 
 
+def kafka_timestamp(value: bytes) -> float:
+    """The Kafka timestamp a producer gives ``value``: its payload's time (TS when it has
+    none)."""
+    try:
+        return datetime.fromisoformat(orjson.loads(value)["timestamp"]).timestamp()
+    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+        return TS_EPOCH
+
+
 async def put_all(agent: Any, recorder: Recorder, items: list[tuple[bytes | None, bytes]],
                   partition: int = 0, expect: int | None = None) -> None:
     for key, value in items:
-        await agent.put(value=value, key=key, partition=partition, timestamp=TS_EPOCH,
-                        wait=False)
+        await agent.put(value=value, key=key, partition=partition,
+                        timestamp=kafka_timestamp(value), wait=False)
     expect = len(items) if expect is None else expect
     for _ in range(200):
         if len(recorder.messages) >= expect:

@@ -45,10 +45,14 @@ def test_each_reason_has_its_kind(kind: str, value: bytes) -> None:
 
 
 def test_the_kinds_are_a_fixed_list() -> None:
-    assert set(BAD) | {"key_not_user_id", "other"} == set(DLQ_KINDS)
+    worker_rules = {"key_not_user_id", "kafka_timestamp", "late_event", "future_event"}
+    assert set(BAD) | worker_rules | {"other"} == set(DLQ_KINDS)
     assert {f"bad_{f}" for f in FIELDS} <= set(DLQ_KINDS)
     assert dlq_kind("message key is not the transaction's user_id") == "key_not_user_id"
     assert dlq_kind("something nobody wrote yet: 123") == "other"
+    assert dlq_kind("late event: timestamp 2026-10-01T00:00:00Z is more than") == "late_event"
+    assert dlq_kind("future event: timestamp 9999-12-31T00:00:00Z is") == "future_event"
+    assert dlq_kind("Kafka timestamp 2026-11-30T10:00:00+00:00 is not") == "kafka_timestamp"
     assert dlq_kind("timestamp has no UTC offset") == "bad_timestamp"
 
 

@@ -58,12 +58,12 @@ async def test_enriched_fields_of_a_hand_checked_sequence(recorder: Recorder) ->
     assert anomaly["n_prev"] == 6 and anomaly["mean_prev"] == 11.0
     assert math.isclose(anomaly["std_prev"], math.sqrt(2.0))
     assert anomaly["z_score"] == enriched[6]["z_score"]
-    user = UserState.decode(user_tables.user_stats.data["alice"])
+    user = UserState.decode(user_tables.user_state.data["alice"])
     assert user.stats.count == 7 and user.offset == 6 and user.last_z == anomaly["z_score"]
     # the changelog messages carry exactly what the store holds, on the source partition
     [change] = [c for c in recorder.changes if c.key == b"alice"]
     assert UserState.decode(change.value) == user and change.partition == 0
-    assert change.topic == user_tables.user_stats.changelog_topic.get_topic_name()
+    assert change.topic == user_tables.user_state.changelog_topic.get_topic_name()
 
 
 async def test_bad_message_goes_to_the_dlq_and_the_next_is_processed(recorder: Recorder
@@ -125,11 +125,11 @@ async def test_a_redelivered_message_is_not_applied_twice(recorder: Recorder) ->
     txns = [txn("dave", a, merchant=f"m{a}") for a in (5.0, 7.0, 9.0)]
     async with processor.process.test_context() as agent:
         await put_all(agent, recorder, [encoded(t) for t in txns])
-        before = UserState.decode(user_tables.user_stats.data["dave"])
+        before = UserState.decode(user_tables.user_state.data["dave"])
         agent.sent_offset = 1  # the broker hands out offsets 1 and 2 again, then 3
         await put_all(agent, recorder, [encoded(t) for t in [*txns[1:], txn("dave", 11.0)]],
                       expect=4)
-    after = UserState.decode(user_tables.user_stats.data["dave"])
+    after = UserState.decode(user_tables.user_state.data["dave"])
     assert before.stats.count == 3 and after.stats.count == 4
     assert after.stats.mean == 8.0
     enriched = recorder.values(processor.ENRICHED)
@@ -213,7 +213,7 @@ async def test_user_cache_is_dropped_on_a_new_consumer_generation(recorder: Reco
     async with processor.process.test_context() as agent:
         await put_all(agent, recorder, [encoded(txn("ivan", 3.0))])
         assert user_tables.get_user("ivan", 0).stats.count == 1
-        user_tables.user_stats.data["ivan"] = UserState(offset=41).encode()  # e.g. a recovery
+        user_tables.user_state.data["ivan"] = UserState(offset=41).encode()  # e.g. a recovery
         processor._on_generation(app.consumer_generation_id)  # same generation: cached
         assert user_tables.get_user("ivan", 0).stats.count == 1
         processor._on_generation(-7)  # a rebalance
@@ -239,7 +239,7 @@ async def test_a_replayed_txn_id_changes_nothing(recorder: Recorder) -> None:
     async with processor.process.test_context() as agent:
         await put_all(agent, recorder, [encoded(first), encoded(first), encoded(second)],
                       expect=2)
-        stats = UserState.decode(user_tables.user_stats.data["kim"])
+        stats = UserState.decode(user_tables.user_state.data["kim"])
         await put_all(agent, recorder, [encoded(second), encoded(first), encoded(txn("kim", 5.0))],
                       expect=3)
     enriched = recorder.values(processor.ENRICHED)
@@ -279,8 +279,10 @@ async def test_a_redelivery_is_not_a_duplicate(recorder: Recorder) -> None:
 
 async def test_ids_older_than_the_horizon_are_forgotten(recorder: Recorder) -> None:
     """Stream time (the newest event of the partition) minus DEDUPE_HORIZON_DAYS: older ids
-    are deleted, so an id replayed after that is folded again; younger ones stay."""
+    are deleted, younger ones stay. The horizon is longer than the late-event grace, so an
+    old id that comes again after that is refused as late, never folded twice."""
     horizon = settings.dedupe_horizon_days
+    assert horizon > settings.late_event_grace_days
     old = txn("max", 3.0, ts="2026-11-01T12:00:00+00:00")
     inside = txn("max", 4.0, ts=f"2026-11-{1 + horizon:02d}T12:00:00+00:00")
     later = txn("max", 5.0, ts=f"2026-11-{2 + horizon:02d}T12:00:00+00:00")
@@ -289,9 +291,11 @@ async def test_ids_older_than_the_horizon_are_forgotten(recorder: Recorder) -> N
         await put_all(agent, recorder, [encoded(later)], expect=3)
         await put_all(agent, recorder, [encoded(old), encoded(inside)], expect=4)
     enriched = recorder.values(processor.ENRICHED)
-    assert [e["amount"] for e in enriched] == [3.0, 4.0, 5.0, 3.0]
+    assert [e["amount"] for e in enriched] == [3.0, 4.0, 5.0]
     assert processor.counters.duplicates == 1
+    assert processor.counters.dlq_kinds == {"late_event": 1}
     keys = {k[4:].hex() for k in txn_ids.txn_ids.data.keys()}
+    assert old["txn_id"] not in keys
     assert inside["txn_id"] in keys and later["txn_id"] in keys
 
 
