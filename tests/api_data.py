@@ -18,6 +18,12 @@ from app.contract import CATEGORIES
 
 #: User ids that look like MongoDB operators or are otherwise awkward: stored as plain strings.
 ODD_USERS = ['{"$ne": null}', "$where", "ünï-çødé 😀", "a/b?c#d", "dot.ted"]
+#: The API's reporting currency in these tests (the settings' default), and the seed's rates.
+REPORTING = "USD"
+USD_PER_UNIT = {"USD": 1.0, "EUR": 1.08, "JPY": 0.0067, "INR": 0.012}
+#: Documents and rows converted into another reporting currency (written under an earlier
+#: setting): the API leaves them out of every money figure.
+STALE = "EUR"
 USERS = ["alice", "bob", "carol", *ODD_USERS]
 MERCHANTS = [f"m{i:02d}" for i in range(12)]
 
@@ -42,10 +48,12 @@ class Seed:
     anomalies: list[dict[str, Any]] = field(default_factory=list)
     merchant_minute: list[dict[str, Any]] = field(default_factory=list)
     volume_minute: list[dict[str, Any]] = field(default_factory=list)
+    currency_minute: list[dict[str, Any]] = field(default_factory=list)
     dlq: list[dict[str, Any]] = field(default_factory=list)
 
     def write(self, db: Database) -> None:
-        for name in ("transactions", "anomalies", "merchant_minute", "volume_minute", "dlq"):
+        for name in ("transactions", "anomalies", "merchant_minute", "volume_minute",
+                     "currency_minute", "dlq"):
             docs = getattr(self, name)
             if docs:
                 db[name].insert_many([dict(d) for d in docs])
@@ -55,7 +63,9 @@ class Seed:
         out = []
         for day in days:
             txns = [t for t in self.transactions if t["user_id"] == user_id and t["day"] == day]
-            out.append({"day": day, "spend": round(sum(t["amount"] for t in txns), 2),
+            spend = sum(t["amount_reporting"] for t in txns
+                        if t["reporting_currency"] == REPORTING)
+            out.append({"day": day, "spend": round(spend, 2),
                         "count": len(txns), "anomalies": sum(t["is_anomaly"] for t in txns)})
         return out
 
@@ -74,7 +84,7 @@ class Seed:
         first = last - timedelta(minutes=minutes - 1)
         totals: dict[str, dict[str, Any]] = {}
         for d in self.merchant_minute:
-            if first <= d["minute"] <= last:
+            if first <= d["minute"] <= last and d["reporting_currency"] == REPORTING:
                 row = totals.setdefault(d["merchant_id"], {
                     "merchant_id": d["merchant_id"], "merchant_category": d["merchant_category"],
                     "revenue": 0.0, "count": 0, "anomalies": 0})
@@ -84,7 +94,8 @@ class Seed:
         return [{**r, "revenue": round(r["revenue"], 2)} for r in rows]
 
     def volume(self, minutes: int, as_of: datetime) -> list[dict[str, Any]]:
-        by_minute = {d["minute"]: d for d in self.volume_minute}
+        by_minute = {d["minute"]: d for d in self.volume_minute
+                     if d["reporting_currency"] == REPORTING}
         last = _minute(as_of)
         out = []
         for i in range(minutes - 1, -1, -1):
@@ -93,6 +104,25 @@ class Seed:
             out.append({"minute": m, "count": d["count"], "revenue": round(d["revenue"], 2),
                         "anomalies": d["anomalies"]})
         return out
+
+
+    def revenue_by_currency(self, as_of: datetime) -> dict[str, float]:
+        """The last hour's revenue per original currency, as ``/summary`` gives it."""
+        last = _minute(as_of)
+        first = last - timedelta(minutes=59)
+        totals: dict[str, float] = {}
+        for d in self.currency_minute:
+            if first <= d["minute"] <= last:
+                totals[d["currency"]] = totals.get(d["currency"], 0.0) + d["revenue"]
+        return {c: round(v, 2) for c, v in totals.items()}
+
+
+def _reporting(rnd: random.Random, amount: float, currency: str) -> dict[str, Any]:
+    """``amount_reporting`` and ``reporting_currency`` of a document: in REPORTING, or for
+    one in 20 in STALE."""
+    into = STALE if rnd.random() < 0.05 else REPORTING
+    return {"amount_reporting": round(amount * USD_PER_UNIT[currency] / USD_PER_UNIT[into], 2),
+            "reporting_currency": into}
 
 
 def make_seed(now: datetime | None = None, seed: int = 7, n_txns: int = 600) -> Seed:
@@ -104,9 +134,11 @@ def make_seed(now: datetime | None = None, seed: int = 7, n_txns: int = 600) -> 
     for i in range(n_txns):
         ts = _ms(now - timedelta(seconds=rnd.uniform(0, 40 * 86400)))
         user = rnd.choice(USERS)
+        amount, currency = round(rnd.uniform(0.5, 900), 2), rnd.choice(list(USD_PER_UNIT))
         s.transactions.append({
             "_id": _id("t", seed, i), "txn_id": _id("t", seed, i), "user_id": user,
-            "amount": round(rnd.uniform(0.5, 900), 2), "currency": "EUR", "timestamp": ts,
+            "amount": amount, "currency": currency, **_reporting(rnd, amount, currency),
+            "timestamp": ts,
             "merchant_id": rnd.choice(MERCHANTS), "merchant_category": rnd.choice(CATEGORIES),
             "payment_method": "paypal", "status": "approved",
             "location": {"city": "Lyon", "country": "FR"},
@@ -116,9 +148,10 @@ def make_seed(now: datetime | None = None, seed: int = 7, n_txns: int = 600) -> 
     shared = _ms(now - timedelta(minutes=5))
     for i in range(80):
         ts = shared if i % 10 == 0 else _ms(now - timedelta(seconds=rnd.uniform(0, 3 * 86400)))
+        amount = round(rnd.uniform(500, 5000), 2)
         s.anomalies.append({
             "_id": _id("a", seed, i), "txn_id": _id("a", seed, i), "user_id": rnd.choice(USERS),
-            "amount": round(rnd.uniform(500, 5000), 2), "currency": "USD",
+            "amount": amount, "currency": "JPY", **_reporting(rnd, amount, "JPY"),
             "merchant_id": rnd.choice(MERCHANTS), "merchant_category": rnd.choice(CATEGORIES[:4]),
             "timestamp": ts, "z_score": round(rnd.uniform(3.01, 12), 3),
             "mean_prev": 40.0, "std_prev": 12.5, "n_prev": rnd.randint(5, 300),
@@ -133,18 +166,31 @@ def make_seed(now: datetime | None = None, seed: int = 7, n_txns: int = 600) -> 
         if (merchant, m) in seen:
             continue
         seen.add((merchant, m))
+        into = STALE if rnd.random() < 0.1 else REPORTING
         s.merchant_minute.append({
             "_id": f"{merchant}|{m.isoformat()}", "merchant_id": merchant,
             "merchant_category": CATEGORIES[MERCHANTS.index(merchant) % len(CATEGORIES)],
-            "minute": m, "count": rnd.randint(1, 50), "revenue": round(rnd.uniform(1, 5000), 2),
-            "anomalies": rnd.randint(0, 2)})
+            "minute": m, "reporting_currency": into, "count": rnd.randint(1, 50),
+            "revenue": round(rnd.uniform(1, 5000), 2), "anomalies": rnd.randint(0, 2)})
     for back in range(0, 180):
         if rnd.random() < 0.75:
             m = last - timedelta(minutes=back)
             s.volume_minute.append({"_id": m.isoformat(), "minute": m,
+                                    "reporting_currency": REPORTING,
                                     "count": rnd.randint(0, 6000),
                                     "revenue": round(rnd.uniform(0, 90000), 2),
                                     "anomalies": rnd.randint(0, 9)})
+            for currency in USD_PER_UNIT:
+                s.currency_minute.append({
+                    "_id": f"{currency}|{m.isoformat()}", "currency": currency, "minute": m,
+                    "count": rnd.randint(1, 900),
+                    "revenue": round(rnd.uniform(1, 90000 / USD_PER_UNIT[currency]), 2),
+                    "anomalies": rnd.randint(0, 2)})
+        elif rnd.random() < 0.5:  # a row of another reporting currency: never counted
+            m = last - timedelta(minutes=back)
+            s.volume_minute.append({"_id": f"{m.isoformat()}|{STALE}", "minute": m,
+                                    "reporting_currency": STALE, "count": 10**6,
+                                    "revenue": 10.0**9, "anomalies": 10**3})
     for i in range(7):
         s.dlq.append({"_id": f"transactions:0:{i}", "reason": "not valid JSON",
                       "topic": "transactions", "partition": 0, "offset": i, "failed_at": now,

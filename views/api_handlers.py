@@ -48,10 +48,10 @@ async def _cached(request: Request, key: tuple[Hashable, ...], compute: Callable
     return value if hit else await run_in_threadpool(cache.get, key, compute, ttl)
 
 
-def _timed(query: Callable[..., Any], *args: Any) -> tuple[str, Any]:
-    """(now as ISO, query(*args, now)): the answer says which moment its windows end at."""
+def _timed(query: Callable[[datetime], Any]) -> tuple[str, Any]:
+    """(now as ISO, query(now)): the answer says which moment its windows end at."""
     now = datetime.now(UTC)
-    return queries.iso(now), query(*args, now)
+    return queries.iso(now), query(now)
 
 
 async def health(request: Request) -> Response:
@@ -83,14 +83,15 @@ async def anomalies(request: Request) -> Response:
         except queries.CursorError as exc:
             p.fail("cursor", f"is invalid: {exc}")
     p.check()
-    db = _api(request).db
+    api = _api(request)
+    db = api.db
     # Pages after the first change only when an anomaly arrives late with an older timestamp,
     # so they are kept longer and deep pagination does not keep the database busy.
     items, next_cursor = await _cached(
         request, ("anomalies", limit, cursor, category, min_z, since),
         lambda: queries.anomalies(db, limit, cursor, category, min_z, since),
         ttl=CURSOR_PAGE_SECONDS if cursor else None)
-    return JSON({"items": items, "next_cursor": next_cursor})
+    return JSON({"currency": api.currency, "items": items, "next_cursor": next_cursor})
 
 
 async def merchants_top(request: Request) -> Response:
@@ -100,28 +101,35 @@ async def merchants_top(request: Request) -> Response:
     limit = p.integer("limit", 10, LIMITS["merchants"])
     p.check()
     assert window is not None and by is not None
-    db = _api(request).db
+    api = _api(request)
+    db, currency = api.db, api.currency
     # One cached aggregate per window, ranked per request (cheap): every order and limit
     # share it.
-    as_of, totals = await _cached(request, ("merchants", window),
-                                  lambda: _timed(queries.merchant_totals, db, window))
+    as_of, totals = await _cached(
+        request, ("merchants", window),
+        lambda: _timed(lambda now: queries.merchant_totals(db, window, now, currency)))
     items = queries.top(totals, by, limit)
-    return JSON({"window": window, "by": by, "items": items, "as_of": as_of})
+    return JSON({"window": window, "by": by, "currency": currency, "items": items,
+                 "as_of": as_of})
 
 
 async def volume(request: Request) -> Response:
     p = Params(request)
     minutes = p.integer("minutes", 60, LIMITS["minutes"])
     p.check()
-    db = _api(request).db
-    as_of, items = await _cached(request, ("volume", minutes),
-                                 lambda: _timed(queries.volume, db, minutes))
-    return JSON({"minutes": minutes, "items": items, "as_of": as_of})
+    api = _api(request)
+    db, currency = api.db, api.currency
+    as_of, items = await _cached(
+        request, ("volume", minutes),
+        lambda: _timed(lambda now: queries.volume(db, minutes, now, currency)))
+    return JSON({"minutes": minutes, "currency": currency, "items": items, "as_of": as_of})
 
 
 async def summary(request: Request) -> Response:
-    db = _api(request).db
-    body = await _cached(request, ("summary",), lambda: queries.summary(db, datetime.now(UTC)))
+    api = _api(request)
+    db, currency = api.db, api.currency
+    body = await _cached(request, ("summary",),
+                         lambda: queries.summary(db, datetime.now(UTC), currency))
     return JSON(body)
 
 

@@ -21,6 +21,11 @@ _NUM = {"type": "number"}
 _INT = {"type": "integer"}
 _STR = {"type": "string"}
 _TS = {"type": "string", "format": "date-time"}
+#: The reporting currency every money figure of an answer is in (``REPORTING_CURRENCY``).
+_CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$", "example": "USD",
+             "description": "ISO 4217 code of the reporting currency: every money figure of "
+                            "this answer is in it (REPORTING_CURRENCY)"}
+_MONEY = {"type": "number", "description": "in the reporting currency (`currency`)"}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -67,11 +72,12 @@ SCHEMAS: dict[str, Any] = {
         "worker": _ref("Dependency"),
     }), "additionalProperties": False,
         "description": "statuses and latencies only (no hosts, ports or URLs: see the log)"},
-    "TrendDay": _obj({"day": {"type": "string", "format": "date"}, "spend": _NUM,
+    "TrendDay": _obj({"day": {"type": "string", "format": "date"}, "spend": _MONEY,
                       "count": {"type": "integer", "minimum": 0},
                       "anomalies": {"type": "integer", "minimum": 0}}),
     "Trends": _obj({
         "user_id": _STR,
+        "currency": _CURRENCY,
         "days": {"type": "array", "items": _ref("TrendDay")},
         "live": {"type": "object", "nullable": True, "additionalProperties": True,
                  "description": "the worker's stats view of this user, null when unavailable"},
@@ -79,28 +85,40 @@ SCHEMAS: dict[str, Any] = {
     }),
     "Anomaly": _obj({
         "txn_id": _STR, "user_id": _nullable(_STR), "amount": _nullable(_NUM),
-        "currency": _nullable(_STR), "merchant_id": _nullable(_STR),
+        "currency": {**_nullable(_STR), "description": "the currency of `amount`"},
+        "amount_reporting": {**_nullable(_NUM),
+                             "description": "`amount` in `reporting_currency`"},
+        "reporting_currency": _nullable(_STR), "merchant_id": _nullable(_STR),
         "merchant_category": _nullable(_STR), "timestamp": _nullable(_TS),
-        "z_score": _nullable(_NUM), "mean_prev": _nullable(_NUM), "std_prev": _nullable(_NUM),
+        "z_score": _nullable(_NUM),
+        "mean_prev": {**_nullable(_NUM), "description": "in `reporting_currency`"},
+        "std_prev": {**_nullable(_NUM), "description": "in `reporting_currency`"},
         "n_prev": _nullable(_INT), "detected_at": _nullable(_TS),
     }),
-    "AnomalyPage": _obj({"items": {"type": "array", "items": _ref("Anomaly")},
+    "AnomalyPage": _obj({"currency": _CURRENCY,
+                         "items": {"type": "array", "items": _ref("Anomaly")},
                          "next_cursor": _nullable(_STR)}),
     "Merchant": _obj({"merchant_id": _STR, "merchant_category": _nullable(_STR),
-                      "revenue": _NUM, "count": _INT, "anomalies": _INT}),
+                      "revenue": _MONEY, "count": _INT, "anomalies": _INT}),
     "MerchantsTop": _obj({
         "window": {"type": "string", "enum": ["1h", "24h", "7d"]},
         "by": {"type": "string", "enum": ["revenue", "count"]},
+        "currency": _CURRENCY,
         "items": {"type": "array", "items": _ref("Merchant")},
         "as_of": {**_TS, "description": "the moment the window ends at"},
     }),
-    "VolumeMinute": _obj({"minute": _TS, "count": _INT, "revenue": _NUM, "anomalies": _INT}),
-    "Volume": _obj({"minutes": _INT, "items": {"type": "array", "items": _ref("VolumeMinute")},
+    "VolumeMinute": _obj({"minute": _TS, "count": _INT, "revenue": _MONEY, "anomalies": _INT}),
+    "Volume": _obj({"minutes": _INT, "currency": _CURRENCY,
+                    "items": {"type": "array", "items": _ref("VolumeMinute")},
                     "as_of": {**_TS, "description": "the moment the last minute contains"}}),
     "Summary": _obj({
         "tps_now": {**_NUM, "description": "transactions in the last complete minute / 60"},
-        "count_1h": _INT, "revenue_1h": _NUM, "anomalies_1h": _INT, "dlq_count": _INT,
-        "as_of": _TS,
+        "count_1h": _INT, "revenue_1h": _MONEY, "currency": _CURRENCY,
+        "revenue_by_currency": {
+            "type": "object", "additionalProperties": _NUM, "example": {"EUR": 1234.5},
+            "description": "the same hour's revenue per original currency (ISO 4217 code -> "
+                           "the sum of the amounts in that currency, not converted)"},
+        "anomalies_1h": _INT, "dlq_count": _INT, "as_of": _TS,
     }),
 }
 
@@ -145,7 +163,8 @@ def openapi_schema(secured: bool, rate_limited: bool = False) -> dict[str, Any]:
         "/users/{user_id}/trends": _get(
             "A user's daily spend, count and anomalies, plus live statistics",
             "Per UTC day, the last `days` days up to today, oldest first (days without "
-            "transactions are zeros), from `transactions`; `live` is the Faust worker's stats "
+            "transactions are zeros), from `transactions`; `spend` is in the reporting currency "
+            "`currency`; `live` is the Faust worker's stats "
             "view of the user, or null with `live_error` saying why.",
             _json(_ref("Trends"), "the trends"),
             [{"name": "user_id", "in": "path", "required": True,
@@ -172,7 +191,8 @@ def openapi_schema(secured: bool, rate_limited: bool = False) -> dict[str, Any]:
             secured, rate_limited),
         "/merchants/top": _get(
             "Top merchants by revenue or count over a window",
-            "From the `merchant_minute` rollups; the window ends with the current minute.",
+            "From the `merchant_minute` rollups; the window ends with the current minute. "
+            "Revenue is in the reporting currency `currency`.",
             _json(_ref("MerchantsTop"), "the ranking"),
             [{"name": "window", "in": "query", "required": False,
               "schema": {"type": "string", "enum": ["1h", "24h", "7d"], "default": "1h"}},
@@ -183,14 +203,17 @@ def openapi_schema(secured: bool, rate_limited: bool = False) -> dict[str, Any]:
         "/volume": _get(
             "Per-minute count, revenue and anomalies",
             "From `volume_minute`: one item per minute, the last `minutes` minutes up to the "
-            "current (partial) minute, oldest first; minutes without data are zeros.",
+            "current (partial) minute, oldest first; minutes without data are zeros. Revenue "
+            "is in the reporting currency `currency`.",
             _json(_ref("Volume"), "the series"),
             [_capped("minutes", 60, LIMITS["minutes"], "number of minutes")],
             secured, rate_limited),
         "/summary": _get(
             "KPIs for the dashboard",
             "`tps_now` = count of the last complete minute / 60; the `_1h` sums cover the same "
-            "60 minutes as `/volume?minutes=60`; `dlq_count` = documents in `dlq`.",
+            "60 minutes as `/volume?minutes=60`; `revenue_1h` is in the reporting currency "
+            "`currency`, `revenue_by_currency` the same hour per original currency in its own "
+            "amounts; `dlq_count` = documents in `dlq`.",
             _json(_ref("Summary"), "the KPIs"), [], secured, rate_limited),
         "/metrics": {"get": {
             "summary": "Prometheus metrics",

@@ -134,7 +134,13 @@ class Api:
         except orjson.JSONDecodeError:
             return None, "the worker answered something that is not JSON"
 
+    @property
+    def currency(self) -> str:
+        """The reporting currency of every money figure (``REPORTING_CURRENCY``)."""
+        return self.settings.reporting_currency
+
     def trends(self, user_id: str, days: int) -> dict[str, Any]:
-        rows = queries.trends(self.db, user_id, days, datetime.now(UTC))
+        rows = queries.trends(self.db, user_id, days, datetime.now(UTC), self.currency)
         live, live_error = self.live_stats(user_id)
-        return {"user_id": user_id, "days": rows, "live": live, "live_error": live_error}
+        return {"user_id": user_id, "currency": self.currency, "days": rows, "live": live,
+                "live_error": live_error}

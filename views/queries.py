@@ -5,6 +5,12 @@ limits listed there: no ``$group`` at all (sums are done in Python over projecte
 the one-accumulator-per-``$group`` trap cannot bite), no date operators (the sink stores the
 ``day`` and ``minute`` bucket keys on each document).
 
+Every money figure is in one reporting currency (the ``currency`` argument, the API's
+``REPORTING_CURRENCY``): spend sums ``amount_reporting``, and only rollup rows labelled with
+that ``reporting_currency`` are read (a row written under another setting is left out: amounts
+in two currencies cannot be added). ``revenue_by_currency`` sums ``currency_minute``, each
+currency in its own amounts.
+
 Values that come from a request are only ever used as plain values (``{"user_id": user_id}``
 with ``user_id`` a ``str``), never as query documents, so ``{"$ne": null}`` is just a strange id.
 """
@@ -21,6 +27,7 @@ import orjson
 from pymongo.database import Database
 
 from app.contract import ANOMALY_FIELDS, minute_of
+from app.settings import settings
 
 __all__ = [
     "WINDOWS",
@@ -32,6 +39,7 @@ __all__ = [
     "iso",
     "merchant_totals",
     "merchants_top",
+    "revenue_by_currency",
     "summary",
     "top",
     "trends",
@@ -43,6 +51,9 @@ Db: TypeAlias = Database[dict[str, Any]]
 
 #: ``/merchants/top`` windows, in minutes.
 WINDOWS = {"1h": 60, "24h": 24 * 60, "7d": 7 * 24 * 60}
+
+#: The default ``currency`` of the money figures: ``REPORTING_CURRENCY``.
+REPORTING = settings.reporting_currency
 
 #: Most documents a single query may return (a guard against huge collections).
 MAX_DOCS = 2_000_000
@@ -73,9 +84,12 @@ def _money(value: float) -> float:
 
 
 # --- /users/{user_id}/trends ------------------------------------------------------------------
-def trends(db: Db, user_id: str, days: int, now: datetime) -> list[dict[str, Any]]:
-    """Spend, count and anomalies of ``user_id`` per UTC day, the last ``days`` days up to
-    ``now``'s day included, oldest first; days without transactions are zeros."""
+def trends(db: Db, user_id: str, days: int, now: datetime,
+           currency: str = REPORTING) -> list[dict[str, Any]]:
+    """Spend (in ``currency``: the transactions' ``amount_reporting``), count and anomalies of
+    ``user_id`` per UTC day, the last ``days`` days up to ``now``'s day included, oldest first;
+    days without transactions are zeros. A transaction converted into another currency counts
+    in ``count`` but not in ``spend``."""
     today = now.astimezone(UTC).date()
     keys = [(today - timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
     rows: dict[str, dict[str, Any]] = {
@@ -84,13 +98,14 @@ def trends(db: Db, user_id: str, days: int, now: datetime) -> list[dict[str, Any
     # user_id + timestamp: the sink's (user_id, timestamp) index serves it on MongoDB.
     cursor = db.transactions.find(
         {"user_id": user_id, "timestamp": {"$gte": start}},
-        {"_id": 0, "day": 1, "amount": 1, "is_anomaly": 1},
+        {"_id": 0, "day": 1, "amount_reporting": 1, "reporting_currency": 1, "is_anomaly": 1},
     )
     for doc in cursor:
         row = rows.get(str(doc.get("day")))
         if row is None:
             continue
-        row["spend"] += _num(doc.get("amount"))
+        if doc.get("reporting_currency") == currency:
+            row["spend"] += _num(doc.get("amount_reporting"))
         row["count"] += 1
         row["anomalies"] += doc.get("is_anomaly") is True
     for row in rows.values():
@@ -127,8 +142,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise CursorError("cursor is not a cursor returned by this API") from None
 
 
+#: An anomaly's fields in the API: the contract's, with the amount in the reporting currency
+#: after ``currency``.
+_ANOMALY_OUT = tuple(dict.fromkeys([
+    *ANOMALY_FIELDS[:ANOMALY_FIELDS.index("currency") + 1], "amount_reporting",
+    "reporting_currency", *ANOMALY_FIELDS[ANOMALY_FIELDS.index("currency") + 1:]]))
+
+
 def _anomaly(doc: dict[str, Any]) -> dict[str, Any]:
-    out = {f: iso(doc.get(f)) for f in ANOMALY_FIELDS}
+    out = {f: iso(doc.get(f)) for f in _ANOMALY_OUT}
     if out["txn_id"] is None:
         out["txn_id"] = doc.get("_id")
     return out
@@ -166,21 +188,26 @@ def anomalies(db: Db, limit: int, cursor: str | None = None, category: str | Non
 
 # --- rollups: /merchants/top, /volume, /summary -----------------------------------------------
 def _minutes(db: Db, collection: str, first: datetime, last: datetime,
-             fields: tuple[str, ...]) -> list[dict[str, Any]]:
+             fields: tuple[str, ...], currency: str | None) -> list[dict[str, Any]]:
+    """The rows of ``collection`` in the minutes ``first``..``last``; only those in the
+    reporting currency ``currency`` unless None."""
+    query: dict[str, Any] = {"minute": {"$gte": first, "$lte": last}}
+    if currency is not None:
+        query["reporting_currency"] = currency
     return list(db[collection].find(
-        {"minute": {"$gte": first, "$lte": last}},
-        {"_id": 0, "minute": 1, **{f: 1 for f in fields}},
-    ).limit(MAX_DOCS))
+        query, {"_id": 0, "minute": 1, **{f: 1 for f in fields}}).limit(MAX_DOCS))
 
 
-def merchant_totals(db: Db, window: str, now: datetime) -> list[dict[str, Any]]:
-    """Revenue, count and anomalies of every merchant in the last ``window`` (the current,
-    partial minute included), summed from ``merchant_minute``."""
+def merchant_totals(db: Db, window: str, now: datetime,
+                    currency: str = REPORTING) -> list[dict[str, Any]]:
+    """Revenue (in ``currency``), count and anomalies of every merchant in the last ``window``
+    (the current, partial minute included), summed from ``merchant_minute``."""
     last = minute_of(now)
     first = last - timedelta(minutes=WINDOWS[window] - 1)
     totals: dict[str, dict[str, Any]] = {}
     for doc in _minutes(db, "merchant_minute", first, last,
-                        ("merchant_id", "merchant_category", "count", "revenue", "anomalies")):
+                        ("merchant_id", "merchant_category", "count", "revenue", "anomalies"),
+                        currency):
         merchant = doc.get("merchant_id")
         if not isinstance(merchant, str):
             continue
@@ -200,19 +227,21 @@ def top(totals: list[dict[str, Any]], by: str, limit: int) -> list[dict[str, Any
     return sorted(totals, key=lambda r: (-r[by], r["merchant_id"]))[:limit]
 
 
-def merchants_top(db: Db, window: str, by: str, limit: int,
-                  now: datetime) -> list[dict[str, Any]]:
+def merchants_top(db: Db, window: str, by: str, limit: int, now: datetime,
+                  currency: str = REPORTING) -> list[dict[str, Any]]:
     """The ``limit`` merchants with the most ``by`` (revenue or count) in the last ``window``."""
-    return top(merchant_totals(db, window, now), by, limit)
+    return top(merchant_totals(db, window, now, currency), by, limit)
 
 
-def _volume_rows(db: Db, first: datetime, last: datetime) -> dict[datetime, dict[str, Any]]:
+def _volume_rows(db: Db, first: datetime, last: datetime,
+                 currency: str) -> dict[datetime, dict[str, Any]]:
     rows: dict[datetime, dict[str, Any]] = {}
     span = int((last - first).total_seconds() // 60) + 1
     for i in range(span):
         key = first + timedelta(minutes=i)
         rows[key] = {"minute": key, "count": 0, "revenue": 0.0, "anomalies": 0}
-    for doc in _minutes(db, "volume_minute", first, last, ("count", "revenue", "anomalies")):
+    for doc in _minutes(db, "volume_minute", first, last, ("count", "revenue", "anomalies"),
+                        currency):
         minute = doc.get("minute")
         if not isinstance(minute, datetime):
             continue
@@ -225,26 +254,43 @@ def _volume_rows(db: Db, first: datetime, last: datetime) -> dict[datetime, dict
     return rows
 
 
-def volume(db: Db, minutes: int, now: datetime) -> list[dict[str, Any]]:
-    """Count, revenue and anomalies per minute, the last ``minutes`` minutes up to ``now``'s
-    (partial) minute, oldest first; minutes without a ``volume_minute`` document are zeros."""
+def volume(db: Db, minutes: int, now: datetime,
+           currency: str = REPORTING) -> list[dict[str, Any]]:
+    """Count, revenue (in ``currency``) and anomalies per minute, the last ``minutes`` minutes
+    up to ``now``'s (partial) minute, oldest first; minutes without a ``volume_minute``
+    document are zeros."""
     last = minute_of(now)
-    rows = _volume_rows(db, last - timedelta(minutes=minutes - 1), last)
+    rows = _volume_rows(db, last - timedelta(minutes=minutes - 1), last, currency)
     return [{**r, "minute": iso(r["minute"]), "revenue": _money(r["revenue"])}
             for r in rows.values()]
 
 
-def summary(db: Db, now: datetime) -> dict[str, Any]:
+def revenue_by_currency(db: Db, first: datetime, last: datetime) -> dict[str, float]:
+    """Revenue per original currency (each in its own amounts) in the minutes
+    ``first``..``last``, summed from ``currency_minute``; largest first."""
+    totals: dict[str, float] = {}
+    for doc in _minutes(db, "currency_minute", first, last, ("currency", "revenue"), None):
+        currency = doc.get("currency")
+        if isinstance(currency, str):
+            totals[currency] = totals.get(currency, 0.0) + _num(doc.get("revenue"))
+    return {c: _money(v) for c, v in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+def summary(db: Db, now: datetime, currency: str = REPORTING) -> dict[str, Any]:
     """The dashboard's KPIs. ``tps_now`` is the last complete minute's count / 60 (the current
     minute is still filling); the ``*_1h`` sums cover the last 60 minutes, the current partial
-    minute included (the same minutes as ``/volume?minutes=60``)."""
+    minute included (the same minutes as ``/volume?minutes=60``). ``revenue_1h`` is in
+    ``currency``; ``revenue_by_currency`` is the same hour's revenue per original currency."""
     last = minute_of(now)
-    rows = _volume_rows(db, last - timedelta(minutes=59), last)
+    first = last - timedelta(minutes=59)
+    rows = _volume_rows(db, first, last, currency)
     previous = rows[last - timedelta(minutes=1)]  # the last complete minute
     return {
         "tps_now": round(previous["count"] / 60, 3),
         "count_1h": sum(r["count"] for r in rows.values()),
         "revenue_1h": _money(sum(r["revenue"] for r in rows.values())),
+        "currency": currency,
+        "revenue_by_currency": revenue_by_currency(db, first, last),
         "anomalies_1h": sum(r["anomalies"] for r in rows.values()),
         "dlq_count": db.dlq.count_documents({}),
         "as_of": iso(now),

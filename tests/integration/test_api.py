@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 
 from app.contract import CATEGORIES
 from app.settings import load
-from tests.api_data import ODD_USERS, USERS, Seed, make_seed, parse_iso
+from tests.api_data import ODD_USERS, REPORTING, STALE, USERS, Seed, make_seed, parse_iso
 from tests.procs import free_port
 from tests.unit.views.cursor_strategies import cursors
 from views import queries
@@ -77,7 +77,7 @@ def test_trends_equal_recomputation(client, seeded, user_id) -> None:
     resp = client.get(f"/users/{_quote(user_id)}/trends", params={"days": 35})
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body["user_id"] == user_id
+    assert body["user_id"] == user_id and body["currency"] == REPORTING
     days = [d["day"] for d in body["days"]]
     assert len(days) == 35 and days == sorted(days)
     assert days[-1] == datetime.now(UTC).date().isoformat() or \
@@ -112,11 +112,14 @@ def test_anomalies_pages_walk_the_whole_order(client, seeded) -> None:
 
 
 def test_anomaly_documents_are_complete(client, seeded) -> None:
-    first = client.get("/anomalies?limit=1").json()["items"][0]
+    page = client.get("/anomalies?limit=1").json()
+    assert page["currency"] == REPORTING
+    first = page["items"][0]
     doc = next(a for a in seeded.anomalies if a["_id"] == first["txn_id"])
     assert first == {
         "txn_id": doc["_id"], "user_id": doc["user_id"], "amount": doc["amount"],
-        "currency": doc["currency"], "merchant_id": doc["merchant_id"],
+        "currency": doc["currency"], "amount_reporting": doc["amount_reporting"],
+        "reporting_currency": doc["reporting_currency"], "merchant_id": doc["merchant_id"],
         "merchant_category": doc["merchant_category"],
         "timestamp": doc["timestamp"].isoformat(timespec="milliseconds"),
         "z_score": doc["z_score"], "mean_prev": doc["mean_prev"], "std_prev": doc["std_prev"],
@@ -165,7 +168,7 @@ def _walk_while_inserting(client: TestClient, seeded: Seed, mongo_db: Any) -> No
 @pytest.mark.parametrize("by", ["revenue", "count"])
 def test_merchants_top_equal_recomputation(client, seeded, window, minutes, by) -> None:
     body = client.get("/merchants/top", params={"window": window, "by": by, "limit": 5}).json()
-    assert (body["window"], body["by"]) == (window, by)
+    assert (body["window"], body["by"], body["currency"]) == (window, by, REPORTING)
     expected = seeded.merchants_top(minutes, by, 5, parse_iso(body["as_of"]))
     assert body["items"] == [{**e, "revenue": pytest.approx(e["revenue"])} for e in expected]
     assert len(body["items"]) == 5
@@ -182,6 +185,7 @@ def test_merchants_top_default(client, seeded) -> None:
 def test_volume_equal_recomputation(client, seeded, minutes) -> None:
     body = client.get("/volume", params={"minutes": minutes}).json()
     assert body["minutes"] == minutes and len(body["items"]) == minutes
+    assert body["currency"] == REPORTING
     expected = seeded.volume(minutes, parse_iso(body["as_of"]))
     assert [(parse_iso(i["minute"]), i["count"], i["revenue"], i["anomalies"])
             for i in body["items"]] == [
@@ -197,6 +201,15 @@ def test_summary_equal_recomputation(client, seeded) -> None:
     assert body["anomalies_1h"] == sum(m["anomalies"] for m in hour)
     assert body["tps_now"] == pytest.approx(hour[-2]["count"] / 60, abs=1e-3)
     assert body["dlq_count"] == len(seeded.dlq)
+    # one labelled currency: rows of another reporting currency in the hour are left out
+    assert body["currency"] == REPORTING
+    assert any(v["reporting_currency"] == STALE and v["minute"] > as_of - timedelta(hours=1)
+               for v in seeded.volume_minute)
+    # and the hour per original currency, each in its own amounts
+    expected = seeded.revenue_by_currency(as_of)
+    assert set(expected) == {"USD", "EUR", "JPY", "INR"}
+    assert body["revenue_by_currency"] == {c: pytest.approx(v) for c, v in expected.items()}
+    assert list(body["revenue_by_currency"]) == sorted(expected, key=lambda c: -expected[c])
 
 
 def test_health_reports_statuses_only(shared_db, caplog) -> None:

@@ -64,3 +64,16 @@ def test_iso_and_minutes() -> None:
     assert queries.iso(5) == 5
     aware = datetime(2026, 1, 2, 3, 4, 59, tzinfo=UTC) + timedelta(hours=0)
     assert minute_of(aware) == datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+
+
+def test_every_answer_with_money_names_its_currency() -> None:
+    """Each response schema that carries a revenue, spend or statistic requires the
+    reporting currency's code; /summary adds the revenue per original currency."""
+    from views.api_openapi import SCHEMAS
+
+    for name in ("Trends", "AnomalyPage", "MerchantsTop", "Volume", "Summary"):
+        assert "currency" in SCHEMAS[name]["required"], name
+        assert SCHEMAS[name]["properties"]["currency"]["pattern"] == "^[A-Z]{3}$"
+    assert "revenue_by_currency" in SCHEMAS["Summary"]["required"]
+    assert {"amount_reporting", "reporting_currency"} <= set(SCHEMAS["Anomaly"]["properties"])
+    assert queries.REPORTING == "USD"  # the settings' default
