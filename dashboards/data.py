@@ -22,11 +22,14 @@ __all__ = [
     "ApiError",
     "ApiUnreachable",
     "anomaly_frame",
+    "currency_of",
     "error_message",
     "kpi_values",
     "live_stats_rows",
     "merchant_columns",
     "parse_time",
+    "revenue_by_currency",
+    "revenue_by_currency_text",
     "trend_columns",
     "volume_columns",
 ]
@@ -157,6 +160,31 @@ def kpi_values(summary: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def currency_of(payload: Mapping[str, Any]) -> str:
+    """The reporting currency an API answer's money figures are in (its ``currency``), or ""
+    when it names none."""
+    value = payload.get("currency")
+    return value if isinstance(value, str) and len(value) <= 8 else ""
+
+
+def revenue_by_currency(summary: Mapping[str, Any]) -> dict[str, float]:
+    """``/summary``'s revenue per original currency (each in its own amounts), largest
+    first."""
+    raw = summary.get("revenue_by_currency")
+    if not isinstance(raw, Mapping):
+        return {}
+    values = {str(k): _number(v) for k, v in raw.items()}
+    return dict(sorted(values.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def revenue_by_currency_text(by_currency: Mapping[str, float]) -> str:
+    """One line of Markdown: the last hour's revenue per original currency."""
+    if not by_currency:
+        return "Revenue by original currency, last hour: none yet."
+    return "Revenue by original currency, last hour: " + " · ".join(
+        f"**{currency}** {value:,.2f}" for currency, value in by_currency.items())
+
+
 def _items(payload: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     items = payload.get("items")
     return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
@@ -190,8 +218,9 @@ def merchant_columns(payload: Mapping[str, Any]) -> dict[str, list[Any]]:
 
 
 #: The anomaly table's columns, in order.
-ANOMALY_COLUMNS = ("time", "user_id", "z_score", "amount", "currency", "merchant_category",
-                   "merchant_id", "mean_prev", "std_prev", "n_prev", "txn_id")
+ANOMALY_COLUMNS = ("time", "user_id", "z_score", "amount", "currency", "amount_reporting",
+                   "merchant_category", "merchant_id", "mean_prev", "std_prev", "n_prev",
+                   "txn_id")
 
 
 def anomaly_frame(payload: Mapping[str, Any]) -> pd.DataFrame:
@@ -204,6 +233,7 @@ def anomaly_frame(payload: Mapping[str, Any]) -> pd.DataFrame:
             "user_id": str(i.get("user_id", "")),
             "amount": _number(i.get("amount")),
             "currency": str(i.get("currency", "")),
+            "amount_reporting": _number(i.get("amount_reporting")),
             "merchant_id": str(i.get("merchant_id", "")),
             "merchant_category": str(i.get("merchant_category", "")),
             "z_score": _number(i.get("z_score")),

@@ -22,7 +22,7 @@ from bokeh.models.widgets.tables import NumberFormatter
 from bokeh.plotting import figure
 
 from app.settings import settings
-from dashboards.data import ApiClient
+from dashboards.data import ApiClient, revenue_by_currency_text
 from dashboards.model import REFRESH_MS, LiveModel, Schedule, run_now
 
 pn.extension("tabulator", sizing_mode="stretch_width")
@@ -30,13 +30,20 @@ pn.extension("tabulator", sizing_mode="stretch_width")
 BLUE, ORANGE, RED = "#1f77b4", "#f28e2b", "#d62728"
 FIGURE: dict[str, Any] = {"toolbar_location": None, "tools": "", "sizing_mode": "stretch_width"}
 TIME_FIGURE: dict[str, Any] = {**FIGURE, "x_axis_type": "datetime"}
-KPIS = {  # key of /summary: (title, number format)
+KPIS = {  # key of /summary: (title, number format); money titles get the currency
     "tps_now": ("Transactions/s now", "{value:,.1f}"),
     "revenue_1h": ("Revenue, last hour", "{value:,.2f}"),
     "anomalies_1h": ("Anomalies, last hour", "{value:,.0f}"),
     "dlq_count": ("Dead letters (DLQ)", "{value:,.0f}"),
 }
 RED_ABOVE_ZERO = [(0, "#222222"), (float("inf"), RED)]
+#: The KPIs in the reporting currency.
+MONEY_KPIS = ("revenue_1h",)
+
+
+def unit(currency: str) -> str:
+    """`` (USD)``: the unit of a money label; nothing before the API named the currency."""
+    return f" ({currency})" if currency else ""
 
 
 def follow(model: LiveModel, names: list[str], update: Callable[[], None]) -> None:
@@ -59,13 +66,26 @@ def kpi(kpis: dict[str, float], key: str) -> float:
 
 
 def kpi_row(model: LiveModel) -> pn.Row:
-    return pn.Row(*(
-        pn.indicators.Number(name=title, value=pn.bind(kpi, model.param.kpis, key),
-                             format=number_format, font_size="30pt", title_size="12pt",
-                             css_classes=[f"kpi-{key}"],
-                             colors=RED_ABOVE_ZERO if key in ("anomalies_1h", "dlq_count")
-                             else None)
-        for key, (title, number_format) in KPIS.items()))
+    numbers = {
+        key: pn.indicators.Number(name=title, value=pn.bind(kpi, model.param.kpis, key),
+                                  format=number_format, font_size="30pt", title_size="12pt",
+                                  css_classes=[f"kpi-{key}"],
+                                  colors=RED_ABOVE_ZERO if key in ("anomalies_1h", "dlq_count")
+                                  else None)
+        for key, (title, number_format) in KPIS.items()}
+
+    def label() -> None:
+        for key in MONEY_KPIS:
+            numbers[key].name = KPIS[key][0] + unit(model.currency)
+    label()
+    follow(model, ["currency"], label)
+    return pn.Row(*numbers.values())
+
+
+def by_currency_note(model: LiveModel) -> pn.pane.Markdown:
+    """The last hour's revenue per original currency, each in its own amounts."""
+    return pn.pane.Markdown(pn.bind(revenue_by_currency_text, model.param.by_currency),
+                            css_classes=["revenue-by-currency"])
 
 
 def volume_charts(model: LiveModel) -> list[Any]:
@@ -73,7 +93,8 @@ def volume_charts(model: LiveModel) -> list[Any]:
     count_fig = figure(title="Transactions per minute", height=220, **TIME_FIGURE)
     count_fig.vbar(x="minute", top="count", width=50_000, source=source, color=BLUE)
     count_fig.yaxis.ticker = BasicTicker(min_interval=1)  # whole transactions
-    revenue_fig = figure(title="Revenue per minute", height=220, x_range=count_fig.x_range,
+    revenue_title = Title(text="Revenue per minute" + unit(model.currency))
+    revenue_fig = figure(title=revenue_title, height=220, x_range=count_fig.x_range,
                          **TIME_FIGURE)
     revenue_fig.line(x="minute", y="revenue", source=source, line_width=2, color=ORANGE)
     revenue_fig.scatter(x="minute", y="revenue", source=source, size=4, color=ORANGE)
@@ -84,16 +105,19 @@ def volume_charts(model: LiveModel) -> list[Any]:
                                 formatters={"@minute": "datetime"}))
         fig.yaxis.formatter = NumeralTickFormatter(format="0,0")
     follow(model, ["volume"], lambda: setattr(source, "data", model.volume))
+    follow(model, ["currency"], lambda: setattr(
+        revenue_title, "text", "Revenue per minute" + unit(model.currency)))
     return [count_fig, revenue_fig]
 
 
-def merchants_title(window: str, by: str) -> str:
-    return f"Top merchants by {by}, last {window}"
+def merchants_title(window: str, by: str, currency: str) -> str:
+    return f"Top merchants by {by}{unit(currency) if by == 'revenue' else ''}, last {window}"
 
 
 def merchant_chart(model: LiveModel) -> Any:
     source = ColumnDataSource(model.merchants, name="merchants-source")
-    factors, title = FactorRange(), Title(text=merchants_title(*model.merchants_for))
+    factors = FactorRange()
+    title = Title(text=merchants_title(*model.merchants_for))
     fig = figure(title=title, y_range=factors, height=320, **FIGURE)
     fig.hbar(y="merchant", right="value", height=0.7, source=source, color=BLUE)
     fig.add_tools(HoverTool(tooltips=[("merchant", "@merchant"), ("category", "@category"),
@@ -116,18 +140,29 @@ def anomaly_note(frame: pd.DataFrame, category: str) -> str:
             if len(frame) else f"No anomalies yet ({category}).")
 
 
+def anomaly_titles(currency: str) -> dict[str, str]:
+    """The alert table's column titles: ``amount`` is in the transaction's ``currency``, the
+    converted amount and the user's statistics in the reporting currency."""
+    return {"time": "time (UTC)", "merchant_category": "category", "z_score": "z-score",
+            "amount_reporting": "amount" + (unit(currency) or " (reporting)"),
+            "mean_prev": "mean before" + unit(currency),
+            "std_prev": "std before" + unit(currency), "n_prev": "n before"}
+
+
 def anomaly_table(model: LiveModel) -> pn.widgets.Tabulator:
     table = pn.widgets.Tabulator(
         model.param.anomalies, show_index=False, disabled=True, selectable=False, height=380,
         layout="fit_data_stretch", hidden_columns=["new"], css_classes=["anomalies"],
         widths={"time": 175},
         formatters={"amount": NumberFormatter(format="0,0.00"),
+                    "amount_reporting": NumberFormatter(format="0,0.00"),
                     "z_score": NumberFormatter(format="0.00"),
                     "mean_prev": NumberFormatter(format="0,0.00"),
                     "std_prev": NumberFormatter(format="0,0.00")},
-        titles={"time": "time (UTC)", "merchant_category": "category", "z_score": "z-score",
-                "mean_prev": "mean before", "std_prev": "std before", "n_prev": "n before"},
+        titles=anomaly_titles(model.currency),
     )
+    follow(model, ["currency"], lambda: setattr(table, "titles",
+                                                anomaly_titles(model.currency)))
     strong = 2 * settings.anomaly_z_threshold
 
     def row_style(row: pd.Series) -> list[str]:
@@ -146,13 +181,16 @@ def trend_chart(model: LiveModel) -> Any:
     def columns() -> dict[str, list[Any]]:
         return {**model.trend, "color": [RED if a else BLUE for a in model.trend["anomalies"]]}
     source = ColumnDataSource(columns(), name="trend-source")
-    fig = figure(title="Daily spend, last 30 days (red: days with anomalies)", height=240,
-                 **TIME_FIGURE)
+    def text() -> str:
+        return f"Daily spend{unit(model.currency)}, last 30 days (red: days with anomalies)"
+    title = Title(text=text())
+    fig = figure(title=title, height=240, **TIME_FIGURE)
     fig.vbar(x="day", top="spend", width=0.8 * 86_400_000, source=source, color="color")
     fig.add_tools(HoverTool(tooltips=[("day", "@label"), ("spend", "@spend{0,0.00}"),
                                       ("count", "@count"), ("anomalies", "@anomalies")]))
     fig.yaxis.formatter = NumeralTickFormatter(format="0,0")
     follow(model, ["trend"], lambda: setattr(source, "data", columns()))
+    follow(model, ["currency"], lambda: setattr(title, "text", text()))
     return fig
 
 
@@ -181,6 +219,7 @@ def page(model: LiveModel) -> pn.Column:
                                 css_classes=["updated"], align="end")),
         status_banner(model),
         kpi_row(model),
+        by_currency_note(model),
         pn.Row(card("Volume per minute, last 60 minutes", *volume_charts(model)),
                card("Top merchants", pn.Row(window_select, by_select), merchant_chart(model))),
         card("Anomaly alerts", category_select,

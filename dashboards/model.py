@@ -25,9 +25,11 @@ from dashboards.data import (
     ApiError,
     ApiUnreachable,
     anomaly_frame,
+    currency_of,
     kpi_values,
     live_stats_rows,
     merchant_columns,
+    revenue_by_currency,
     trend_columns,
     volume_columns,
 )
@@ -68,9 +70,13 @@ class LiveModel(param.Parameterized):
     look_up = param.Event(label="Look up")
 
     kpis = param.Dict(default=kpi_values({}), doc="the numbers of /summary")
+    currency = param.String(default="", doc="the reporting currency of every money figure "
+                                            "(the API's answers name it); empty before")
+    by_currency = param.Dict(default={}, doc="/summary's last hour per original currency")
     volume = param.Dict(default=volume_columns({}), doc="chart columns of /volume")
     merchants = param.Dict(default=merchant_columns({}), doc="chart columns of /merchants/top")
-    merchants_for = param.Tuple(default=("1h", "revenue"), length=2, doc="their (window, by)")
+    merchants_for = param.Tuple(default=("1h", "revenue", ""), length=3,
+                                doc="their (window, by, currency)")
     anomalies = param.DataFrame(default=anomaly_frame({}).assign(new=False),
                                 doc="the alert table; the hidden column 'new' marks new rows")
     anomalies_for = param.String(default="", doc="their category; empty before the first load")
@@ -123,8 +129,11 @@ class LiveModel(param.Parameterized):
         empty = (kpis["count_1h"] == 0 and not merchants["merchant"] and frame.empty
                  and not any(volume["count"]))
         self.put(
-            kpis=kpis, volume=volume, merchants=merchants,
-            merchants_for=(data["window"], data["by"]), anomalies=frame,
+            kpis=kpis, currency=currency_of(data["summary"]) or self.currency,
+            by_currency=revenue_by_currency(data["summary"]), volume=volume,
+            merchants=merchants,
+            merchants_for=(data["window"], data["by"], currency_of(data["merchants"])),
+            anomalies=frame,
             anomalies_for=data["category"], last_ok=datetime.now(UTC),
             status=NO_DATA if empty else "", status_kind="info")
 
@@ -152,7 +161,8 @@ class LiveModel(param.Parameterized):
             self.put(user_text=text, trend=trend_columns({}))
             return
         columns = trend_columns(payload)
-        self.put(user_text=user_markdown(user_id, payload, columns), trend=columns)
+        self.put(user_text=user_markdown(user_id, payload, columns), trend=columns,
+                 currency=currency_of(payload) or self.currency)
 
     # --- callbacks --------------------------------------------------------------------------
     def _in_page(self, update: Callable[..., None], *args: Any, **kwargs: Any) -> None:
@@ -222,8 +232,9 @@ def user_markdown(user_id: str, payload: Mapping[str, Any],
                   columns: Mapping[str, list[Any]]) -> str:
     """The user panel's text for one /users/{id}/trends answer."""
     total, count = sum(columns["spend"]), sum(columns["count"])
+    unit = f" {currency_of(payload)}".rstrip()
     lines = [f"### User {payload.get('user_id', user_id)}",
-             f"Last 30 days: **{total:,.2f}** spent in **{count:,.0f}** transactions, "
+             f"Last 30 days: **{total:,.2f}{unit}** spent in **{count:,.0f}** transactions, "
              f"**{sum(columns['anomalies']):,.0f}** anomalies." if count else
              "No transactions of this user in the last 30 days.", ""]
     rows = live_stats_rows(payload.get("live"))

@@ -88,6 +88,8 @@ def test_empty_database_shows_no_data_yet(stack: Stack, page: Any) -> None:
     expect(page.locator(".status")).to_contain_text("No data yet", timeout=WAIT_MS)
     expect(page.locator(".anomaly-note")).to_contain_text("No anomalies yet")
     expect(page.locator(".kpi-revenue_1h")).to_contain_text("0.00")
+    expect(page.locator(".kpi-revenue_1h")).to_contain_text("Revenue, last hour (USD)")
+    expect(page.locator(".revenue-by-currency")).to_contain_text("none yet")
 
 
 def test_seeded_data_on_the_page(stack: Stack, seeded: Seed, page: Any) -> None:
@@ -97,10 +99,18 @@ def test_seeded_data_on_the_page(stack: Stack, seeded: Seed, page: Any) -> None:
         stack.get("/summary")), 10, 0.3, "the API to see the seeded documents")
     assert summary["anomalies_1h"] == 3
     assert summary["dlq_count"] == 2
+    # revenue in US dollars (the euros and yen converted), labelled, and per original currency
+    assert summary["currency"] == "USD"
     assert summary["revenue_1h"] == round(sum(
-        t["amount"] for t in seeded.transactions if t["timestamp"] > seeded.now
+        t["amount_reporting"] for t in seeded.transactions if t["timestamp"] > seeded.now
         - timedelta(hours=1)), 2)
+    assert summary["revenue_by_currency"] == seeded.revenue_by_currency()
+    assert set(summary["revenue_by_currency"]) == {"EUR", "JPY"}
     expect_kpis(page, summary)
+    expect(page.locator(".kpi-revenue_1h")).to_contain_text("Revenue, last hour (USD)")
+    by_currency = page.locator(".revenue-by-currency")
+    for currency, value in summary["revenue_by_currency"].items():
+        expect(by_currency).to_contain_text(f"{currency} {value:,.2f}")
     expect(page.locator(".status")).to_be_hidden(timeout=WAIT_MS)
 
     # volume chart: the API's 60 minutes

@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 from dashboards.data import (
     ANOMALY_COLUMNS,
     anomaly_frame,
+    currency_of,
     kpi_values,
     live_stats_rows,
     merchant_columns,
     parse_time,
+    revenue_by_currency,
+    revenue_by_currency_text,
     trend_columns,
     volume_columns,
 )
@@ -76,7 +79,8 @@ def test_merchants_put_the_biggest_last_and_use_the_ranking_measure() -> None:
 
 def test_anomaly_frame_columns_and_order() -> None:
     item = {"txn_id": "t1", "user_id": "u1", "amount": 99.5, "currency": "EUR",
-            "merchant_id": "m1", "merchant_category": "grocery",
+            "amount_reporting": 107.46, "reporting_currency": "USD", "merchant_id": "m1",
+            "merchant_category": "grocery",
             "timestamp": "2026-11-25T10:30:05.000+00:00", "z_score": 4.25, "mean_prev": 10.0,
             "std_prev": 2.0, "n_prev": 7, "detected_at": "2026-11-25T10:30:05.020+00:00"}
     frame = anomaly_frame({"items": [item, {**item, "txn_id": "t2", "z_score": None}]})
@@ -84,6 +88,8 @@ def test_anomaly_frame_columns_and_order() -> None:
     assert list(frame["txn_id"]) == ["t1", "t2"]
     assert frame.iloc[0]["time"] == "2026-11-25 10:30:05"
     assert list(frame["z_score"]) == [4.25, 0.0]
+    assert list(frame["amount_reporting"]) == [107.46, 107.46]
+    assert list(frame["amount"]) == [99.5, 99.5] and frame.iloc[0]["currency"] == "EUR"
     assert anomaly_frame({}).empty and tuple(anomaly_frame({}).columns) == ANOMALY_COLUMNS
 
 
@@ -106,3 +112,17 @@ def test_live_stats_rows() -> None:
     days = [{"day": "2026-11-24", "spend": 10.5, "count": 1},
             {"day": "2026-11-25", "spend": 2.0, "count": 1}]
     assert live_stats_rows({"last_7_days": days}) == [("last_7_days", "2 entries, 12.50 spent")]
+
+
+def test_currency_and_revenue_by_currency() -> None:
+    summary = {"currency": "USD", "revenue_by_currency": {"EUR": 12.5, "JPY": 9000, "X": "?"}}
+    assert currency_of(summary) == "USD"
+    assert currency_of({}) == currency_of({"currency": 3}) == ""
+    by_currency = revenue_by_currency(summary)
+    assert by_currency == {"JPY": 9000.0, "EUR": 12.5, "X": 0.0}
+    assert list(by_currency) == ["JPY", "EUR", "X"]  # largest first
+    assert revenue_by_currency({"revenue_by_currency": [1, 2]}) == {}
+    text = revenue_by_currency_text(by_currency)
+    assert "**JPY** 9,000.00" in text and "**EUR** 12.50" in text
+    assert text.index("JPY") < text.index("EUR")
+    assert "none yet" in revenue_by_currency_text({})

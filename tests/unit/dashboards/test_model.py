@@ -32,14 +32,16 @@ class FakeApi:
             return httpx.Response(self.status, json={"detail": "X-API-Key is wrong"})
         answers: dict[str, dict[str, Any]] = {
             "/summary": {"tps_now": 1.5, "revenue_1h": 900.0, "anomalies_1h": 1,
-                         "dlq_count": 0, "count_1h": 90},
-            "/volume": {"items": [{"minute": "2026-11-25T10:30:00Z", "count": 90}]},
-            "/merchants/top": {"by": "revenue", "items": [{"merchant_id": "m-1",
-                                                           "revenue": 900.0}]},
+                         "dlq_count": 0, "count_1h": 90, "currency": "USD",
+                         "revenue_by_currency": {"EUR": 300.0, "JPY": 90_000.0}},
+            "/volume": {"currency": "USD",
+                        "items": [{"minute": "2026-11-25T10:30:00Z", "count": 90}]},
+            "/merchants/top": {"by": "revenue", "currency": "USD",
+                               "items": [{"merchant_id": "m-1", "revenue": 900.0}]},
             "/anomalies": {"items": self.anomalies},
         }
-        user = {"user_id": "u-1", "days": [{"day": "2026-11-25", "spend": 900.0, "count": 1,
-                                            "anomalies": 1}],
+        user = {"user_id": "u-1", "currency": "USD",
+                "days": [{"day": "2026-11-25", "spend": 900.0, "count": 1, "anomalies": 1}],
                 "live": None, "live_error": "the worker is not reachable"}
         return httpx.Response(200, json=answers.get(request.url.path, user))
 
@@ -55,7 +57,12 @@ async def test_refresh_fills_the_model() -> None:
     await model.refresh()
     assert model.status == ""
     assert model.kpis["revenue_1h"] == 900.0 and model.volume["count"] == [90.0]
-    assert model.merchants["merchant"] == ["m-1"] and model.merchants_for == ("1h", "revenue")
+    assert model.merchants["merchant"] == ["m-1"]
+    assert model.merchants_for == ("1h", "revenue", "USD")
+    # every money figure's unit, and the hour per original currency (largest first)
+    assert model.currency == "USD"
+    assert model.by_currency == {"JPY": 90_000.0, "EUR": 300.0}
+    assert list(model.by_currency) == ["JPY", "EUR"]
     assert list(model.anomalies["txn_id"]) == ["t-1"] and model.anomalies_for == "all categories"
     assert list(model.anomalies["new"]) == [False]  # on the page before it was opened
     assert model.last_ok is not None
@@ -73,7 +80,7 @@ async def test_the_choices_go_into_the_requests() -> None:
     await model.refresh()
     assert "/merchants/top?window=7d&by=count&limit=10" in api.paths
     assert "/anomalies?limit=50&category=travel" in api.paths
-    assert model.merchants_for == ("7d", "count") and model.anomalies_for == "travel"
+    assert model.merchants_for == ("7d", "count", "USD") and model.anomalies_for == "travel"
 
 
 async def test_api_down_keeps_the_data_and_says_why() -> None:
@@ -100,7 +107,7 @@ async def test_user_lookup() -> None:
     model.user_id = " u-1 "
     await asyncio.sleep(0.1)  # the watcher's lookup runs as a task
     assert "/users/u-1/trends?days=30" in api.paths
-    assert model.user_text.startswith("### User u-1\nLast 30 days: **900.00** spent")
+    assert model.user_text.startswith("### User u-1\nLast 30 days: **900.00 USD** spent")
     assert "Live statistics unavailable: the worker is not reachable." in model.user_text
     assert model.trend["spend"] == [900.0] and model.trend["anomalies"] == [1.0]
     model.user_id = ""
