@@ -8,7 +8,7 @@ from typing import Any
 
 import jsonschema
 
-from app import contract
+from app import contract, rates
 from app.settings import settings
 from tests.unit.app.contract_schemas import (
     ANOMALIES,
@@ -85,6 +85,13 @@ def test_transaction_fields_are_referenced_not_copied() -> None:
             if field in contract.FIELDS:
                 assert node == {"$ref": f"{TRANSACTIONS}#/properties/{field}"}, (name, field)
                 assert prop(name, field) == prop(TRANSACTIONS, field)
+    # the anomaly's reporting fields are the enriched record's
+    for field in ("amount_reporting", "reporting_currency"):
+        assert prop(ANOMALIES, field) == prop(ENRICHED, field), field
+    assert SCHEMAS[ANOMALIES]["properties"]["amount_reporting"] == {
+        "$ref": f"{ENRICHED}#/$defs/amount_reporting"}
+    assert SCHEMAS[ANOMALIES]["properties"]["reporting_currency"] == {
+        "$ref": f"{ENRICHED}#/properties/reporting_currency"}
     date_time = {"$ref": f"{TRANSACTIONS}#/$defs/date_time"}
     assert prop(ENRICHED, "processed_at")["pattern"] == prop(TRANSACTIONS, "timestamp")["pattern"]
     for name, field in ((ENRICHED, "processed_at"), (ANOMALIES, "detected_at")):
@@ -100,6 +107,11 @@ def test_value_lists_and_limits_equal_the_contract() -> None:
         assert prop(TRANSACTIONS, field)["maxLength"] == contract.MAX_ID_LENGTH
         assert prop(TRANSACTIONS, field)["minLength"] == 1
     assert prop(TRANSACTIONS, "amount")["maximum"] == contract.MAX_AMOUNT
+    # the currencies are the rates table's, in its (alphabetical) order
+    assert prop(TRANSACTIONS, "currency")["enum"] == sorted(rates.CURRENCIES)
+    assert prop(ENRICHED, "reporting_currency")["enum"] == sorted(rates.CURRENCIES)
+    assert prop(ENRICHED, "amount_reporting")["type"] == "number"
+    assert prop(ENRICHED, "amount_reporting")["minimum"] == 0
     city = prop(TRANSACTIONS, "location")["properties"]["city"]
     assert city["maxLength"] == contract.MAX_CITY_LENGTH
 
@@ -116,3 +128,42 @@ def test_topics() -> None:
                 topics.dlq_topic]
     assert [t.get_topic_name() for t in declared] == [settings.topic(n) for n in contract.TOPICS]
     assert all(t.partitions == settings.topic_partitions for t in declared)
+
+
+def test_reporting_fields_follow_the_transaction() -> None:
+    enriched = [*contract.FIELDS, *contract.ENRICHED_FIELDS]
+    start = len(contract.FIELDS)
+    assert enriched[start:start + 3] == ["amount_reporting", "reporting_currency",
+                                         "user_txn_count"]
+    assert contract.ENRICHED_FIELDS["amount_reporting"] is float
+    assert contract.ENRICHED_FIELDS["reporting_currency"] is str
+    assert contract.ANOMALY_FIELDS == (
+        "txn_id", "user_id", "amount", "currency", "amount_reporting", "reporting_currency",
+        "merchant_id", "merchant_category", "timestamp", "z_score", "mean_prev", "std_prev",
+        "n_prev", "detected_at")
+
+
+def test_topics_keep_backfills_retention_is_by_size() -> None:
+    """Every topic carries event time as its Kafka timestamp: time retention would delete a
+    backfill of old events before it is processed, so retention is by size only."""
+    assert contract.TOPIC_RETENTION_BYTES == 1024**3
+    assert contract.TOPIC_CONFIG == {"message.timestamp.after.max.ms": str(2**63 - 1),
+                                     "retention.ms": "-1",
+                                     "retention.bytes": str(1024**3)}
+    dlq = contract.dlq_topic_config(65536)
+    assert dlq.items() >= contract.TOPIC_CONFIG.items()
+    assert dlq["max.message.bytes"] == str(65536 + contract.DLQ_HEADROOM_BYTES)
+    assert contract.KAFKA_TIMESTAMP_TOLERANCE_SECONDS == 1.0
+
+
+def test_the_contract_document_states_the_rules() -> None:
+    doc = CONTRACT_DOC.read_text()
+    for field in (*contract.FIELDS, *contract.ENRICHED_FIELDS, *contract.ANOMALY_FIELDS):
+        assert f"`{field}`" in doc, field
+    for text in ("app/fx_rates.csv", "`REPORTING_CURRENCY`", "half to even",
+                 "is not in the rates table", "`late event", "`future event",
+                 "`Kafka timestamp", "`LATE_EVENT_GRACE_DAYS`",
+                 "`FUTURE_EVENT_TOLERANCE_SECONDS`", "`retention.ms`", "`retention.bytes`",
+                 "CreateTime"):
+        assert text in doc, text
+    assert "1 GiB" in doc and "-1" in doc

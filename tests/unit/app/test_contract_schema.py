@@ -5,7 +5,8 @@ agree, and the processing agent's outputs satisfy their schemas.
 - targeted mutations of such a transaction are rejected by the validator and by two JSON Schema
   implementations (``jsonschema``; ``jsonschema_rs``, which also asserts ``format``);
 - the enriched and anomaly messages the real agent publishes for a varied input validate;
-- amounts that are not whole cents and ISO 8601 forms beyond RFC 3339 are rejected.
+- amounts that are not whole cents, ISO 8601 forms beyond RFC 3339 and currencies outside
+  the rates table (app/fx_rates.csv) are rejected.
 
 Two rules live outside plain JSON Schema (docs/contract.md): at most two decimals in ``amount``
 (:func:`two_decimals`, checked on the JSON number's decimal form) and ``format: date-time``,
@@ -33,6 +34,7 @@ from hypothesis_jsonschema import from_schema
 from agents import processor
 from app import contract
 from app.contract import InvalidTransaction, validate
+from app.rates import CURRENCIES, REPORTING_CURRENCY, to_reporting
 from tests.unit import agent_harness as harness
 from tests.unit.app.contract_schemas import (
     ANOMALIES,
@@ -50,8 +52,9 @@ RS = {name: jsonschema_rs.validator_for(schema, registry=_RS_REGISTRY, validate_
       for name, schema in SCHEMAS.items()}
 
 #: Fields whose numbers have at most two decimals (the rule JSON Schema cannot state).
-CENTS_FIELDS = {TRANSACTIONS: ("amount",), ENRICHED: ("amount", "user_daily_spend"),
-                ANOMALIES: ("amount",)}
+CENTS_FIELDS = {TRANSACTIONS: ("amount",),
+                ENRICHED: ("amount", "amount_reporting", "user_daily_spend"),
+                ANOMALIES: ("amount", "amount_reporting")}
 FIELDS = list(contract.FIELDS)
 ENUMS = {"merchant_category": contract.CATEGORIES, "payment_method": contract.PAYMENT_METHODS,
          "status": contract.STATUSES}
@@ -223,6 +226,15 @@ def test_a_bad_currency(txn: dict[str, Any], currency: str) -> None:
 
 
 @SOME
+@given(VALID, st.from_regex(r"[A-Z]{3}", fullmatch=True).filter(lambda c: c not in CURRENCIES))
+def test_a_well_formed_currency_outside_the_rates_table(txn: dict[str, Any],
+                                                        currency: str) -> None:
+    rejected({**txn, "currency": currency})
+    with pytest.raises(InvalidTransaction, match=f"^currency '{currency}' is not in the rates"):
+        validate(orjson.dumps({**txn, "currency": currency}))
+
+
+@SOME
 @given(VALID, st.sampled_from(sorted(ENUMS)), st.text(max_size=20))
 def test_an_unknown_enum_value(txn: dict[str, Any], field: str, value: str) -> None:
     if value in ENUMS[field]:
@@ -265,13 +277,33 @@ def test_a_timestamp_without_offset(txn: dict[str, Any]) -> None:
     "2026-11-25T23:59:60Z",  # a leap second: RFC 3339 yes, Python no
     "0000-01-01T00:00:00Z",  # year 0: RFC 3339 yes, Python no
     "2026-11-25T10:00:00+24:00",
+    "2026-11-25T10:00:00-24:00",
+    "2026-11-25T10:00:00+23:60",
     "2026-11-25T10:00:00+00:00\n",
+    "2026-11-25T10:00:00.1234567890Z",  # a fraction of more than 9 digits
+    "2026-11-25T10:00:00.Z",  # an empty fraction
     "2026-11-25",
     "",
 ])
 def test_timestamps_both_reject(timestamp: str) -> None:
     txn = {**_SAMPLE, "timestamp": timestamp}
     rejected(txn)
+
+
+@pytest.mark.parametrize("timestamp", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_a_timestamp_without_a_utc_instant_in_range(timestamp: str) -> None:
+    """The one timestamp rule the schema can only describe: valid for both schema validators,
+    a dead letter for the contract."""
+    txn = {**_SAMPLE, "timestamp": timestamp}
+    assert schema_verdicts(txn) == (True, True)
+    with pytest.raises(InvalidTransaction, match="out of range in UTC"):
+        validate(orjson.dumps(txn))
+
+
+def test_a_fraction_of_nine_digits_passes_everywhere() -> None:
+    txn = {**_SAMPLE, "timestamp": "2026-11-25T10:00:00.123456789-09:30"}
+    assert satisfies(txn, TRANSACTIONS)
+    assert validate(orjson.dumps(txn)) == txn
 
 
 def test_an_impossible_date_needs_format_assertion() -> None:
@@ -286,7 +318,7 @@ def test_an_impossible_date_needs_format_assertion() -> None:
 
 
 @pytest.mark.parametrize("amount", [123_456.789, 999_999.999, 500_000.005, 999_999.995, 1e-9,
-                                    1e-300])
+                                    1e-300, 100_000.001, 0.001, 0.005])
 def test_validator_rejects_amounts_that_are_not_whole_cents(amount: float) -> None:
     txn = {**_SAMPLE, "amount": amount}
     assert not satisfies(txn, TRANSACTIONS)  # below the schema's minimum, or not whole cents
@@ -304,6 +336,11 @@ def test_validator_rejects_amounts_that_are_not_whole_cents(amount: float) -> No
     "2026-11-25T10:00:00+01",  # offset hours only
     "2026-11-25T10:00:00,5+00:00",  # decimal comma
     "2026-11-25T10:00:00+00:00\x00",  # a trailing NUL
+    "20240101T000000+0000",  # basic format, offset too
+    "2024-W01-1T00:00:00Z",  # week date with a day
+    "2024-001T00:00:00Z",  # ordinal date
+    "2026-11-25t10:00:00Z",  # lower-case t
+    "2026-11-25T10:00:00z",  # lower-case z
 ])
 def test_validator_rejects_iso_8601_that_is_not_rfc_3339(timestamp: str) -> None:
     txn = {**_SAMPLE, "timestamp": timestamp}
@@ -316,17 +353,21 @@ def _varied_transactions() -> list[dict[str, Any]]:
     """Several users: short histories (z null), constant amounts (std 0: z null), outliers
     (anomalies), cents and whole numbers, the range's ends, offsets crossing a UTC day."""
     rnd = random.Random(20261125)
+    currencies = sorted(CURRENCIES)
     users = {"alice": [10.0, 12.0, 11.0, 9.0, 13.0, 11.0, 50.0],
              "bob": [20] * 7 + [20.01],
              "carol": [1_000_000, 0.01, 999_999.99, 500_000.5, 0.02, 3.0, 1_000_000],
              "dave": [round(rnd.lognormvariate(3, 0.4), 2) for _ in range(40)] + [5_000.0],
-             "erin": [7.77]}
+             "erin": [7.77] * len(currencies)}
     offsets = ["Z", "+00:00", "-05:00", "+14:00", ".250+01:00", ".123456-09:30"]
     out = []
     for user, amounts in users.items():
         for i, amount in enumerate(amounts):
             ts = f"2026-11-{20 + i % 8:02d}T{(i * 7) % 24:02d}:{i % 60:02d}:05{offsets[i % 6]}"
-            body = {"user_id": user, "amount": amount, "currency": "EUR", "timestamp": ts,
+            # erin's one amount in every currency of the table; the others in their own
+            currency = currencies[i % len(currencies)] if user == "erin" else \
+                currencies[len(user) % len(currencies)]
+            body = {"user_id": user, "amount": amount, "currency": currency, "timestamp": ts,
                     "merchant_id": f"m-{i % 3}", "merchant_category": contract.CATEGORIES[i % 12],
                     "payment_method": contract.PAYMENT_METHODS[i % 7],
                     "status": contract.STATUSES[i % 4],
@@ -352,9 +393,14 @@ async def test_published_messages_satisfy_their_schemas(recorder: Any) -> None:
     for e in enriched:
         assert satisfies(e, ENRICHED), e
         assert list(e) == list(SCHEMAS[ENRICHED]["properties"])
+        assert e["reporting_currency"] == REPORTING_CURRENCY
+        assert e["amount_reporting"] == to_reporting(e["amount"], e["currency"])
+    assert {e["currency"] for e in enriched} == CURRENCIES
     for a in anomalies:
         assert satisfies(a, ANOMALIES), a
         assert list(a) == list(SCHEMAS[ANOMALIES]["properties"])
+        assert a["reporting_currency"] == REPORTING_CURRENCY
+        assert a["amount_reporting"] == to_reporting(a["amount"], a["currency"])
     # the sample reaches every branch the schemas allow
     assert {e["z_score"] is None for e in enriched} == {True, False}
     assert any(e["is_anomaly"] for e in enriched) and anomalies
