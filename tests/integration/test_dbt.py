@@ -1,7 +1,9 @@
-"""dbt end to end on the real FerretDB: seed known transactions and anomalies, run `dbt build`
-(a real subprocess), and check that the marts in MongoDB equal a direct recomputation in
-Python, that a second run changes nothing, and that a reader polling the marts during a run
-never sees a missing or partial collection.
+"""dbt end to end on the real FerretDB: seed known transactions and anomalies (in several
+currencies, converted with app/fx_rates.csv as the stream does), run `dbt build` (a real
+subprocess), and check that the marts in MongoDB equal a direct recomputation in Python (money
+in the reporting currency), that a second run changes nothing, and that a reader polling the
+marts during a run never sees a missing or partial collection; a stored amount_reporting that
+does not match the rates fails the build.
 
 dbt starts slowly (~5 s), so one test makes three runs and checks everything on them.
 """
@@ -25,23 +27,30 @@ import pytest
 from agents.sink.documents import anomaly_doc, transaction_doc
 from app.contract import ANOMALY_FIELDS, CATEGORIES, PAYMENT_METHODS, STATUSES
 from app.mongo_dbt import TMP_MARK
+from app.rates import USD_PER_UNIT, to_reporting
 from tests.procs import ROOT, wait_for
 
 pytestmark = pytest.mark.integration
 
 DBT = str(Path(sys.executable).parent / "dbt")
-MARTS = ("daily_merchant_revenue", "top_spenders", "anomaly_summary")
+MARTS = ("daily_merchant_revenue", "top_spenders", "anomaly_summary", "daily_currency_revenue")
 KEYS = {"daily_merchant_revenue": ("day", "merchant_id"), "top_spenders": ("user_id",),
-        "anomaly_summary": ("day", "merchant_category")}
+        "anomaly_summary": ("day", "merchant_category"),
+        "daily_currency_revenue": ("day", "currency")}
+#: The seed's currencies (rows of app/fx_rates.csv) and the reporting currency (the default).
+CURRENCIES = ("EUR", "EUR", "USD", "JPY", "INR", "GBP")
+REPORTING = "USD"
 DAY0 = datetime(2026, 11, 20, tzinfo=UTC)
 
 
 # --- seed data: enriched messages made into documents by the sink's own functions -----------
 def transaction(rng: random.Random, i: int, user: str, merchant: str, ts: datetime) -> dict:
     z = rng.choice([None, round(rng.uniform(-2.5, 2.9), 4), round(rng.uniform(3.01, 9), 4)])
+    amount, currency = round(rng.uniform(0.5, 2500), 2), rng.choice(CURRENCIES)
     return transaction_doc({
-        "txn_id": f"{i:064x}", "user_id": user, "amount": round(rng.uniform(0.5, 2500), 2),
-        "currency": "EUR", "timestamp": ts.isoformat(), "merchant_id": merchant,
+        "txn_id": f"{i:064x}", "user_id": user, "amount": amount, "currency": currency,
+        "amount_reporting": to_reporting(amount, currency), "reporting_currency": REPORTING,
+        "timestamp": ts.isoformat(), "merchant_id": merchant,
         "merchant_category": CATEGORIES[int(merchant[1:]) % len(CATEGORIES)],
         "payment_method": rng.choice(PAYMENT_METHODS), "status": rng.choice(STATUSES),
         "location": {"city": "Lyon", "country": "FR"},
@@ -79,12 +88,24 @@ def recompute(txns: list[dict], anomalies: list[dict]) -> dict[str, dict[str, di
         by_user[t["user_id"]].append(t)
         volume[day, t["merchant_category"]] += 1
     flagged: dict[tuple, list[float]] = defaultdict(list)
+    flagged_amount: dict[tuple, float] = defaultdict(float)
     for a in anomalies:
-        flagged[a["timestamp"].strftime("%Y-%m-%d"), a["merchant_category"]].append(a["z_score"])
+        key = a["timestamp"].strftime("%Y-%m-%d"), a["merchant_category"]
+        flagged[key].append(a["z_score"])
+        flagged_amount[key] += a["amount_reporting"]
+    by_currency: dict[tuple, list[dict]] = defaultdict(list)
+    for t in txns:
+        by_currency[t["timestamp"].strftime("%Y-%m-%d"), t["currency"]].append(t)
+    currencies = {f"{day}|{currency}": {
+        "day": day, "currency": currency, "txn_count": len(rows),
+        "revenue": round(sum(r["amount"] for r in rows), 2),
+        "revenue_reporting": round(sum(r["amount_reporting"] for r in rows), 2),
+        "reporting_currency": REPORTING} for (day, currency), rows in by_currency.items()}
 
     def amounts(rows: list[dict]) -> tuple[dict[str, Any], float]:
-        total = sum(r["amount"] for r in rows)
-        return {"txn_count": len(rows), "avg_amount": total / len(rows),
+        total = sum(r["amount_reporting"] for r in rows)
+        return {"reporting_currency": REPORTING, "txn_count": len(rows),
+                "avg_amount": total / len(rows),
                 "anomaly_count": sum(r["is_anomaly"] for r in rows)}, round(total, 2)
 
     daily = {}
@@ -107,9 +128,11 @@ def recompute(txns: list[dict], anomalies: list[dict]) -> dict[str, dict[str, di
         summary[f"{day}|{category}"] = {
             "day": day, "merchant_category": category, "txn_count": count,
             "anomaly_count": len(zs), "anomaly_rate": len(zs) / count,
-            "avg_z": sum(zs) / len(zs) if zs else None, "max_z": max(zs) if zs else None}
+            "avg_z": sum(zs) / len(zs) if zs else None, "max_z": max(zs) if zs else None,
+            "anomaly_amount": round(flagged_amount[day, category], 2),
+            "reporting_currency": REPORTING}
     return {"daily_merchant_revenue": daily, "top_spenders": spenders,
-            "anomaly_summary": summary}
+            "anomaly_summary": summary, "daily_currency_revenue": currencies}
 
 
 def approx_doc(doc: dict) -> dict:
@@ -231,7 +254,9 @@ def test_dbt_build_marts_equal_recomputation_idempotent_never_partial(
     changed = [t for t in txns if t["merchant_id"] == "m5"][:20]
     for t in changed:
         t["amount"] = round(t["amount"] + 1.5, 2)
-        mongo_db.transactions.update_one({"_id": t["_id"]}, {"$set": {"amount": t["amount"]}})
+        t["amount_reporting"] = to_reporting(t["amount"], t["currency"])
+        mongo_db.transactions.update_one({"_id": t["_id"]}, {"$set": {
+            "amount": t["amount"], "amount_reporting": t["amount_reporting"]}})
     extra = seed(80, start=10_000, seed_value=9, day0=DAY0 + timedelta(days=3), user="user-new")
     mongo_db.transactions.insert_many(extra)
     extra_anomalies = [anomaly(t) for t in extra if t["is_anomaly"]]
@@ -256,3 +281,30 @@ def test_dbt_build_marts_equal_recomputation_idempotent_never_partial(
     assert (Path(env["DBT_TARGET_PATH"]) / "index.html").exists()
     catalog = json.loads((Path(env["DBT_TARGET_PATH"]) / "catalog.json").read_text())
     assert "model.txn_analytics.top_spenders" in catalog["nodes"]
+
+
+def test_an_amount_reporting_off_the_rates_fails_the_build(mongo_db, tmp_path) -> None:
+    """One stored amount_reporting a cent and a half off its rate fails dbt's rates test (and
+    so the build); one converted into another reporting currency is a warning and stays out
+    of the money marts; the rates come from app/fx_rates.csv."""
+    txns = seed(30, seed_value=3)
+    assert {t["currency"] for t in txns} - {"USD"}
+    off = txns[0]
+    off["amount_reporting"] = round(off["amount_reporting"] + 0.015, 2)
+    stale = txns[1]  # converted into euros: right by the rates, but not in USD
+    stale["reporting_currency"] = "EUR"
+    stale["amount_reporting"] = round(stale["amount"] * float(
+        USD_PER_UNIT[stale["currency"]] / USD_PER_UNIT["EUR"]), 2)
+    mongo_db.transactions.insert_many(txns)
+    env = dbt_env(tmp_path, mongo_db.name)
+    proc = subprocess.run([DBT, "build", "--profiles-dir", "."], cwd=ROOT / "dbt", env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    results = json.loads((Path(env["DBT_TARGET_PATH"]) / "run_results.json").read_text())
+    statuses = {r["unique_id"]: (r["status"], r.get("failures")) for r in results["results"]}
+    assert statuses["test.txn_analytics.assert_amount_reporting_matches_rates"] == ("fail", 1)
+    warned = [u for u, (status, _) in statuses.items()
+              if "accepted_values_stg_transactions_reporting_currency" in u]
+    assert warned and statuses[warned[0]] == ("warn", 1)
+    assert statuses["model.txn_analytics.stg_fx_rates"][0] == "success"
+

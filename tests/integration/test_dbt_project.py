@@ -25,7 +25,9 @@ def test_value_lists_equal_the_contract() -> None:
     project = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())
     assert project["vars"] == {"statuses": list(STATUSES),
                                "merchant_categories": list(CATEGORIES),
-                               "payment_methods": list(PAYMENT_METHODS)}
+                               "payment_methods": list(PAYMENT_METHODS),
+                               "reporting_currency": project["vars"]["reporting_currency"],
+                               "fx_rates_path": project["vars"]["fx_rates_path"]}
     assert project["flags"]["send_anonymous_usage_stats"] is False
 
 
@@ -41,3 +43,17 @@ def test_source_fields_are_contract_fields() -> None:
               for t in sources["sources"][0]["tables"]}
     assert tables["transactions"] <= set(FIELDS) | set(ENRICHED_FIELDS)
     assert tables["anomalies"] <= set(ANOMALY_FIELDS)
+
+
+def test_reporting_currency_and_rates_are_the_streams() -> None:
+    """The marts' reporting currency is the REPORTING_CURRENCY setting with its default, and
+    the rates are the one file the stream converts with (app/fx_rates.csv)."""
+    from app.rates import RATES_FILE
+
+    project = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())
+    assert project["vars"]["reporting_currency"] == \
+        f"{{{{ env_var('REPORTING_CURRENCY', '{Settings.reporting_currency}') }}}}"
+    path = re.fullmatch(r"\{\{ env_var\('FX_RATES_PATH', '([^']+)'\) \}\}",
+                        project["vars"]["fx_rates_path"])
+    assert path is not None
+    assert (DBT_DIR / path.group(1)).resolve() == RATES_FILE.resolve()

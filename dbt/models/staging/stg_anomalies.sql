@@ -15,6 +15,8 @@ renamed as (
         merchant_category,
         currency,
         amount,
+        amount_reporting,
+        reporting_currency,
         "timestamp" as transacted_at,
         cast("timestamp" as date) as transacted_on,
         z_score,

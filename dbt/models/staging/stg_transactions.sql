@@ -17,6 +17,8 @@ renamed as (
         status,
         currency,
         amount,
+        amount_reporting,
+        reporting_currency,
         "timestamp" as transacted_at,
         cast("timestamp" as date) as transacted_on,
         z_score,
