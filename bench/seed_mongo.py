@@ -1,6 +1,7 @@
 """Seed a MongoDB database with N synthetic transactions shaped like docs/data-model.md, plus
-the anomalies, merchant_minute and volume_minute rollups computed from them and a few DLQ
-entries: the data of the API's load test (bench/api_load.py).
+the anomalies, merchant_minute, volume_minute and currency_minute rollups computed from them
+and a few DLQ entries: the data of the API's load test (bench/api_load.py). Every amount is in
+US dollars, the reporting currency.
 
     .venv/bin/python bench/seed_mongo.py --mongo-url mongodb://127.0.0.1:27017 \\
         --db bench_api --transactions 1000000 --hours 2
@@ -47,7 +48,8 @@ def seed(db: Any, transactions: int, hours: float, users: int = 10_000, merchant
     merchant_rows: dict[tuple[int, datetime], list[float]] = defaultdict(lambda: [0, 0.0, 0])
     volume_rows: dict[datetime, list[float]] = defaultdict(lambda: [0, 0.0, 0])
     started = time.monotonic()
-    for name in ("transactions", "anomalies", "merchant_minute", "volume_minute", "dlq"):
+    for name in ("transactions", "anomalies", "merchant_minute", "volume_minute",
+                 "currency_minute", "dlq"):
         db[name].drop()
     written = 0
     for lo in range(0, transactions, BATCH):
@@ -60,7 +62,8 @@ def seed(db: Any, transactions: int, hours: float, users: int = 10_000, merchant
             is_anomaly = bool(anomalous[i])
             doc = {
                 "_id": txn_id, "txn_id": txn_id, "user_id": user, "amount": amount,
-                "currency": "USD", "timestamp": ts, "merchant_id": f"merchant_{merchant}",
+                "currency": "USD", "amount_reporting": amount, "reporting_currency": "USD",
+                "timestamp": ts, "merchant_id": f"merchant_{merchant}",
                 "merchant_category": categories[merchant],
                 "payment_method": PAYMENT_METHODS[i % len(PAYMENT_METHODS)],
                 "status": STATUSES[0], "location": {"city": "Springfield", "country": "US"},
@@ -71,7 +74,8 @@ def seed(db: Any, transactions: int, hours: float, users: int = 10_000, merchant
             docs.append(doc)
             if is_anomaly:
                 anomalies.append({k: doc[k] for k in (
-                    "_id", "txn_id", "user_id", "amount", "currency", "merchant_id",
+                    "_id", "txn_id", "user_id", "amount", "currency", "amount_reporting",
+                    "reporting_currency", "merchant_id",
                     "merchant_category", "timestamp", "z_score", "day", "minute")}
                     | {"mean_prev": amount / 25, "std_prev": amount / 100, "n_prev": 20,
                        "detected_at": ts})
@@ -87,14 +91,21 @@ def seed(db: Any, transactions: int, hours: float, users: int = 10_000, merchant
             rate = written / max(time.monotonic() - started, 1e-9)
             print(f"[seed] {written:,} transactions ({rate:,.0f}/s)", file=log, flush=True)
     mm = [{"_id": f"merchant_{m}|{minute.isoformat()}", "merchant_id": f"merchant_{m}",
-           "merchant_category": categories[m], "minute": minute, "count": int(r[0]),
+           "merchant_category": categories[m], "minute": minute,
+           "reporting_currency": "USD", "count": int(r[0]),
            "revenue": round(r[1], 2), "anomalies": int(r[2])}
           for (m, minute), r in merchant_rows.items()]
     for lo in range(0, len(mm), BATCH):
         db.merchant_minute.insert_many(mm[lo:lo + BATCH], ordered=False)
     db.volume_minute.insert_many([
-        {"_id": minute.isoformat(), "minute": minute, "count": int(r[0]),
-         "revenue": round(r[1], 2), "anomalies": int(r[2])} for minute, r in volume_rows.items()])
+        {"_id": minute.isoformat(), "minute": minute, "reporting_currency": "USD",
+         "count": int(r[0]), "revenue": round(r[1], 2), "anomalies": int(r[2])}
+        for minute, r in volume_rows.items()])
+    # every amount is in US dollars: one currency_minute row per minute, equal to volume's
+    db.currency_minute.insert_many([
+        {"_id": f"USD|{minute.isoformat()}", "currency": "USD", "minute": minute,
+         "count": int(r[0]), "revenue": round(r[1], 2), "anomalies": int(r[2])}
+        for minute, r in volume_rows.items()])
     db.dlq.insert_many([{"_id": f"transactions:0:{i}", "reason": "not valid JSON",
                          "topic": "transactions", "partition": 0, "offset": i,
                          "failed_at": now, "original": "{"} for i in range(25)])

@@ -91,27 +91,33 @@ def snapshot(db: pymongo.database.Database, names: tuple[str, ...]) -> dict[str,
 
 def check_rollups(db: pymongo.database.Database,
                   counted: list[dict[str, Any]] | None = None) -> bool:
-    """merchant_minute and volume_minute equal a recomputation from the stored transactions
-    (or from ``counted``, enriched messages)."""
+    """merchant_minute and volume_minute (revenue in the reporting currency, from
+    amount_reporting) and currency_minute (revenue per original currency, from amount) equal a
+    recomputation from the stored transactions (or from ``counted``, enriched messages)."""
     if counted is None:
         counted = list(db[docs.TRANSACTIONS].find(
-            {}, {"merchant_id": 1, "timestamp": 1, "amount": 1, "is_anomaly": 1}))
+            {}, {"merchant_id": 1, "timestamp": 1, "amount": 1, "currency": 1,
+                 "amount_reporting": 1, "is_anomaly": 1}))
     merchant: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     volume: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    currency: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for t in counted:
         ts = t["timestamp"]
         ts = ts.replace(tzinfo=UTC) if isinstance(ts, datetime) else docs.to_date(ts)
         minute = docs.minute_id(minute_of(ts))
-        for row in (merchant[f"{t['merchant_id']}|{minute}"], volume[minute]):
+        for row, amount in ((merchant[f"{t['merchant_id']}|{minute}"], t["amount_reporting"]),
+                            (volume[minute], t["amount_reporting"]),
+                            (currency[f"{t['currency']}|{minute}"], t["amount"])):
             row[0] += 1
-            row[1] += round(t["amount"] * 100)
+            row[1] += round(amount * 100)
             row[2] += int(t["is_anomaly"])
 
     def stored(name: str) -> dict[str, list[int]]:
         return {d["_id"]: [d["count"], round(d["revenue"] * 100), d["anomalies"]]
                 for d in db[name].find()}
 
-    return stored(docs.MERCHANT_MINUTE) == merchant and stored(docs.VOLUME_MINUTE) == volume
+    return stored(docs.MERCHANT_MINUTE) == merchant and stored(docs.VOLUME_MINUTE) == volume \
+        and stored(docs.CURRENCY_MINUTE) == currency
 
 
 def assert_stored_as_sent(db: pymongo.database.Database, values: dict[str, dict[str, Any]],
