@@ -351,7 +351,8 @@ def test_validator_rejects_iso_8601_that_is_not_rfc_3339(timestamp: str) -> None
 # --- (c) what the agent publishes satisfies its schema ----------------------------------------
 def _varied_transactions() -> list[dict[str, Any]]:
     """Several users: short histories (z null), constant amounts (std 0: z null), outliers
-    (anomalies), cents and whole numbers, the range's ends, offsets crossing a UTC day."""
+    (anomalies), cents and whole numbers, the range's ends, offsets crossing a UTC day, every
+    currency of the rates table."""
     rnd = random.Random(20261125)
     currencies = sorted(CURRENCIES)
     users = {"alice": [10.0, 12.0, 11.0, 9.0, 13.0, 11.0, 50.0],
@@ -363,7 +364,8 @@ def _varied_transactions() -> list[dict[str, Any]]:
     out = []
     for user, amounts in users.items():
         for i, amount in enumerate(amounts):
-            ts = f"2026-11-{20 + i % 8:02d}T{(i * 7) % 24:02d}:{i % 60:02d}:05{offsets[i % 6]}"
+            # four days: within LATE_EVENT_GRACE_DAYS of the partition's stream time
+            ts = f"2026-11-{20 + i % 4:02d}T{(i * 7) % 24:02d}:{i % 60:02d}:05{offsets[i % 6]}"
             # erin's one amount in every currency of the table; the others in their own
             currency = currencies[i % len(currencies)] if user == "erin" else \
                 currencies[len(user) % len(currencies)]
@@ -389,6 +391,7 @@ async def test_published_messages_satisfy_their_schemas(recorder: Any) -> None:
             await asyncio.sleep(0.02)
     enriched = recorder.values(processor.ENRICHED)
     anomalies = recorder.values(processor.ANOMALIES)
+    assert not [m for m in recorder.messages if m.topic == processor.DLQ]
     assert sorted(e["txn_id"] for e in enriched) == sorted(t["txn_id"] for t in txns)
     for e in enriched:
         assert satisfies(e, ENRICHED), e
