@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from faust.cli import option
@@ -41,6 +42,27 @@ def parse_start(value: str | None) -> int | None:
     return round(ts.timestamp() * 1000)
 
 
+def refuse(message: str) -> NoReturn:
+    """End the command with a usage error: the message, no traceback, exit code 2 (a
+    ``click.UsageError`` raised inside a Faust command is logged with its traceback)."""
+    print(f"Error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def parse_kinds(value: str) -> tuple[str, ...]:
+    """``--bad-kinds``: ``all`` or a comma-separated list of the producer's kinds."""
+    from app.producer import ALL_KINDS
+
+    if value.strip() == "all":
+        return ALL_KINDS
+    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in ALL_KINDS]
+    if unknown or not kinds:
+        raise click.BadParameter(f"{value!r}: expected all, or some of {', '.join(ALL_KINDS)}",
+                                 param_hint="--bad-kinds")
+    return kinds
+
+
 @app.command(
     option("--rate", type=float, default=None,
            help="Transactions per second (default TARGET_TPS; --dry-run: 0). 0 = as fast as "
@@ -56,11 +78,16 @@ def parse_start(value: str | None) -> int | None:
            help="Share of injected amount outliers."),
     option("--bad-rate", type=float, default=0.0, show_default=True,
            help="Share of deliberately invalid messages (for the DLQ)."),
+    option("--bad-kinds", type=str, default="all", show_default=True,
+           help="Comma-separated kinds of invalid message --bad-rate cycles through: all, or "
+                "some of bad_json, missing_field, wrong_type, negative_amount, bad_currency, "
+                "oversize_string, late_event, future_event."),
     option("--truth", type=click.Path(dir_okay=False, writable=True), default=None,
            help="Write one JSON line per injected anomaly to this file."),
     option("--start", type=str, default=None,
-           help="Event time of sequence number 0: ISO-8601 or epoch ms (default: now, to the "
-                "second; printed at start so a run can be replayed)."),
+           help="Event time of sequence number 0: ISO-8601 or epoch ms (default: with --count, "
+                "the run ends at the current time; else now, to the second; printed at start "
+                "so a run can be replayed)."),
     option("--first-seq", type=int, default=0, show_default=True,
            help="First sequence number (replay a range)."),
     option("--time-scale", type=float, default=1.0, show_default=True,
@@ -76,28 +103,44 @@ def parse_start(value: str | None) -> int | None:
 )
 async def produce(self: Any, rate: float | None, count: int | None, duration: float | None,
                   seed: int, users: int, merchants: int, anomaly_rate: float, bad_rate: float,
-                  truth: str | None, start: str | None, first_seq: int, time_scale: float,
-                  topic: str | None, processes: int, dry_run: bool, quiet: bool) -> None:
-    """Produce realistic transactions into Kafka (key = user_id, timestamp = event time)."""
+                  bad_kinds: str, truth: str | None, start: str | None, first_seq: int,
+                  time_scale: float, topic: str | None, processes: int, dry_run: bool,
+                  quiet: bool) -> None:
+    """Produce realistic transactions into Kafka (key = user_id, timestamp = event time).
+
+    Event time never runs into the future by default: without --start, a run with --count ends
+    at the current time, and a run without --count at --rate 0 or --time-scale above 1 is
+    refused."""
     from app import contract, producer
 
     if rate is None:
         rate = 0.0 if dry_run else float(settings.target_tps)
     if (rate < 0 or (count is not None and count < 0) or time_scale <= 0 or first_seq < 0
             or processes < 1):
-        raise click.UsageError("--rate, --count and --first-seq must be >= 0, "
-                               "--time-scale > 0, --processes >= 1")
+        refuse("--rate, --count and --first-seq must be >= 0, --time-scale > 0, "
+               "--processes >= 1")
     step_us = producer.step_us_for(rate, time_scale, settings.target_tps)
+    try:
+        kinds = parse_kinds(bad_kinds)
+        start_ms, start_how = producer.start_for(
+            parse_start(start), count=count, first_seq=first_seq, step_us=step_us,
+            ahead=producer.runs_ahead(rate, time_scale) and not dry_run,
+            now_ms=int(time.time() * 1000))
+    except click.BadParameter as exc:
+        refuse(exc.format_message())
+    except ValueError as exc:
+        refuse(str(exc))
     factory = producer.TransactionFactory(
         seed=seed, users=users, merchants=merchants, anomaly_rate=anomaly_rate,
-        bad_rate=bad_rate, start_ms=parse_start(start), step_us=step_us)
+        bad_rate=bad_rate, start_ms=start_ms, step_us=step_us, bad_kinds=kinds)
     target = topic or settings.topic(contract.TRANSACTIONS)
     start_iso = datetime.fromtimestamp(factory.start_ms / 1000, UTC).isoformat()
+    kinds_text = f" --bad-kinds {','.join(kinds)}" if bad_rate > 0 else ""
     print(f"[produce] {'dry run' if dry_run else f'topic={target}'} rate={rate:g} seed={seed} "
-          f"users={users} merchants={merchants} start={start_iso} step_us={step_us} "
-          f"first_seq={first_seq} (replay: --seed {seed} --start {factory.start_ms} "
-          f"--rate {rate:g} --time-scale {time_scale:g} --first-seq N)",
-          file=sys.stderr, flush=True)
+          f"users={users} merchants={merchants} start={start_iso} ({start_how}) "
+          f"step_us={step_us} first_seq={first_seq} (replay: --seed {seed} "
+          f"--start {factory.start_ms} --rate {rate:g} --time-scale {time_scale:g}"
+          f"{kinds_text} --first-seq N)", file=sys.stderr, flush=True)
     progress = None if quiet else sys.stderr
     if dry_run:
         summary = producer.generate(factory, rate=rate, count=count, duration=duration,

@@ -40,12 +40,14 @@ def parts() -> list[Part]:
     py = sys.executable
     web_port, api_port, dash_port = ports()
     tps = os.environ.get("TARGET_TPS", "1000")
+    # A few invalid messages of every kind (late and future events too) for the DLQ views.
+    bad_rate = os.environ.get("DEMO_BAD_RATE", "0.001")
     return [
         Part("worker", [txn, "worker", "-l", "info"],
              f"http://localhost:{web_port}/health  (table views: /users/<user_id>/stats)"),
         Part("sink", [txn, "sink", "-l", "info"], "writes MongoDB collections"),
-        Part("producer", [txn, "produce", "--rate", tps, "--quiet"],
-             f"{tps} transactions/s into Kafka"),
+        Part("producer", [txn, "produce", "--rate", tps, "--bad-rate", bad_rate, "--quiet"],
+             f"{tps} transactions/s into Kafka ({bad_rate} of them invalid)"),
         Part("api", [py, "-m", "uvicorn", "views.api:app", "--host", settings.bind_host,
                      "--port", api_port], f"http://localhost:{api_port}/docs"),
         Part("dashboard", [str(VENV_BIN / "panel"), "serve", "dashboards/live.py",

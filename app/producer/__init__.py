@@ -11,11 +11,16 @@ API
     from app.producer import TransactionFactory, generate, send
 
     factory = TransactionFactory(seed=42, users=10_000, merchants=1_000, anomaly_rate=0.002,
-                                 bad_rate=0.0, start_ms=None, step_us=1_000)
+                                 bad_rate=0.0, start_ms=None, step_us=1_000,
+                                 bad_kinds=BAD_KINDS, clock_ms=None)
     # start_ms: event time of sequence number 0 (epoch ms; None = now, rounded down to the
     # second, kept in factory.start_ms); step_us: event-time microseconds between two sequence
     # numbers, so the timestamp of seq is start_ms + seq * step_us // 1000.
+    # bad_kinds: the kinds bad_rate cycles through (ALL_KINDS adds TIME_KINDS: late_event,
+    # future_event); clock_ms: the wall clock a future_event is a day ahead of (None = now).
     # The same arguments and seq always give the same message, byte for byte.
+    start_ms, how = start_for(None, count=N, first_seq=0, step_us=..., ahead=..., now_ms=...)
+    # the start that ends a run of N at now_ms (what txn produce uses without --start)
 
     msg = factory.make(seq)          # one Message
     for msg in factory.messages(first_seq, count): ...   # the same messages, faster
@@ -46,8 +51,8 @@ One idea each, listed top down; a module imports only siblings below it (no cycl
     factory   Message, TransactionFactory, make_txn_id(): a message per sequence number
               -> pools, faults
     pools     COUNTRIES, User, Merchant: the Faker pools drawn once per seed
-    faults    BAD_KINDS, corrupt(): the deliberately invalid messages
-    pacing    TokenBucket, step_us_for(): rate control
+    faults    BAD_KINDS, TIME_KINDS, corrupt(), fault_time(): the deliberately invalid messages
+    pacing    TokenBucket, step_us_for(), runs_ahead(), start_for(): rate control, event time
     signals   Stop: SIGINT/SIGTERM set the flag the loop checks
     kafka     make_producer(), ensure_topic(), Partitions (kafka-python, imported on use)
 """
@@ -63,14 +68,15 @@ from app.producer.factory import (
     TransactionFactory,
     make_txn_id,
 )
-from app.producer.faults import BAD_KINDS
+from app.producer.faults import ALL_KINDS, BAD_KINDS, TIME_KINDS
 from app.producer.kafka import ensure_topic, make_producer
 from app.producer.loop import Summary, generate
-from app.producer.pacing import TokenBucket, step_us_for
+from app.producer.pacing import TokenBucket, runs_ahead, start_for, step_us_for
 from app.producer.pools import CITIES_PER_COUNTRY, COUNTRIES, Merchant, User, seed_for
 from app.producer.sender import send
 
 __all__ = [
+    "ALL_KINDS",
     "ANOMALY_SIGMA",
     "BAD_KINDS",
     "BLOCK",
@@ -82,6 +88,7 @@ __all__ = [
     "PREFERRED_METHOD_SHARE",
     "STATUS_PERCENT",
     "Summary",
+    "TIME_KINDS",
     "TRAVEL_SHARE",
     "TokenBucket",
     "TransactionFactory",
@@ -90,7 +97,9 @@ __all__ = [
     "generate",
     "make_producer",
     "make_txn_id",
+    "runs_ahead",
     "send",
     "seed_for",
+    "start_for",
     "step_us_for",
 ]

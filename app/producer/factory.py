@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
 from app.contract import MAX_AMOUNT, PAYMENT_METHODS, STATUSES
-from app.producer.faults import BAD_KINDS, corrupt
+from app.producer.faults import ALL_KINDS, BAD_KINDS, corrupt, fault_time
 from app.producer.pools import draw_cities, draw_merchants, draw_users
 
 #: Share of each status, in percent (sums to 100).
@@ -55,19 +55,30 @@ class TransactionFactory:
     Users, merchants and cities are drawn once from ``seed`` with Faker
     (:mod:`app.producer.pools`); each sequence number then only picks from the pools with numbers
     from a generator seeded by (seed, seq // BLOCK).
+
+    ``bad_kinds``: the kinds of invalid message ``bad_rate`` cycles through (default: the
+    contract's, :data:`~app.producer.faults.BAD_KINDS`); ``clock_ms``: the wall clock a
+    ``future_event`` is a day ahead of (default: now).
     """
 
     def __init__(self, seed: int = 42, users: int = 10_000, merchants: int = 1_000,
                  anomaly_rate: float = 0.002, bad_rate: float = 0.0,
-                 start_ms: int | None = None, step_us: int = 1_000) -> None:
+                 start_ms: int | None = None, step_us: int = 1_000,
+                 bad_kinds: Sequence[str] = BAD_KINDS, clock_ms: int | None = None) -> None:
         if users < 1 or merchants < 1:
             raise ValueError("users and merchants must be >= 1")
         if not 0 <= anomaly_rate <= 1 or not 0 <= bad_rate <= 1:
             raise ValueError("anomaly_rate and bad_rate must be in [0, 1]")
         if step_us < 0:
             raise ValueError("step_us must be >= 0")
+        unknown = [k for k in bad_kinds if k not in ALL_KINDS]
+        if unknown or not bad_kinds:
+            raise ValueError(f"bad_kinds must be some of {', '.join(ALL_KINDS)}")
         self.seed, self.anomaly_rate, self.bad_rate = seed, anomaly_rate, bad_rate
-        self.start_ms = int(time.time()) * 1000 if start_ms is None else int(start_ms)
+        self.bad_kinds = tuple(bad_kinds)
+        now_ms = int(time.time() * 1000)
+        self.clock_ms = now_ms if clock_ms is None else int(clock_ms)
+        self.start_ms = now_ms // 1000 * 1000 if start_ms is None else int(start_ms)
         self.step_us = int(step_us)
         rnd = random.Random(seed)
         self.cities = draw_cities(seed)
@@ -119,6 +130,7 @@ class TransactionFactory:
         anomaly_rate, bad_rate = self.anomaly_rate, self.bad_rate
         start_ms, step_us = self.start_ms, self.step_us
         sort_keys, seed = orjson.OPT_SORT_KEYS, self.seed
+        bad_kinds, clock_ms = self.bad_kinds, self.clock_ms
         seq, end = first_seq, first_seq + count
         ts_second, ts_prefix = -1, ""
         while seq < end:
@@ -156,9 +168,10 @@ class TransactionFactory:
                 txn_id = make_txn_id(seed, seq, canonical)
                 key = user.key
                 if r["bad_u"][i] < bad_rate:
-                    kind = BAD_KINDS[r["bad_kind"][i] % len(BAD_KINDS)]
-                    value = corrupt(kind, content, canonical, txn_id, r["bad_kind"][i])
-                    yield Message(seq, key, value, ts_ms, txn_id, user.user_id, None, kind)
+                    kind = bad_kinds[r["bad_kind"][i] % len(bad_kinds)]
+                    bad_ms = fault_time(kind, ts_ms, clock_ms)
+                    value = corrupt(kind, content, canonical, txn_id, r["bad_kind"][i], bad_ms)
+                    yield Message(seq, key, value, bad_ms, txn_id, user.user_id, None, kind)
                 else:
                     # The canonical JSON with txn_id in front: the contract's message.
                     value = b'{"txn_id":"' + txn_id.encode() + b'",' + canonical[1:]

@@ -1,5 +1,5 @@
-"""Rate control: the token bucket the send loop takes whole chunks from, and the event-time
-step that matches a rate."""
+"""Rate control: the token bucket the send loop takes whole chunks from, the event-time
+step that matches a rate, and the start that keeps a run's event time out of the future."""
 
 from __future__ import annotations
 
@@ -12,6 +12,30 @@ def step_us_for(rate: float, time_scale: float = 1.0, default_rate: int = 1000) 
     ``time_scale`` event seconds per wall second (``rate`` 0: ``default_rate``)."""
     pace = rate if rate > 0 else (default_rate or 1000)
     return max(0, round(1_000_000 * time_scale / pace))
+
+
+def runs_ahead(rate: float, time_scale: float) -> bool:
+    """Whether event time can run ahead of the wall clock at this pace: ``rate`` 0 (as fast as
+    possible, faster than the step assumes) or more than one event second per wall second."""
+    return rate <= 0 or time_scale > 1
+
+
+def start_for(start_ms: int | None, *, count: int | None, first_seq: int, step_us: int,
+              ahead: bool, now_ms: int) -> tuple[int | None, str]:
+    """The event time of sequence number 0 and how it was chosen: ``start_ms`` when given;
+    else, with a ``count``, the start (a whole second) that puts the run's last transaction
+    (``first_seq + count - 1``) at or before ``now_ms``; else None (the factory's default: now),
+    unless event time runs ``ahead`` of the clock, which raises ValueError."""
+    if start_ms is not None:
+        return start_ms, "given"
+    if count is not None:
+        end_ms = now_ms - (first_seq + count) * step_us // 1000
+        return end_ms // 1000 * 1000, "the run ends now"
+    if ahead:
+        raise ValueError("at --rate 0 or --time-scale above 1 event time runs ahead of the "
+                         "clock and the worker refuses future events: give --count (the run "
+                         "then ends at the current time) or --start")
+    return None, "now"
 
 
 class TokenBucket:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import click
@@ -62,3 +63,45 @@ def test_topics_command(unique: str) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"tp-{unique}-transactions\tpartitions=" in done.stdout
+
+
+@pytest.mark.parametrize("pace", [["--rate", "0"], ["--rate", "1000", "--time-scale", "60"]])
+def test_a_run_ahead_of_the_clock_needs_count_or_start(unique: str, pace: list[str]) -> None:
+    # Refused before any connection: no broker needed.
+    done = subprocess.run([TXN, "produce", *pace, "--duration", "5"], cwd=ROOT,
+                          env=pipeline_env(f"ahead-{unique}"), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--count" in done.stderr and "--start" in done.stderr
+    assert "sent=" not in done.stdout
+
+
+def test_a_counted_run_without_start_ends_now(unique: str) -> None:
+    before_ms = int(time.time() * 1000)
+    done = subprocess.run(
+        [TXN, "produce", "--dry-run", "--count", "5000", "--rate", "0", "--time-scale", "3600",
+         "--seed", "4", "--users", "50", "--merchants", "10", "--bad-rate", "0.05",
+         "--bad-kinds", "late_event,bad_json"],
+        cwd=ROOT, env=pipeline_env(f"now-{unique}", TARGET_TPS=1000), capture_output=True,
+        text=True, timeout=120)
+    after_ms = int(time.time() * 1000)
+    assert done.returncode == 0, done.stderr[-2000:]
+    replay = re.search(r"start=\S+ \(the run ends now\) step_us=3600000 .*"
+                       r"--start (\d+) --rate 0 --time-scale 3600 "
+                       r"--bad-kinds late_event,bad_json --first-seq N", done.stderr)
+    assert replay, done.stderr
+    start = int(replay.group(1))
+    last = start + 4999 * 3600  # 5000 event hours: about 208 days before now
+    assert after_ms - 3600_000 - 1000 <= last <= after_ms and start < before_ms
+    factory = TransactionFactory(seed=4, users=50, merchants=10, bad_rate=0.05,
+                                 start_ms=start, step_us=3_600_000,
+                                 bad_kinds=("late_event", "bad_json"))
+    assert re.search(rf"^sent=5000 .*bad={sum(1 for m in factory.messages(0, 5000) if m.bad)} ",
+                     done.stdout, re.M)
+
+
+def test_unknown_bad_kinds_are_refused(unique: str) -> None:
+    done = subprocess.run([TXN, "produce", "--dry-run", "--count", "1", "--bad-kinds",
+                           "late_event,nonsense"], cwd=ROOT, env=pipeline_env(f"k-{unique}"),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--bad-kinds" in done.stderr
