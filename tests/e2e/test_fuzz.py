@@ -1,6 +1,7 @@
 """Fuzz, end to end on the real broker and FerretDB: hypothesis generates a few thousand messages
 (random bytes, JSON mutations of valid transactions, extreme dates and numbers, unicode,
-non-UTF-8 keys, a few close to the broker's size limit) and they go into ``transactions`` mixed
+non-UTF-8 keys, Kafka timestamps off the payload's, late and future events, a few close to the
+broker's size limit) and they go into ``transactions`` mixed
 with valid ones, through a real ``txn worker`` and ``txn sink``. Afterwards:
 
 - every valid message is enriched and stored exactly once, every other one is a dead letter with
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pymongo
@@ -22,7 +25,14 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
 
-from app.contract import DLQ, ENRICHED, TRANSACTIONS, InvalidTransaction, validate
+from app.contract import (
+    DLQ,
+    ENRICHED,
+    TRANSACTIONS,
+    InvalidTransaction,
+    parse_timestamp,
+    validate,
+)
 from app.producer import TransactionFactory, ensure_topic
 from app.settings import settings as app_settings
 from tests.e2e.test_sink_e2e import committed_everything, read_topic, sink_topics
@@ -116,12 +126,36 @@ def generate(count: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def is_valid(key: bytes, value: bytes) -> bool:
+def kafka_timestamp_ms(index: int, value: bytes) -> int:
+    """The Kafka timestamp a message is sent with: its payload's time if it has one (every
+    seventh 5 s off: a mistimed message), else the current time."""
     try:
-        txn = validate(value)
-    except InvalidTransaction:
-        return False
-    return key == txn["user_id"].encode()
+        when = round(parse_timestamp(orjson.loads(value)["timestamp"]).timestamp() * 1000)
+    except (orjson.JSONDecodeError, TypeError, KeyError, InvalidTransaction):
+        return round(time.time() * 1000)
+    return max(0, when + (5_000 if index % 7 == 3 else 0))
+
+
+def valid_ones(records: list[Any]) -> dict[tuple[int, int], str]:
+    """(partition, offset) -> txn_id of the messages the rules accept, in partition order:
+    the contract, the key, the Kafka timestamp, future and late events (docs/contract.md)."""
+    grace = app_settings.late_event_grace_days * 86_400
+    future = time.time() + app_settings.future_event_tolerance_seconds
+    stream_times: dict[int, float] = {}
+    valid = {}
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        try:
+            txn = validate(r.value or b"")
+        except InvalidTransaction:
+            continue
+        event_time = parse_timestamp(txn["timestamp"]).timestamp()
+        stream_time = stream_times.get(r.partition, -math.inf)
+        if ((r.key or b"") != txn["user_id"].encode() or abs(r.timestamp / 1000 - event_time) > 1
+                or event_time > future or event_time < stream_time - grace):
+            continue
+        stream_times[r.partition] = max(stream_time, event_time)
+        valid[r.partition, r.offset] = txn["txn_id"]
+    return valid
 
 
 def test_fuzz_every_message_is_enriched_and_stored_once_or_dead_lettered(
@@ -152,8 +186,9 @@ def test_fuzz_every_message_is_enriched_and_stored_once_or_dead_lettered(
             wait_http(f"http://localhost:{port}/health", timeout=120, proc=worker)
             producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all",
                                      max_request_size=NEAR_LIMIT + 48_000)
-            for key, value in sent:
-                producer.send(source, key=key, value=value)
+            for i, (key, value) in enumerate(sent):
+                producer.send(source, key=key, value=value,
+                              timestamp_ms=kafka_timestamp_ms(i, value))
             producer.flush()
             producer.close()
 
@@ -174,8 +209,7 @@ def test_fuzz_every_message_is_enriched_and_stored_once_or_dead_lettered(
 
 def check(source: str, prefix: str, db: pymongo.database.Database) -> None:
     records = read_topic(source)
-    valid = {(r.partition, r.offset): orjson.loads(r.value)["txn_id"] for r in records
-             if is_valid(r.key or b"", r.value or b"")}
+    valid = valid_ones(records)
     invalid = {(r.partition, r.offset) for r in records} - set(valid)
     assert valid and invalid and len(records) > GENERATED
 

@@ -40,8 +40,8 @@ from app.contract import (
     validate,
 )
 from app.producer import TransactionFactory, ensure_topic, send
+from app.rates import reporting_cents
 from app.settings import settings
-from tables.records import day_start
 from tables.welford import EMPTY, Welford, is_anomaly, update, z_score
 from tests.procs import TXN, Proc, free_port, pipeline_env, wait_for, wait_http
 
@@ -67,29 +67,43 @@ class Expected:
 
 
 def recompute(records: list[Any]) -> Expected:
-    """The rule over the valid transactions in partition order, each ``txn_id`` once (the
-    records cover less than the dedupe horizon)."""
+    """The rules over the topic's records in partition order (docs/contract.md): the contract,
+    the key, the Kafka timestamp, late events against each partition's stream time, each
+    ``txn_id`` once (the records cover less than the dedupe horizon), the statistics and day
+    spend in the reporting currency. No record here is from the future."""
     exp = Expected()
+    grace = settings.late_event_grace_days * 86_400
+    stream_times: dict[int, float] = {}
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         try:
             txn = validate(r.value)
             if r.key != txn["user_id"].encode():
                 raise InvalidTransaction("key")
+            event_time = parse_timestamp(txn["timestamp"]).timestamp()
+            if abs(r.timestamp / 1000 - event_time) > 1:
+                raise InvalidTransaction("Kafka timestamp")
+            if event_time < stream_times.get(r.partition, -math.inf) - grace:
+                raise InvalidTransaction("late event")
         except InvalidTransaction:
             exp.invalid[r.partition, r.offset] = r.value
             continue
+        stream_times[r.partition] = max(stream_times.get(r.partition, -math.inf), event_time)
         if txn["txn_id"] in exp.enriched:
             exp.duplicates += 1
             continue
-        user, amount = txn["user_id"], txn["amount"]
+        user = txn["user_id"]
+        amount_cents = reporting_cents(cents(txn["amount"]), txn["currency"])
+        amount = amount_cents / 100
         prev = exp.users.get(user, EMPTY)
         z = z_score(prev, amount, settings.anomaly_min_history)
         now = exp.users[user] = update(prev, amount)
         exp.last_z[user] = z
-        day = (user, day_start(parse_timestamp(txn["timestamp"]).timestamp()))
-        exp.day_cents[day] += cents(amount)
+        day = (user, event_time // 86_400 * 86_400)
+        exp.day_cents[day] += amount_cents
         anomaly = is_anomaly(z, settings.anomaly_z_threshold)
-        exp.enriched[txn["txn_id"]] = {**txn, "user_txn_count": now.count,
+        exp.enriched[txn["txn_id"]] = {**txn, "amount_reporting": amount,
+                                       "reporting_currency": settings.reporting_currency,
+                                       "user_txn_count": now.count,
                                        "user_running_mean": now.mean,
                                        "user_running_std": now.std, "z_score": z,
                                        "is_anomaly": anomaly,
@@ -344,8 +358,9 @@ def send_foreign(topic: str, count: int) -> list[tuple[bytes, bytes]]:
 def resend(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
     # kafka-python places keyed records like every Kafka client (murmur2 of the key)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
-    for key, value in messages:
-        producer.send(topic, key=key, value=value)
+    for key, value in messages:  # the Kafka timestamp is the event's, as the contract asks
+        when = parse_timestamp(orjson.loads(value)["timestamp"]).timestamp()
+        producer.send(topic, key=key, value=value, timestamp_ms=round(when * 1000))
     producer.flush()
     producer.close()
 
