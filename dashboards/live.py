@@ -74,9 +74,10 @@ def kpi_row(model: LiveModel) -> pn.Row:
                                   else None)
         for key, (title, number_format) in KPIS.items()}
 
-    def label() -> None:
+    def label() -> None:  # a Number draws its name again only with its value
         for key in MONEY_KPIS:
             numbers[key].name = KPIS[key][0] + unit(model.currency)
+            numbers[key].param.trigger("value")
     label()
     follow(model, ["currency"], label)
     return pn.Row(*numbers.values())
