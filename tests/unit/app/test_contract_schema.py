@@ -5,8 +5,7 @@ agree, and the processing agent's outputs satisfy their schemas.
 - targeted mutations of such a transaction are rejected by the validator and by two JSON Schema
   implementations (``jsonschema``; ``jsonschema_rs``, which also asserts ``format``);
 - the enriched and anomaly messages the real agent publishes for a varied input validate;
-- amounts that are not whole cents, ISO 8601 forms beyond RFC 3339 and currencies outside
-  the rates table (app/fx_rates.csv) are rejected.
+- amounts not in whole cents, timestamps beyond RFC 3339, currencies not in the rates table fail.
 
 Two rules live outside plain JSON Schema (docs/contract.md): at most two decimals in ``amount``
 (:func:`two_decimals`, checked on the JSON number's decimal form) and ``format: date-time``,
@@ -219,19 +218,15 @@ def test_an_amount_with_three_decimals(txn: dict[str, Any], thousandths: int) ->
 
 @SOME
 @given(VALID, st.one_of(
-    st.sampled_from(["eur", "EU", "EURO", "E1R", "", "EUR\n", "ÉUR"]),
-    st.text(max_size=5).filter(lambda s: re.fullmatch(r"[A-Z]{3}", s) is None)))
+    st.sampled_from(["eur", "EU", "EURO", "E1R", "", "EUR\n", "ÉUR", "XYZ", "XXX"]),
+    st.text(max_size=5).filter(lambda s: re.fullmatch(r"[A-Z]{3}", s) is None),
+    st.from_regex(r"[A-Z]{3}", fullmatch=True).filter(lambda c: c not in CURRENCIES)))
 def test_a_bad_currency(txn: dict[str, Any], currency: str) -> None:
+    """Malformed, or well formed but not a row of the rates table (its own reason)."""
     rejected({**txn, "currency": currency})
-
-
-@SOME
-@given(VALID, st.from_regex(r"[A-Z]{3}", fullmatch=True).filter(lambda c: c not in CURRENCIES))
-def test_a_well_formed_currency_outside_the_rates_table(txn: dict[str, Any],
-                                                        currency: str) -> None:
-    rejected({**txn, "currency": currency})
-    with pytest.raises(InvalidTransaction, match=f"^currency '{currency}' is not in the rates"):
-        validate(orjson.dumps({**txn, "currency": currency}))
+    if re.fullmatch(r"[A-Z]{3}", currency):
+        with pytest.raises(InvalidTransaction, match=f"^currency '{currency}' is not in the rat"):
+            validate(orjson.dumps({**txn, "currency": currency}))
 
 
 @SOME
@@ -276,12 +271,9 @@ def test_a_timestamp_without_offset(txn: dict[str, Any]) -> None:
     "2026-11-25t10:00:00z",  # RFC 3339 allows lower case; Python's parser does not
     "2026-11-25T23:59:60Z",  # a leap second: RFC 3339 yes, Python no
     "0000-01-01T00:00:00Z",  # year 0: RFC 3339 yes, Python no
-    "2026-11-25T10:00:00+24:00",
-    "2026-11-25T10:00:00-24:00",
-    "2026-11-25T10:00:00+23:60",
+    "2026-11-25T10:00:00+24:00", "2026-11-25T10:00:00-24:00", "2026-11-25T10:00:00+23:60",
     "2026-11-25T10:00:00+00:00\n",
-    "2026-11-25T10:00:00.1234567890Z",  # a fraction of more than 9 digits
-    "2026-11-25T10:00:00.Z",  # an empty fraction
+    "2026-11-25T10:00:00.1234567890Z", "2026-11-25T10:00:00.Z",  # fraction: 1 to 9 digits
     "2026-11-25",
     "",
 ])
@@ -292,18 +284,13 @@ def test_timestamps_both_reject(timestamp: str) -> None:
 
 @pytest.mark.parametrize("timestamp", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
 def test_a_timestamp_without_a_utc_instant_in_range(timestamp: str) -> None:
-    """The one timestamp rule the schema can only describe: valid for both schema validators,
-    a dead letter for the contract."""
+    """A rule the schema can only describe: both schema validators pass it, the contract not."""
     txn = {**_SAMPLE, "timestamp": timestamp}
     assert schema_verdicts(txn) == (True, True)
     with pytest.raises(InvalidTransaction, match="out of range in UTC"):
         validate(orjson.dumps(txn))
-
-
-def test_a_fraction_of_nine_digits_passes_everywhere() -> None:
-    txn = {**_SAMPLE, "timestamp": "2026-11-25T10:00:00.123456789-09:30"}
-    assert satisfies(txn, TRANSACTIONS)
-    assert validate(orjson.dumps(txn)) == txn
+    nine = {**_SAMPLE, "timestamp": "2026-11-25T10:00:00.123456789-09:30"}  # a fraction's most
+    assert satisfies(nine, TRANSACTIONS) and validate(orjson.dumps(nine)) == nine
 
 
 def test_an_impossible_date_needs_format_assertion() -> None:
@@ -336,11 +323,8 @@ def test_validator_rejects_amounts_that_are_not_whole_cents(amount: float) -> No
     "2026-11-25T10:00:00+01",  # offset hours only
     "2026-11-25T10:00:00,5+00:00",  # decimal comma
     "2026-11-25T10:00:00+00:00\x00",  # a trailing NUL
-    "20240101T000000+0000",  # basic format, offset too
-    "2024-W01-1T00:00:00Z",  # week date with a day
-    "2024-001T00:00:00Z",  # ordinal date
-    "2026-11-25t10:00:00Z",  # lower-case t
-    "2026-11-25T10:00:00z",  # lower-case z
+    "20240101T000000+0000", "2024-W01-1T00:00:00Z", "2024-001T00:00:00Z",  # basic, week, ordinal
+    "2026-11-25t10:00:00Z", "2026-11-25T10:00:00z",  # lower-case t or z
 ])
 def test_validator_rejects_iso_8601_that_is_not_rfc_3339(timestamp: str) -> None:
     txn = {**_SAMPLE, "timestamp": timestamp}
@@ -352,7 +336,7 @@ def test_validator_rejects_iso_8601_that_is_not_rfc_3339(timestamp: str) -> None
 def _varied_transactions() -> list[dict[str, Any]]:
     """Several users: short histories (z null), constant amounts (std 0: z null), outliers
     (anomalies), cents and whole numbers, the range's ends, offsets crossing a UTC day, every
-    currency of the rates table."""
+    currency of the rates table; four days, within LATE_EVENT_GRACE_DAYS of each other."""
     rnd = random.Random(20261125)
     currencies = sorted(CURRENCIES)
     users = {"alice": [10.0, 12.0, 11.0, 9.0, 13.0, 11.0, 50.0],
@@ -364,11 +348,9 @@ def _varied_transactions() -> list[dict[str, Any]]:
     out = []
     for user, amounts in users.items():
         for i, amount in enumerate(amounts):
-            # four days: within LATE_EVENT_GRACE_DAYS of the partition's stream time
             ts = f"2026-11-{20 + i % 4:02d}T{(i * 7) % 24:02d}:{i % 60:02d}:05{offsets[i % 6]}"
             # erin's one amount in every currency of the table; the others in their own
-            currency = currencies[i % len(currencies)] if user == "erin" else \
-                currencies[len(user) % len(currencies)]
+            currency = currencies[(i if user == "erin" else len(user)) % len(currencies)]
             body = {"user_id": user, "amount": amount, "currency": currency, "timestamp": ts,
                     "merchant_id": f"m-{i % 3}", "merchant_category": contract.CATEGORIES[i % 12],
                     "payment_method": contract.PAYMENT_METHODS[i % 7],
@@ -396,14 +378,13 @@ async def test_published_messages_satisfy_their_schemas(recorder: Any) -> None:
     for e in enriched:
         assert satisfies(e, ENRICHED), e
         assert list(e) == list(SCHEMAS[ENRICHED]["properties"])
-        assert e["reporting_currency"] == REPORTING_CURRENCY
-        assert e["amount_reporting"] == to_reporting(e["amount"], e["currency"])
     assert {e["currency"] for e in enriched} == CURRENCIES
     for a in anomalies:
         assert satisfies(a, ANOMALIES), a
         assert list(a) == list(SCHEMAS[ANOMALIES]["properties"])
-        assert a["reporting_currency"] == REPORTING_CURRENCY
-        assert a["amount_reporting"] == to_reporting(a["amount"], a["currency"])
+    for m in (*enriched, *anomalies):  # the amount in the reporting currency
+        assert (m["amount_reporting"], m["reporting_currency"]) == (
+            to_reporting(m["amount"], m["currency"]), REPORTING_CURRENCY)
     # the sample reaches every branch the schemas allow
     assert {e["z_score"] is None for e in enriched} == {True, False}
     assert any(e["is_anomaly"] for e in enriched) and anomalies
