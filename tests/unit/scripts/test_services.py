@@ -47,3 +47,12 @@ def test_a_process_of_this_checkout_is_recognised(services: ModuleType) -> None:
         proc.kill()
         proc.wait()
     assert services.running_pid("kafka") is None  # gone: the stale file goes too
+
+
+def test_the_broker_checks_retention_every_few_seconds(services: ModuleType, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(services, "KAFKA_DATA", tmp_path / "kafka")
+    lines = services.kafka_config().read_text().splitlines()
+    config = dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
+    assert int(config["log.retention.check.interval.ms"]) <= 5000
+    assert config["log.dirs"] == str(tmp_path / "kafka" / "logs")
