@@ -54,7 +54,7 @@ def make_events(users: int, count: int, first_offset: int) -> list[Any]:
         partition = zlib.crc32(m.key) % PARTITIONS
         events.append(SimpleNamespace(topic="transactions", key=m.key, value=m.value,
                                       partition=partition, offset=first_offset + i,
-                                      timestamp=1.7e9))
+                                      timestamp=m.timestamp_ms / 1000))
     return events
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.producer import TransactionFactory, send  # noqa: E402
+from app.producer import TransactionFactory, send, start_for  # noqa: E402
 from tests.procs import TXN, Proc, free_port, pipeline_env, wait_http  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "processing.json"
@@ -64,8 +64,10 @@ def run_case(count: int, users: int, partitions: int, tmp: Path,
              code: Path | None = None) -> dict[str, object]:
     load_before = os.getloadavg()
     prefix = f"bench-proc-{uuid.uuid4().hex[:8]}"
+    start_ms, _ = start_for(None, count=count, first_seq=0, step_us=1000, ahead=True,
+                            now_ms=int(time.time() * 1000))  # the backlog ends now
     factory = TransactionFactory(seed=11, users=users, merchants=1_000, anomaly_rate=0.002,
-                                 bad_rate=0.001)
+                                 bad_rate=0.001, start_ms=start_ms, step_us=1000)
     produced = send(factory, f"{prefix}-transactions", rate=0, count=count,
                     partitions=partitions)
     procs: list[tuple[Proc, int]] = []
