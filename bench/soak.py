@@ -73,7 +73,8 @@ class Expected(dict[str, dict[str, Any]]):
 
 def expected_stats(transactions: Iterator[tuple[str, str, float, str]], min_history: int,
                    threshold: float) -> Expected:
-    """``(txn_id, user_id, amount, timestamp)`` in each user's order -> :class:`Expected`.
+    """``(txn_id, user_id, amount, timestamp)`` in each user's order -> :class:`Expected`
+    (amounts in the reporting currency, as the worker's statistics are).
 
     Exact: sums of cents and of squared cents are integers, so the variance's numerator and
     denominator are exact integers, divided (correctly rounded) only at the end."""
@@ -306,6 +307,8 @@ def verify(args: argparse.Namespace, bootstrap: str, source: str, enriched_topic
     import orjson
     import pymongo
 
+    from app.rates import to_reporting
+
     checks: dict[str, Any] = {}
     t = time.time()
     factory = factory_class(seed=args.seed, start_ms=produced["start_ms"],
@@ -330,7 +333,8 @@ def verify(args: argparse.Namespace, bootstrap: str, source: str, enriched_topic
     ordered = sorted((generated[i] for i in in_kafka), key=lambda m: m.seq)
     parsed = ((m, orjson.loads(m.value)) for m in ordered)
     expected = expected_stats(
-        ((m.txn_id, m.user_id, txn["amount"], txn["timestamp"]) for m, txn in parsed),
+        ((m.txn_id, m.user_id, to_reporting(txn["amount"], txn["currency"]), txn["timestamp"])
+         for m, txn in parsed),
         settings.anomaly_min_history, settings.anomaly_z_threshold)
     # 3. Every enriched message (duplicates included) against it.
     seen: dict[str, int] = {}
