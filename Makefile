@@ -92,6 +92,10 @@ bench-sink: $(TEST_STAMP) ## sink write rate and rollup lag (needs make services
 bench-producer: $(TEST_STAMP) ## producer benchmark (needs make services): bench/results/producer.json
 	$(PY) bench/bench_producer.py
 
+.PHONY: bench-memory
+bench-memory: $(TEST_STAMP) ## worker RSS draining 20 days of event time (needs make services; MEMORY_ARGS)
+	$(PY) bench/event_time_memory.py $(MEMORY_ARGS)
+
 dbt: $(RUNTIME_STAMP) ## build the dbt marts once (models + tests; marts written back to MongoDB)
 	cd dbt && $(abspath $(VENV))/bin/dbt build --profiles-dir .
 
