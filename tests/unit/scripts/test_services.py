@@ -7,6 +7,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -39,6 +40,11 @@ def test_a_process_of_this_checkout_is_recognised(services: ModuleType) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
                              str(ROOT), "kafka.Kafka"])
     try:
+        # until the child has exec'd, /proc shows the parent's command line
+        deadline = time.monotonic() + 10
+        while b"kafka.Kafka" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the stand-in did not start"
+            time.sleep(0.01)
         services.pid_file("kafka").write_text(str(proc.pid))
         assert services.is_ours(proc.pid, "kafka")
         assert not services.is_ours(proc.pid, "ferretdb")
