@@ -52,6 +52,7 @@ def test_api_reads_what_the_pipeline_writes(tmp_path: Path, unique: str, mongo_c
             wait_for(stored, timeout=240, interval=2,
                      message=f"the sink to store everything:\n{sink.log()}")
             txns = list(db.transactions.find({}, {"user_id": 1, "merchant_id": 1, "amount": 1,
+                                                  "currency": 1, "amount_reporting": 1,
                                                   "is_anomaly": 1, "day": 1}))
             app = create_app(load({**os.environ, "MONGO_DB": db.name, "API_RATE_LIMIT": "0",
                                    "WORKER_URL": f"http://localhost:{port}"}), cache_seconds=0)
@@ -62,13 +63,19 @@ def test_api_reads_what_the_pipeline_writes(tmp_path: Path, unique: str, mongo_c
 
 
 def _check(client: TestClient, db: Any, txns: list[dict[str, Any]], bad: int) -> None:
-    n, revenue = len(txns), sum(t["amount"] for t in txns)
+    n, revenue = len(txns), sum(t["amount_reporting"] for t in txns)
     anomalies = sum(t["is_anomaly"] for t in txns)
     assert anomalies > 0
+    by_currency: Counter[str] = Counter()
+    for t in txns:
+        by_currency[t["currency"]] += round(t["amount"] * 100)
+    assert len(by_currency) > 3
 
     s = client.get("/summary").json()
     assert (s["count_1h"], s["anomalies_1h"], s["dlq_count"]) == (n, anomalies, bad)
+    assert s["currency"] == settings.reporting_currency
     assert s["revenue_1h"] == pytest.approx(revenue, abs=0.01 * len(txns))
+    assert {c: round(v * 100) for c, v in s["revenue_by_currency"].items()} == by_currency
 
     volume = client.get("/volume?minutes=30").json()["items"]
     assert sum(i["count"] for i in volume) == n
@@ -93,5 +100,5 @@ def _check(client: TestClient, db: Any, txns: list[dict[str, Any]], bad: int) ->
     trends = client.get(f"/users/{user}/trends?days=3").json()
     assert sum(d["count"] for d in trends["days"]) == count
     assert sum(d["spend"] for d in trends["days"]) == pytest.approx(
-        sum(t["amount"] for t in txns if t["user_id"] == user), abs=0.01)
+        sum(t["amount_reporting"] for t in txns if t["user_id"] == user), abs=0.01)
     assert trends["live_error"] is None and trends["live"]["count"] == count
