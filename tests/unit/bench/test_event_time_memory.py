@@ -109,3 +109,10 @@ def test_options() -> None:
     assert (args.count, args.users, args.days) == (2000, 50, 3)
     with pytest.raises(SystemExit):
         etm.parse_args(["--days", "0"])
+
+
+def test_write_buffer_shim_sets_the_memtable_size(tmp_path: Path) -> None:
+    shim = etm.write_buffer_shim(tmp_path / "shim", 1.5)
+    text = (shim / "sitecustomize.py").read_text()
+    assert "RocksDBOptions.write_buffer_size = 1572864" in text
+    compile(text, "sitecustomize.py", "exec")
