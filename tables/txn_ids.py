@@ -20,7 +20,7 @@ from faust.types import TP, EventT
 from rocksdict import WriteBatch
 
 from app.faust_internals.stores import partition_db
-from app.main import app
+from app.main import app, table_options
 from app.settings import settings
 from tables.changelog import Change
 from tables.windows import DAY_SECONDS
@@ -62,7 +62,7 @@ class FoldedIds(Table[bytes, bytes]):
 _TXN_IDS_RETENTION_MS = (settings.dedupe_horizon_days + 1) * DAY_SECONDS * 1000
 txn_ids = FoldedIds(
     app, name="txn-ids", beacon=app.tables.beacon, partitions=settings.topic_partitions,
-    key_type=bytes, value_type=bytes, options={"driver": "rocksdict"},
+    key_type=bytes, value_type=bytes, options=table_options(),
     help="Transactions already folded: (UTC day, txn_id) -> source offset",
     # every record has a key of its own: nothing to compact, only to delete by age
     extra_topic_configs={"cleanup.policy": "delete",

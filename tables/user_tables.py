@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from app.faust_internals.stores import partition_db
-from app.main import app
+from app.main import app, table_options
 from app.settings import settings
 from tables.changelog import Change
 from tables.records import UserState
@@ -47,7 +47,7 @@ __all__ = [
 #: source topic's keys, so ``app.table_route`` finds a user's partition (and worker) exactly as
 #: the producer's partitioner did. Values are bytes: the raw codec.
 user_state = app.Table("user-state", partitions=settings.topic_partitions, key_type=bytes,
-                       value_type=bytes, options={"driver": "rocksdict"},
+                       value_type=bytes, options=table_options(),
                        help="Per-user statistics and open days (tables/records.py UserState)")
 
 

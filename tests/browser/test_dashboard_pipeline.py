@@ -19,6 +19,7 @@ pytest.importorskip("playwright.sync_api")
 
 from playwright.sync_api import expect  # noqa: E402
 
+from app.rates import to_reporting  # noqa: E402
 from app.settings import settings  # noqa: E402
 from tests.browser.harness import ARTIFACTS, Pipeline, expect_kpis  # noqa: E402
 from tests.browser.seed import message  # noqa: E402
@@ -86,7 +87,8 @@ def test_pipeline_to_the_page(pipeline: Pipeline, browser: Any) -> None:
     expect(info).to_contain_text("User pipe-a", timeout=PIPELINE_WAIT_MS)
     expect(info).to_contain_text("live statistic")
     expect(info).to_contain_text(f"{live['mean']:,.2f}")
-    expect(info).to_contain_text(f"{sum(40.0 + i for i in range(HISTORY)) + 4000.0:,.2f}")
+    spent = sum(to_reporting(a, "EUR") for a in [*(40.0 + i for i in range(HISTORY)), 4000.0])
+    expect(info).to_contain_text(f"{spent:,.2f} {settings.reporting_currency}")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-pipeline.png"), full_page=True)
     assert page.get_by_text("Traceback").count() == 0

@@ -116,3 +116,9 @@ def test_write_buffer_shim_sets_the_memtable_size(tmp_path: Path) -> None:
     text = (shim / "sitecustomize.py").read_text()
     assert "RocksDBOptions.write_buffer_size = 1572864" in text
     compile(text, "sitecustomize.py", "exec")
+
+
+def test_the_warm_up_starts_after_the_dedupe_horizon() -> None:
+    assert etm.warmup_window(20, horizon_days=8) == (0.4, 0.45)
+    assert etm.warmup_window(100, horizon_days=8) == etm.WARMUP  # never earlier than 20%
+    assert etm.warmup_window(8, horizon_days=8) == (0.9, 0.95)  # a run shorter than the horizon
