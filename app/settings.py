@@ -62,6 +62,12 @@ class Settings:
     web_port: int = 6066
     # Where Faust keeps its RocksDB tables.
     data_dir: str = "var/faust"
+    # How long MongoDB keeps things, in days of event time (``txn prune`` deletes the rest):
+    # raw transactions, the stream-maintained aggregates, anomalies and dead letters.
+    retention_days: int = 30
+    aggregate_retention_days: int = 400
+    anomaly_retention_days: int = 90
+    dlq_retention_days: int = 30
     # The sink: a batch is written when it holds this many documents or is this old.
     sink_batch_size: int = 2000
     sink_batch_seconds: float = 0.5
@@ -165,6 +171,16 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         web_port=_parse(env, "WEB_PORT", int, d.web_port,
                         lambda v: 0 < v < 65536, "a port number"),
         data_dir=_parse(env, "DATA_DIR", str, d.data_dir, _non_empty, "a directory"),
+        retention_days=_parse(env, "RETENTION_DAYS", int, d.retention_days,
+                              lambda v: 1 <= v <= 36_500, "an integer from 1 to 36500"),
+        aggregate_retention_days=_parse(env, "AGGREGATE_RETENTION_DAYS", int,
+                                        d.aggregate_retention_days,
+                                        lambda v: 1 <= v <= 36_500, "an integer from 1 to 36500"),
+        anomaly_retention_days=_parse(env, "ANOMALY_RETENTION_DAYS", int,
+                                      d.anomaly_retention_days,
+                                      lambda v: 1 <= v <= 36_500, "an integer from 1 to 36500"),
+        dlq_retention_days=_parse(env, "DLQ_RETENTION_DAYS", int, d.dlq_retention_days,
+                                  lambda v: 1 <= v <= 36_500, "an integer from 1 to 36500"),
         sink_batch_size=_parse(env, "SINK_BATCH_SIZE", int, d.sink_batch_size, positive,
                                "a positive integer"),
         sink_batch_seconds=_parse(env, "SINK_BATCH_SECONDS", float, d.sink_batch_seconds,
