@@ -105,12 +105,13 @@ async def merchants_top(request: Request) -> Response:
     db, currency = api.db, api.currency
     # One cached aggregate per window, ranked per request (cheap): every order and limit
     # share it.
-    as_of, totals = await _cached(
+    as_of, (since, totals) = await _cached(
         request, ("merchants", window),
-        lambda: _timed(lambda now: queries.merchant_totals(db, window, now, currency)))
+        lambda: _timed(lambda now: (queries.iso(queries.since(window, now)),
+                                    queries.merchant_totals(db, window, now, currency))))
     items = queries.top(totals, by, limit)
     return JSON({"window": window, "by": by, "currency": currency, "items": items,
-                 "as_of": as_of})
+                 "since": since, "as_of": as_of})
 
 
 async def volume(request: Request) -> Response:

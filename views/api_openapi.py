@@ -105,6 +105,8 @@ SCHEMAS: dict[str, Any] = {
         "by": {"type": "string", "enum": ["revenue", "count"]},
         "currency": _CURRENCY,
         "items": {"type": "array", "items": _ref("Merchant")},
+        "since": {**_TS, "description": "the start of the window: whole UTC hours (1h, 24h) "
+                                        "or days (7d) up to the current, partial one"},
         "as_of": {**_TS, "description": "the moment the window ends at"},
     }),
     "VolumeMinute": _obj({"minute": _TS, "count": _INT, "revenue": _MONEY, "anomalies": _INT}),
@@ -163,8 +165,9 @@ def openapi_schema(secured: bool, rate_limited: bool = False) -> dict[str, Any]:
         "/users/{user_id}/trends": _get(
             "A user's daily spend, count and anomalies, plus live statistics",
             "Per UTC day, the last `days` days up to today, oldest first (days without "
-            "transactions are zeros), from `transactions`; `spend` is in the reporting currency "
-            "`currency`; `live` is the Faust worker's stats "
+            "transactions are zeros), from the user's `user_days` document; `spend` and `count` "
+            "cover the transactions in the reporting currency `currency`; "
+            "`live` is the Faust worker's stats "
             "view of the user, or null with `live_error` saying why.",
             _json(_ref("Trends"), "the trends"),
             [{"name": "user_id", "in": "path", "required": True,
@@ -175,7 +178,9 @@ def openapi_schema(secured: bool, rate_limited: bool = False) -> dict[str, Any]:
         "/anomalies": _get(
             "Anomalies, newest first, cursor-paginated",
             "Ordered by timestamp then txn_id, both descending. `next_cursor` (null on the last "
-            "page) fetches the next page; pages stay stable while new anomalies arrive.",
+            "page) fetches the next page; pages stay stable while new anomalies arrive. The "
+            "one endpoint that sorts a collection: on FerretDB its cost grows with the number "
+            "of anomalies stored.",
             _json(_ref("AnomalyPage"), "a page"),
             [_capped("limit", 50, LIMITS["anomalies"], "page size"),
              {"name": "cursor", "in": "query", "required": False,
@@ -191,8 +196,10 @@ def openapi_schema(secured: bool, rate_limited: bool = False) -> dict[str, Any]:
             secured, rate_limited),
         "/merchants/top": _get(
             "Top merchants by revenue or count over a window",
-            "From the `merchant_minute` rollups; the window ends with the current minute. "
-            "Revenue is in the reporting currency `currency`.",
+            "From the `merchant_hours` (1h: the current and the previous UTC hour; 24h: the "
+            "current and the 24 previous hours) or `merchant_days` (7d: today and the 7 "
+            "previous UTC days) aggregates: `since` is the window's start, `as_of` its end. "
+            "Exact sums; ties by merchant_id. Revenue is in the reporting currency `currency`.",
             _json(_ref("MerchantsTop"), "the ranking"),
             [{"name": "window", "in": "query", "required": False,
               "schema": {"type": "string", "enum": ["1h", "24h", "7d"], "default": "1h"}},
@@ -202,7 +209,7 @@ def openapi_schema(secured: bool, rate_limited: bool = False) -> dict[str, Any]:
             secured, rate_limited),
         "/volume": _get(
             "Per-minute count, revenue and anomalies",
-            "From `volume_minute`: one item per minute, the last `minutes` minutes up to the "
+            "From `volume_hours`: one item per minute, the last `minutes` minutes up to the "
             "current (partial) minute, oldest first; minutes without data are zeros. Revenue "
             "is in the reporting currency `currency`.",
             _json(_ref("Volume"), "the series"),
@@ -213,7 +220,8 @@ def openapi_schema(secured: bool, rate_limited: bool = False) -> dict[str, Any]:
             "`tps_now` = count of the last complete minute / 60; the `_1h` sums cover the same "
             "60 minutes as `/volume?minutes=60`; `revenue_1h` is in the reporting currency "
             "`currency`, `revenue_by_currency` the same hour per original currency in its own "
-            "amounts; `dlq_count` = documents in `dlq`.",
+            "amounts; `dlq_count` = documents in `dlq` (the collection's count from its "
+            "metadata).",
             _json(_ref("Summary"), "the KPIs"), [], secured, rate_limited),
         "/metrics": {"get": {
             "summary": "Prometheus metrics",

@@ -1,15 +1,16 @@
 """The API's MongoDB reads: plain functions over a pymongo ``Database`` (no web framework here).
 
-Collections and fields are those of ``docs/data-model.md``. Every query respects the FerretDB 1.24
-limits listed there: no ``$group`` at all (sums are done in Python over projected documents, so
-the one-accumulator-per-``$group`` trap cannot bite), no date operators (the sink stores the
-``day`` and ``minute`` bucket keys on each document).
+Collections and fields are those of ``docs/data-model.md``. FerretDB 1.24 answers only an
+``_id`` equality without reading the whole collection, so every endpoint but ``/anomalies``
+reads a bounded number of aggregate documents by ``_id`` (``find_one({"_id": ...})``), whatever
+the history stored: ``user_days`` (one), ``merchant_hours``/``merchant_days`` (2, 25 or 8),
+``volume_hours`` and ``currency_hours`` (one per hour of the window). Their parts (one per
+partition of the enriched topic) are summed here in integer cents, so sums are exact.
 
 Every money figure is in one reporting currency (the ``currency`` argument, the API's
-``REPORTING_CURRENCY``): spend sums ``amount_reporting``, and only rollup rows labelled with
-that ``reporting_currency`` are read (a row written under another setting is left out: amounts
-in two currencies cannot be added). ``revenue_by_currency`` sums ``currency_minute``, each
-currency in its own amounts.
+``REPORTING_CURRENCY``): only aggregate documents labelled with that ``reporting_currency`` are
+read (one written under another setting is left out: amounts in two currencies cannot be
+added). ``revenue_by_currency`` sums ``currency_hours``, each currency in its own amounts.
 
 Values that come from a request are only ever used as plain values (``{"user_id": user_id}``
 with ``user_id`` a ``str``), never as query documents, so ``{"$ne": null}`` is just a strange id.
@@ -20,6 +21,8 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import urllib.parse
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -40,6 +43,7 @@ __all__ = [
     "merchant_totals",
     "merchants_top",
     "revenue_by_currency",
+    "since",
     "summary",
     "top",
     "trends",
@@ -55,8 +59,10 @@ WINDOWS = {"1h": 60, "24h": 24 * 60, "7d": 7 * 24 * 60}
 #: The default ``currency`` of the money figures: ``REPORTING_CURRENCY``.
 REPORTING = settings.reporting_currency
 
-#: Most documents a single query may return (a guard against huge collections).
-MAX_DOCS = 2_000_000
+#: ``/merchants/top`` windows: the aggregate collection and how many of its documents, the
+#: current (partial) hour or day included.
+WINDOW_DOCS = {"1h": ("merchant_hours", 2), "24h": ("merchant_hours", 25),
+               "7d": ("merchant_days", 8)}
 
 
 class CursorError(ValueError):
@@ -72,15 +78,37 @@ def iso(value: Any) -> Any:
     return value
 
 
-def _num(value: Any) -> float:
-    """A number from a stored document; anything else (missing, null, NaN) counts as 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return 0.0
-    return float(value) if math.isfinite(value) else 0.0
+def _part(raw: Any) -> tuple[int, int, int]:
+    """``(a, b, c)`` of a stored part ``[a, b, c, offset]`` (zeros when it is not one)."""
+    if isinstance(raw, list) and len(raw) == 4 and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+            for x in raw[:3]):
+        return int(raw[0]), int(raw[1]), int(raw[2])
+    return 0, 0, 0
 
 
-def _money(value: float) -> float:
-    return round(value, 2)
+def _summed(parts: Any) -> tuple[int, int, int]:
+    """The sum of the parts (``p<n>`` keys) of a stored map of parts."""
+    a = b = c = 0
+    if isinstance(parts, Mapping):
+        for key, raw in parts.items():
+            if isinstance(key, str) and key[:1] == "p" and key[1:].isdigit():
+                x, y, z = _part(raw)
+                a, b, c = a + x, b + y, c + z
+    return a, b, c
+
+
+def _cents(value: int) -> float:
+    return round(value / 100, 2)
+
+
+def _doc(db: Db, collection: str, _id: str, currency: str | None) -> dict[str, Any] | None:
+    """The aggregate document ``_id`` (an ``_id`` lookup); None when there is none or it is
+    labelled with another reporting currency (unless ``currency`` is None)."""
+    doc = db[collection].find_one({"_id": _id})
+    if doc is None or (currency is not None and doc.get("reporting_currency") != currency):
+        return None
+    return doc
 
 
 # --- /users/{user_id}/trends ------------------------------------------------------------------
@@ -88,29 +116,18 @@ def trends(db: Db, user_id: str, days: int, now: datetime,
            currency: str = REPORTING) -> list[dict[str, Any]]:
     """Spend (in ``currency``: the transactions' ``amount_reporting``), count and anomalies of
     ``user_id`` per UTC day, the last ``days`` days up to ``now``'s day included, oldest first;
-    days without transactions are zeros. A transaction converted into another currency counts
-    in ``count`` but not in ``spend``."""
+    days without transactions are zeros. One read: the user's ``user_days`` document (it counts
+    the transactions in the reporting currency, as every other figure)."""
     today = now.astimezone(UTC).date()
     keys = [(today - timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
-    rows: dict[str, dict[str, Any]] = {
-        k: {"day": k, "spend": 0.0, "count": 0, "anomalies": 0} for k in keys}
-    start = datetime.combine(today - timedelta(days=days - 1), datetime.min.time(), tzinfo=UTC)
-    # user_id + timestamp: the sink's (user_id, timestamp) index serves it on MongoDB.
-    cursor = db.transactions.find(
-        {"user_id": user_id, "timestamp": {"$gte": start}},
-        {"_id": 0, "day": 1, "amount_reporting": 1, "reporting_currency": 1, "is_anomaly": 1},
-    )
-    for doc in cursor:
-        row = rows.get(str(doc.get("day")))
-        if row is None:
-            continue
-        if doc.get("reporting_currency") == currency:
-            row["spend"] += _num(doc.get("amount_reporting"))
-        row["count"] += 1
-        row["anomalies"] += doc.get("is_anomaly") is True
-    for row in rows.values():
-        row["spend"] = _money(row["spend"])
-    return list(rows.values())
+    doc = _doc(db, "user_days", user_id, currency)
+    stored = doc.get("days") if doc is not None else None
+    stored = stored if isinstance(stored, Mapping) else {}
+    out = []
+    for key in keys:
+        count, spend, anomalies = _part(stored.get(key))
+        out.append({"day": key, "spend": _cents(spend), "count": count, "anomalies": anomalies})
+    return out
 
 
 # --- /anomalies ---------------------------------------------------------------------------------
@@ -186,40 +203,54 @@ def anomalies(db: Db, limit: int, cursor: str | None = None, category: str | Non
     return items, next_cursor
 
 
-# --- rollups: /merchants/top, /volume, /summary -----------------------------------------------
-def _minutes(db: Db, collection: str, first: datetime, last: datetime,
-             fields: tuple[str, ...], currency: str | None) -> list[dict[str, Any]]:
-    """The rows of ``collection`` in the minutes ``first``..``last``; only those in the
-    reporting currency ``currency`` unless None."""
-    query: dict[str, Any] = {"minute": {"$gte": first, "$lte": last}}
-    if currency is not None:
-        query["reporting_currency"] = currency
-    return list(db[collection].find(
-        query, {"_id": 0, "minute": 1, **{f: 1 for f in fields}}).limit(MAX_DOCS))
+# --- aggregates: /merchants/top, /volume, /summary ------------------------------------------
+def _hour(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def since(window: str, now: datetime) -> datetime:
+    """The start of ``window`` ending at ``now``: the start of the previous UTC hour (1h), of
+    the hour 24 hours before the current one (24h), of the UTC day 7 days before today (7d).
+    The window is whole hours or days up to the current, partial one: 1h covers 60 to 120
+    minutes, 24h 24 to 25 hours, 7d 7 to 8 days."""
+    collection, count = WINDOW_DOCS[window]
+    if collection == "merchant_hours":
+        return _hour(now) - timedelta(hours=count - 1)
+    day = _hour(now).replace(hour=0)
+    return day - timedelta(days=count - 1)
+
+
+def _window_ids(window: str, now: datetime) -> tuple[str, list[str]]:
+    collection, count = WINDOW_DOCS[window]
+    start = since(window, now)
+    if collection == "merchant_hours":
+        return collection, [(start + timedelta(hours=i)).strftime("%Y-%m-%dT%H")
+                            for i in range(count)]
+    return collection, [(start + timedelta(days=i)).strftime("%Y-%m-%d") for i in range(count)]
 
 
 def merchant_totals(db: Db, window: str, now: datetime,
                     currency: str = REPORTING) -> list[dict[str, Any]]:
-    """Revenue (in ``currency``), count and anomalies of every merchant in the last ``window``
-    (the current, partial minute included), summed from ``merchant_minute``."""
-    last = minute_of(now)
-    first = last - timedelta(minutes=WINDOWS[window] - 1)
-    totals: dict[str, dict[str, Any]] = {}
-    for doc in _minutes(db, "merchant_minute", first, last,
-                        ("merchant_id", "merchant_category", "count", "revenue", "anomalies"),
-                        currency):
-        merchant = doc.get("merchant_id")
-        if not isinstance(merchant, str):
+    """Revenue (in ``currency``), count and anomalies of every merchant in ``window`` (see
+    :func:`since`), summed from 2 or 25 ``merchant_hours`` or 8 ``merchant_days`` documents."""
+    collection, ids = _window_ids(window, now)
+    totals: dict[str, list[Any]] = {}  # merchant -> [category, count, cents, anomalies]
+    for _id in ids:
+        doc = _doc(db, collection, _id, currency)
+        merchants = doc.get("merchants") if doc is not None else None
+        if not isinstance(merchants, Mapping):
             continue
-        row = totals.setdefault(merchant, {"merchant_id": merchant,
-                                           "merchant_category": doc.get("merchant_category"),
-                                           "revenue": 0.0, "count": 0, "anomalies": 0})
-        row["revenue"] += _num(doc.get("revenue"))
-        row["count"] += int(_num(doc.get("count")))
-        row["anomalies"] += int(_num(doc.get("anomalies")))
-    for row in totals.values():
-        row["revenue"] = _money(row["revenue"])
-    return list(totals.values())
+        for entry in merchants.values():
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), str):
+                continue
+            count, cents, anomalies = _summed(entry)
+            row = totals.setdefault(entry["id"], [entry.get("category"), 0, 0, 0])
+            row[1] += count
+            row[2] += cents
+            row[3] += anomalies
+    return [{"merchant_id": merchant, "merchant_category": category, "revenue": _cents(cents),
+             "count": count, "anomalies": anomalies}
+            for merchant, (category, count, cents, anomalies) in totals.items() if count]
 
 
 def top(totals: list[dict[str, Any]], by: str, limit: int) -> list[dict[str, Any]]:
@@ -229,8 +260,37 @@ def top(totals: list[dict[str, Any]], by: str, limit: int) -> list[dict[str, Any
 
 def merchants_top(db: Db, window: str, by: str, limit: int, now: datetime,
                   currency: str = REPORTING) -> list[dict[str, Any]]:
-    """The ``limit`` merchants with the most ``by`` (revenue or count) in the last ``window``."""
+    """The ``limit`` merchants with the most ``by`` (revenue or count) in ``window``."""
     return top(merchant_totals(db, window, now, currency), by, limit)
+
+
+def _hour_docs(db: Db, collection: str, first: datetime, last: datetime,
+               currency: str | None) -> Iterator[tuple[datetime, dict[str, Any]]]:
+    """(hour, document) of the hours ``first``..``last`` that have one: an ``_id`` lookup per
+    hour."""
+    hour = _hour(first)
+    while hour <= last:
+        doc = _doc(db, collection, hour.strftime("%Y-%m-%dT%H"), currency)
+        if doc is not None:
+            yield hour, doc
+        hour += timedelta(hours=1)
+
+
+def _minute_maps(db: Db, collection: str, first: datetime, last: datetime,
+                 currency: str | None) -> Iterator[tuple[datetime, Mapping[str, Any]]]:
+    """(minute, its stored map) of the minutes ``first``..``last`` in ``collection``'s hour
+    documents."""
+    for hour, doc in _hour_docs(db, collection, first, last, currency):
+        minutes = doc.get("minutes")
+        if not isinstance(minutes, Mapping):
+            continue
+        for mm, value in minutes.items():
+            if not (isinstance(mm, str) and mm.isdigit() and int(mm) < 60
+                    and isinstance(value, Mapping)):
+                continue
+            minute = hour + timedelta(minutes=int(mm))
+            if first <= minute <= last:
+                yield minute, value
 
 
 def _volume_rows(db: Db, first: datetime, last: datetime,
@@ -239,48 +299,46 @@ def _volume_rows(db: Db, first: datetime, last: datetime,
     span = int((last - first).total_seconds() // 60) + 1
     for i in range(span):
         key = first + timedelta(minutes=i)
-        rows[key] = {"minute": key, "count": 0, "revenue": 0.0, "anomalies": 0}
-    for doc in _minutes(db, "volume_minute", first, last, ("count", "revenue", "anomalies"),
-                        currency):
-        minute = doc.get("minute")
-        if not isinstance(minute, datetime):
-            continue
-        row = rows.get(minute_of(minute if minute.tzinfo else minute.replace(tzinfo=UTC)))
-        if row is None:
-            continue
-        row["count"] += int(_num(doc.get("count")))
-        row["revenue"] += _num(doc.get("revenue"))
-        row["anomalies"] += int(_num(doc.get("anomalies")))
+        rows[key] = {"minute": key, "count": 0, "cents": 0, "anomalies": 0}
+    for minute, parts in _minute_maps(db, "volume_hours", first, last, currency):
+        count, cents, anomalies = _summed(parts)
+        row = rows[minute]
+        row["count"] += count
+        row["cents"] += cents
+        row["anomalies"] += anomalies
     return rows
 
 
 def volume(db: Db, minutes: int, now: datetime,
            currency: str = REPORTING) -> list[dict[str, Any]]:
     """Count, revenue (in ``currency``) and anomalies per minute, the last ``minutes`` minutes
-    up to ``now``'s (partial) minute, oldest first; minutes without a ``volume_minute``
-    document are zeros."""
+    up to ``now``'s (partial) minute, oldest first; minutes without transactions are zeros.
+    One ``volume_hours`` lookup per hour the minutes touch."""
     last = minute_of(now)
     rows = _volume_rows(db, last - timedelta(minutes=minutes - 1), last, currency)
-    return [{**r, "minute": iso(r["minute"]), "revenue": _money(r["revenue"])}
-            for r in rows.values()]
+    return [{"minute": iso(r["minute"]), "count": r["count"], "revenue": _cents(r["cents"]),
+             "anomalies": r["anomalies"]} for r in rows.values()]
 
 
 def revenue_by_currency(db: Db, first: datetime, last: datetime) -> dict[str, float]:
     """Revenue per original currency (each in its own amounts) in the minutes
-    ``first``..``last``, summed from ``currency_minute``; largest first."""
-    totals: dict[str, float] = {}
-    for doc in _minutes(db, "currency_minute", first, last, ("currency", "revenue"), None):
-        currency = doc.get("currency")
-        if isinstance(currency, str):
-            totals[currency] = totals.get(currency, 0.0) + _num(doc.get("revenue"))
-    return {c: _money(v) for c, v in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))}
+    ``first``..``last``, summed from ``currency_hours``; largest first."""
+    totals: dict[str, int] = {}
+    for _, currencies in _minute_maps(db, "currency_hours", first, last, None):
+        for name, parts in currencies.items():
+            _, original, _ = _summed(parts)
+            code = urllib.parse.unquote(name)
+            totals[code] = totals.get(code, 0) + original
+    return {c: _cents(v) for c, v in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
 def summary(db: Db, now: datetime, currency: str = REPORTING) -> dict[str, Any]:
     """The dashboard's KPIs. ``tps_now`` is the last complete minute's count / 60 (the current
     minute is still filling); the ``*_1h`` sums cover the last 60 minutes, the current partial
     minute included (the same minutes as ``/volume?minutes=60``). ``revenue_1h`` is in
-    ``currency``; ``revenue_by_currency`` is the same hour's revenue per original currency."""
+    ``currency``; ``revenue_by_currency`` is the same hour's revenue per original currency.
+    Reads 2 ``volume_hours`` and 2 ``currency_hours`` documents; ``dlq_count`` is the
+    collection's count from its metadata (``estimated_document_count``)."""
     last = minute_of(now)
     first = last - timedelta(minutes=59)
     rows = _volume_rows(db, first, last, currency)
@@ -288,10 +346,10 @@ def summary(db: Db, now: datetime, currency: str = REPORTING) -> dict[str, Any]:
     return {
         "tps_now": round(previous["count"] / 60, 3),
         "count_1h": sum(r["count"] for r in rows.values()),
-        "revenue_1h": _money(sum(r["revenue"] for r in rows.values())),
+        "revenue_1h": _cents(sum(r["cents"] for r in rows.values())),
         "currency": currency,
         "revenue_by_currency": revenue_by_currency(db, first, last),
         "anomalies_1h": sum(r["anomalies"] for r in rows.values()),
-        "dlq_count": db.dlq.count_documents({}),
+        "dlq_count": db.dlq.estimated_document_count(),
         "as_of": iso(now),
     }

@@ -1,5 +1,5 @@
 """The sink's MongoDB side: the client, collections and indexes at start-up, batched idempotent
-inserts, poison documents to dead-letter records, and the rollup rows' reads and upserts. Every
+inserts, poison documents to dead-letter records, and the aggregates' reads and upserts. Every
 call runs through :class:`~agents.sink.retry.Retry` (a writer thread, retried through an
 outage) and has a socket timeout, so a database that stops answering is retried too.
 
@@ -9,8 +9,8 @@ outage) and has a socket timeout, so a database that stops answering is retried 
   tried once more, then that document goes to the ``dlq`` collection as a dead-letter record
   (the rest of the batch is stored). Any other error is raised: an outage is retried
   (``retry.py``), anything else ends the process without acking the batch (``crash.py``).
-- :meth:`MongoStore.write_rollup_rows`: raw ``update`` commands of absolute values, so a
-  repeated write is harmless.
+- :meth:`MongoStore.write_aggregates`: raw ``update`` commands (``$set`` of dotted paths,
+  upsert) of absolute values, so a repeated write is harmless.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
+from agents.sink import aggregates as agg
 from agents.sink import documents as docs
 from agents.sink.documents import Entry
 from agents.sink.exceptions import DeadLetterWriteError, RollupWriteError
@@ -45,9 +46,9 @@ from agents.sink.retry import RETRY_MIN_SECONDS, ROLLUP_WRITER, WRITER, Retry
 __all__ = [
     "INDEXES",
     "UPDATES_PER_COMMAND",
+    "AggregateWrite",
     "InsertResult",
     "MongoStore",
-    "RowWrite",
     "connect",
     "ensure_collections",
     "is_ferretdb",
@@ -60,14 +61,14 @@ SERVER_TIMEOUT_MS = 5_000
 SOCKET_TIMEOUT_MS = 60_000
 #: FerretDB 1.24 never answers an ``update`` of about 100 statements (docs/data-model.md).
 UPDATES_PER_COMMAND = 40
-#: Ids per ``$in`` read of the rollups and of stored transactions.
+#: Ids per ``$in`` read of the aggregates and of stored transactions (MongoDB only).
 READ_IDS_PER_QUERY = 1000
 DUPLICATE_KEY = 11000
 
-#: Indexes for the API's queries: per user by time, anomalies by time and category, merchants
-#: by time, the overall volume and the per-currency revenue by time, the DLQ by time. Made on
-#: MongoDB only: FerretDB 1.24 never uses them and keeps each one on every insert
-#: (docs/data-model.md).
+#: Collections and their secondary indexes (made on MongoDB only: FerretDB 1.24 never uses
+#: them and keeps each one on every insert, docs/data-model.md). The API reads the aggregates
+#: by ``_id`` only; the anomalies' indexes serve its pagination on MongoDB; the transactions'
+#: serve ad-hoc queries and the retention.
 INDEXES: dict[str, list[IndexModel]] = {
     docs.TRANSACTIONS: [
         IndexModel([("user_id", ASCENDING), ("timestamp", DESCENDING)]),
@@ -78,20 +79,14 @@ INDEXES: dict[str, list[IndexModel]] = {
     docs.ANOMALIES: [
         IndexModel([("timestamp", DESCENDING)]),
         IndexModel([("merchant_category", ASCENDING), ("timestamp", DESCENDING)]),
-        IndexModel([("user_id", ASCENDING), ("timestamp", DESCENDING)]),
     ],
-    docs.MERCHANT_MINUTE: [
-        IndexModel([("minute", DESCENDING)]),
-        IndexModel([("merchant_id", ASCENDING), ("minute", DESCENDING)]),
-    ],
-    docs.VOLUME_MINUTE: [IndexModel([("minute", DESCENDING)])],
-    docs.CURRENCY_MINUTE: [IndexModel([("minute", DESCENDING)])],
+    **{name: [] for name in agg.COLLECTIONS},
     docs.DLQ: [IndexModel([("failed_at", DESCENDING)])],
     docs.METRICS: [IndexModel([("collection", ASCENDING), ("at", DESCENDING)])],
 }
 
-#: A rollup row to write: ``(collection, _id, labels, changed parts, totals)``.
-RowWrite = tuple[str, str, dict[str, Any], dict[str, Any], docs.Rollup]
+#: An aggregate document's write: ``(collection, _id, $set paths, $unset paths)``.
+AggregateWrite = tuple[str, str, dict[str, Any], list[str]]
 #: ``(inserted, duplicates, [(entry, reason, kind)] refused)`` of one insert call; ``kind`` is
 #: "encoding" (the client could not encode the document) or "rejected" (the server refused it).
 _Inserted = tuple[int, int, list[tuple[Entry, str, str]]]
@@ -163,7 +158,7 @@ def ensure_collections(db: Database[dict[str, Any]]) -> str:
             if index.document["name"] not in have:
                 db[name].create_indexes([index])
     log.info("MongoDB %s%s at database %r: collections and %s ready; %s is a %s "
-             "collection (transactions, anomalies, dlq and rollups are regular collections, "
+             "collection (transactions, anomalies, dlq and aggregates are regular collections, "
              "as they need a unique _id)",
              info.get("version"), " (FerretDB)" if ferretdb else "", db.name,
              "the _id indexes (FerretDB uses no other)" if ferretdb else "indexes",
@@ -271,39 +266,27 @@ class MongoStore:
                     for row in self._find_ids(docs.TRANSACTIONS, ids, {"processed_at": 1})}
         return await Retry(f"{len(ids)} stored transactions").run(read)
 
-    async def rollup_parts(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
-        """The stored ``parts`` of rollup rows (``(collection, _id)``); absent rows are left
-        out."""
-        def read() -> dict[tuple[str, str], Any]:
-            found: dict[tuple[str, str], Any] = {}
-            for collection in {c for c, _ in keys}:
-                ids = [i for c, i in keys if c == collection]
-                for row in self._find_ids(collection, ids, {"parts": 1}):
-                    found[collection, row["_id"]] = row.get("parts") or {}
-            return found
-        return await Retry(f"{len(keys)} rollup rows").run(read, executor=ROLLUP_WRITER)
+    async def aggregate_docs(self, collection: str, ids: list[str],
+                             projection: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The stored aggregate documents of ``collection`` with these ids (the ``projection``
+        fields); absent ones are left out."""
+        def read() -> dict[str, dict[str, Any]]:
+            return {row["_id"]: row for row in self._find_ids(collection, ids, projection)}
+        return await Retry(f"{len(ids)} {collection} documents").run(
+            read, executor=ROLLUP_WRITER)
 
-    async def write_rollup_rows(self, rows: list[RowWrite], exclusive: bool) -> None:
-        """Write rollup rows: ``$set`` the labels and this process's changed parts, ``$max``
-        the totals (absolute values: a rewrite is harmless). When other sink processes may own
-        parts of the same rows (``exclusive`` False), the totals are then recomputed from the
-        rows read back: every writer reads after its own write, so the last read sees every
-        part and ``$max`` keeps it."""
+    async def write_aggregates(self, writes: list[AggregateWrite]) -> None:
+        """Upsert aggregate documents: ``$set`` the labels and this process's changed parts by
+        their dotted paths (absolute values, so a rewrite is harmless and other processes'
+        parts are left alone), ``$unset`` the given paths."""
         await self.ready()
         updates = [(c, {"q": {"_id": _id},
-                        "u": {"$set": {**labels, **{f"parts.{p}": v for p, v in parts.items()}},
-                              "$max": docs.rollup_numbers(totals)},
+                        "u": {"$set": fields, **({"$unset": dict.fromkeys(unset, "")}
+                                                  if unset else {})},
                         "upsert": True})
-                   for c, _id, labels, parts, totals in rows]
-        retry = Retry(f"{len(rows)} rollup rows")
-        await retry.run(lambda: self._update_rows(updates), holding=len(rows),
-                        executor=ROLLUP_WRITER)
-        if not exclusive and rows:
-            stored = await self.rollup_parts([(c, _id) for c, _id, *_ in rows])
-            fixes = [(c, {"q": {"_id": _id},
-                          "u": {"$max": docs.rollup_numbers(docs.sum_parts(parts.values()))}})
-                     for (c, _id), parts in stored.items()]
-            await retry.run(lambda: self._update_rows(fixes), executor=ROLLUP_WRITER)
+                   for c, _id, fields, unset in writes]
+        await Retry(f"{len(writes)} aggregate documents").run(
+            lambda: self._update_rows(updates), holding=len(writes), executor=ROLLUP_WRITER)
 
     def _find_ids(self, collection: str, ids: list[str],
                   projection: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -326,8 +309,8 @@ class MongoStore:
         """Raw ``update`` commands, ``UPDATES_PER_COMMAND`` statements each, ordered, with a
         journaled write concern. The raw command, not ``bulk_write``: FerretDB answers an
         upsert that lost a race for a new ``_id`` without ``nModified``, which pymongo's bulk
-        API cannot read. Such a duplicate key (two sink processes creating the same row at
-        once) means the row exists now: the command is sent again (the writes are absolute,
+        API cannot read. Such a duplicate key (two sink processes creating the same document
+        at once) means the document exists now: the command is sent again (the writes are absolute,
         so repeating them is harmless)."""
         by_collection: dict[str, list[dict[str, Any]]] = {}
         for collection, update in updates:
@@ -342,7 +325,7 @@ class MongoStore:
                     if not errors:
                         break
                     if any(e.get("code") != DUPLICATE_KEY for e in errors) or attempt == 4:
-                        raise RollupWriteError(f"rollup update failed: {str(errors)[:300]}")
+                        raise RollupWriteError(f"aggregate update failed: {str(errors)[:300]}")
 
     async def record_batch(self, collection: str, result: InsertResult, seconds: float,
                            oldest: datetime | None) -> None:

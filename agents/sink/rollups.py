@@ -1,214 +1,186 @@
-"""The rollups: per merchant per minute (``merchant_minute``), overall per minute
-(``volume_minute``), both with revenue in the reporting currency (``amount_reporting``,
-labelled ``reporting_currency``), and per original currency per minute (``currency_minute``,
-revenue in that currency's own amounts), counted from the transactions the sink stored. A
-step after the ``transactions`` insert (:meth:`Rollups.add` is that writer's ``after_write``):
-it takes the stored batch's items and its acks, and releases the acks only after the rollup
-rows that count those items are written.
+"""The aggregates the sink keeps (``aggregates.py``: ``user_days``, ``merchant_days``,
+``merchant_hours``, ``volume_hours``, ``currency_days``, ``currency_hours``), counted from the
+transactions it stored. A step after the ``transactions`` insert (:meth:`Rollups.add` is that
+writer's ``after_write``): it takes the stored batch's items and its acks, and releases the acks
+only after the aggregate documents that count those items are written.
 
-A row is made of **parts**, one per partition of ``transactions_enriched``:
-``[count, cents, anomalies, offset]``, where ``offset`` is the source offset of the last
-transaction of that partition folded into the part. A transaction whose offset is not above its
-part's offset is already in it, so a message read again (a redelivery after a crash, a replay of
-the topic) is never counted twice. A partition is read by one sink process at a time, so each
-part has one writer; the row's totals are the sum of its parts.
+Each document is made of **parts**, one per partition of ``transactions_enriched``:
+``[a, b, c, offset]``, where ``offset`` is the source offset of the last transaction of that
+partition folded into the part. A transaction whose offset is not above its part's offset is
+already in it, so a message read again (a redelivery after a crash, a replay of the topic) is
+never counted twice. A partition is read by one sink process at a time, so each part has one
+writer, which writes it as an absolute value (``$set`` of its dotted path): a repeated write is
+harmless, and two processes writing parts of the same document never overwrite each other.
 
 Only the transactions whose document is this message's are counted (a duplicate ``txn_id``
-another message stored is not), so the rollups count exactly the ``transactions`` collection.
-Lag between a transaction and its rollup row: its insert batch plus the pause
+another message stored is not), so the aggregates count exactly the ``transactions``
+collection. Lag between a transaction and its aggregates: its insert batch plus the pause
 (:func:`pause_after`) plus one write (docs/sink.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, TypeGuard
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
 
-from agents.sink import documents as docs
 from agents.sink import metrics
+from agents.sink.aggregates import (
+    EMPTY_OFFSET,
+    MAX_REPORTING_AMOUNT,
+    USER_DAYS,
+    Countable,
+    Part,
+    as_part,
+    at_path,
+    fold,
+    slots,
+)
+from agents.sink.aggregates import countable as _countable
 from agents.sink.batch import Acks
 from agents.sink.documents import Entry
-from agents.sink.mongo import InsertResult, MongoStore, RowWrite
-from app.contract import MAX_AMOUNT, cents
+from agents.sink.mongo import AggregateWrite, InsertResult, MongoStore
 from app.settings import settings
 
 __all__ = ["CACHE_MINUTES", "FLUSH_EVENTS", "FLUSH_SECONDS", "MAX_REPORTING_AMOUNT",
-           "WRITE_SHARE", "Countable", "Part", "RollupState", "Rollups", "Row", "countable",
-           "part_of", "pause_after"]
+           "WRITE_SHARE", "Change", "Countable", "Part", "RollupState", "Rollups", "countable",
+           "pause_after"]
 
-#: Rows whose minute is this far behind the newest minute seen leave the memory (they are
-#: read back from MongoDB if a late transaction touches them again).
+#: Parts whose hour or day ended this long before the newest minute seen leave the memory
+#: (they are read back from MongoDB if a late transaction touches them again).
 CACHE_MINUTES = 30
-#: Rollup rows are written FLUSH_SECONDS after the previous write ended: each write upserts
-#: every row changed since the last one once, whatever the number of transactions, so a slow
-#: write just makes the next one cover more events.
+#: Aggregates are written FLUSH_SECONDS after the previous write ended: each write updates
+#: every document changed since the last one once, whatever the number of transactions, so a
+#: slow write just makes the next one cover more events.
 FLUSH_SECONDS = 5.0
-#: Past this many held events the inserts wait for a rollup write (bounds the memory).
+#: Past this many held events the inserts wait for an aggregate write (bounds the memory).
 FLUSH_EVENTS = 50 * settings.sink_batch_size
-#: At most this share of the time goes to rollup writes, so that under load the rollups leave
-#: the database to the inserts (an upsert costs FerretDB far more than an insert).
+#: At most this share of the time goes to aggregate writes, so that under load they leave the
+#: database to the inserts (an upsert costs FerretDB far more than an insert).
 WRITE_SHARE = 0.2
-
-#: Largest ``amount_reporting`` counted (any valid amount converted is far below: 64-bit sums
-#: of cents stay exact for 90 million of these).
-MAX_REPORTING_AMOUNT = 1_000_000_000
-
-#: ``[count, cents, anomalies, offset]`` of one partition's transactions in a row.
-Part = list[int]
-EMPTY_OFFSET = -1
 
 
 def pause_after(write_seconds: float) -> float:
-    """Seconds from the end of a rollup write to the start of the next one."""
+    """Seconds from the end of an aggregate write to the start of the next one."""
     return max(FLUSH_SECONDS, write_seconds * (1 / WRITE_SHARE - 1))
 
 
-@dataclass(frozen=True, slots=True)
-class Countable:
-    """What a stored transaction adds to the rollups, and where it came from: ``cents`` of
-    the reporting currency ``reporting_currency``, ``amount_cents`` of its own ``currency``."""
-
-    merchant_id: str
-    category: str
-    minute: datetime
-    cents: int
-    anomaly: int
-    partition: int
-    offset: int
-    currency: str
-    amount_cents: int
-    reporting_currency: str
-
-
-def _usable(amount: Any, limit: float) -> TypeGuard[float]:
-    return isinstance(amount, int | float) and not isinstance(amount, bool) \
-        and math.isfinite(amount) and abs(amount) <= limit
-
-
 def countable(doc: Mapping[str, Any], partition: int, offset: int) -> Countable | None:
-    """The rollup contribution of a stored ``transactions`` document. None when it has no
-    usable merchant or amounts (e.g. an amount beyond the contract's ``MAX_AMOUNT`` that no
-    64-bit sum could hold), or its ``reporting_currency`` is not this sink's
-    ``REPORTING_CURRENCY`` (amounts in two currencies cannot be added): it is stored but not
-    counted."""
-    merchant, amount, reporting = doc.get("merchant_id"), doc.get("amount"), \
-        doc.get("amount_reporting")
-    if not isinstance(merchant, str) or not _usable(amount, MAX_AMOUNT) \
-            or not _usable(reporting, MAX_REPORTING_AMOUNT) \
-            or doc.get("reporting_currency") != settings.reporting_currency:
-        return None
-    return Countable(merchant, str(doc.get("merchant_category")), doc["minute"],
-                     cents(reporting), 1 if doc.get("is_anomaly") is True else 0, partition,
-                     offset, str(doc.get("currency")), cents(amount),
-                     settings.reporting_currency)
+    """What a stored ``transactions`` document adds (None: stored but not counted), in this
+    sink's ``REPORTING_CURRENCY`` (``aggregates.countable``)."""
+    return _countable(doc, partition, offset, settings.reporting_currency)
 
 
-def part_of(parts: Mapping[str, Any] | None, partition: int) -> Part:
-    """A copy of the stored part of ``partition`` (an empty one when there is none)."""
-    raw = (parts or {}).get(str(partition))
-    if isinstance(raw, list) and len(raw) == 4:
-        return [int(x) for x in raw]
-    return [0, 0, 0, EMPTY_OFFSET]
+_Doc = tuple[str, str]  # (collection, _id)
+_Key = tuple[str, str, str]  # (collection, _id, dotted path of a part)
 
 
 @dataclass
-class Row:
-    """One rollup row: its labels and every part known to this process."""
+class Change:
+    """What one write does to one document: ``$set`` of ``labels`` and the changed ``parts``
+    (dotted paths), ``$unset`` of ``unset`` (days of ``user_days`` past the retention)."""
 
-    collection: str
-    labels: dict[str, Any]
-    parts: dict[str, Part]
+    labels: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, Part] = field(default_factory=dict)
+    unset: set[str] = field(default_factory=set)
+    ends: dict[str, datetime] = field(default_factory=dict)
 
-    def totals(self) -> docs.Rollup:
-        return docs.sum_parts(self.parts.values())
-
-
-_Key = tuple[str, str]  # (collection, _id)
-_Target = tuple[str, str, dict[str, Any], int]  # (collection, _id, labels, cents it adds)
-_Changed = dict[_Key, tuple[Row, set[str]]]  # row copies and which of their parts changed
+    def update(self) -> tuple[dict[str, Any], list[str]]:
+        """The ``$set`` and ``$unset`` paths."""
+        return {**self.labels, **self.parts}, sorted(self.unset - set(self.parts))
 
 
-def _ids(item: Countable) -> tuple[_Target, _Target, _Target]:
-    minute_text = docs.minute_id(item.minute)
-    return ((docs.MERCHANT_MINUTE, f"{item.merchant_id}|{minute_text}",
-             {"merchant_id": item.merchant_id, "merchant_category": item.category,
-              "minute": item.minute, "reporting_currency": item.reporting_currency},
-             item.cents),
-            (docs.VOLUME_MINUTE, minute_text,
-             {"minute": item.minute, "reporting_currency": item.reporting_currency},
-             item.cents),
-            (docs.CURRENCY_MINUTE, f"{item.currency}|{minute_text}",
-             {"currency": item.currency, "minute": item.minute}, item.amount_cents))
+def _stale_days(stored: Any, wanted: Iterable[str], keep_days: int) -> set[str]:
+    """The ``days.<day>`` paths of a stored ``user_days`` map older than ``keep_days`` before
+    its newest day (stored or about to be written)."""
+    days = [d for d in stored if isinstance(d, str)] if isinstance(stored, Mapping) else []
+    newest = max([*days, *(p.removeprefix("days.") for p in wanted)], default=None)
+    if newest is None:
+        return set()
+    try:
+        cutoff = (date.fromisoformat(newest) - timedelta(days=keep_days)).isoformat()
+    except (ValueError, OverflowError):
+        return set()
+    return {f"days.{d}" for d in days if d < cutoff}
 
 
 class RollupState:
-    """The rows this process knows (a cache of MongoDB's; MongoDB is the durable copy). Pure:
+    """The parts this process knows (a cache of MongoDB's; MongoDB is the durable copy). Pure:
     no I/O."""
 
-    def __init__(self) -> None:
-        self.rows: dict[_Key, Row] = {}
+    def __init__(self, keep_days: int | None = None) -> None:
+        self.parts: dict[_Key, Part] = {}
+        self.ends: dict[_Key, datetime] = {}
+        self.stale: dict[_Doc, set[str]] = {}  # user_days days to drop at the next write
         self.newest: datetime | None = None
+        self.keep_days = settings.aggregate_retention_days if keep_days is None else keep_days
 
-    def missing(self, items: Iterable[Countable]) -> dict[_Key, dict[str, Any]]:
-        """The rows (``(collection, _id)``: labels) ``items`` touch that the cache lacks."""
-        wanted: dict[_Key, dict[str, Any]] = {}
+    def missing(self, items: Iterable[Countable]) -> dict[_Doc, dict[str, datetime]]:
+        """The parts (per document: path and the end of its bucket) ``items`` touch that the
+        cache lacks."""
+        wanted: dict[_Doc, dict[str, datetime]] = {}
         for item in items:
-            for collection, _id, labels, _ in _ids(item):
-                if (collection, _id) not in self.rows:
-                    wanted[collection, _id] = labels
+            for slot in slots(item):
+                if (slot.collection, slot.id, slot.path) not in self.parts:
+                    wanted.setdefault((slot.collection, slot.id), {})[slot.path] = slot.ends
         return wanted
 
-    def load(self, key: _Key, labels: dict[str, Any], parts: Mapping[str, Any] | None) -> None:
-        """Put a row read from MongoDB (``parts`` None: no such row yet) into the cache."""
-        self.rows[key] = Row(key[0], labels, {
-            str(p): part_of(parts, int(p)) for p in (parts or {}) if str(p).isdigit()})
+    def load(self, doc: _Doc, paths: Mapping[str, datetime],
+             stored: Mapping[str, Any] | None) -> None:
+        """Put the ``paths`` of a document read from MongoDB (None: no such document yet)
+        into the cache. For ``user_days`` (read whole), note the days past the retention."""
+        for path, ends in paths.items():
+            key = (*doc, path)
+            self.parts[key] = as_part(at_path(stored, path))
+            self.ends[key] = ends
+        if doc[0] == USER_DAYS and stored is not None:
+            stale = _stale_days(stored.get("days"), paths, self.keep_days)
+            if stale:
+                self.stale[doc] = stale
 
-    def apply(self, items: Iterable[Countable]) -> _Changed:
-        """Fold ``items`` (in partition order) into copies of their rows; returns the changed
-        rows and which parts changed, for the caller to write and then :meth:`commit`. Every
-        row touched must be in the cache (:meth:`missing`, :meth:`load`)."""
-        changed: _Changed = {}
+    def apply(self, items: Iterable[Countable]) -> dict[_Doc, Change]:
+        """Fold ``items`` (in partition order) into copies of their parts; returns the changed
+        documents, for the caller to write and then :meth:`commit`. Every part touched must be
+        in the cache (:meth:`missing`, :meth:`load`)."""
+        copies: dict[_Key, Part] = {}
+        changed: dict[_Doc, Change] = {}
         for item in items:
-            key = str(item.partition)
-            for collection, _id, labels, amount in _ids(item):
-                if (collection, _id) not in changed:
-                    cached = self.rows[collection, _id]
-                    changed[collection, _id] = (
-                        Row(collection, labels, {p: list(v) for p, v in cached.parts.items()}),
-                        set())
-                row, parts = changed[collection, _id]
-                part = row.parts.setdefault(key, [0, 0, 0, EMPTY_OFFSET])
-                if item.offset <= part[3]:
-                    continue  # already counted
-                part[0] += 1
-                part[1] += amount
-                part[2] += item.anomaly
-                part[3] = item.offset
-                parts.add(key)
-        return {k: v for k, v in changed.items() if v[1]}
+            for slot in slots(item):
+                key = (slot.collection, slot.id, slot.path)
+                part = copies.get(key)
+                if part is None:
+                    part = copies[key] = list(self.parts.get(key, [0, 0, 0, EMPTY_OFFSET]))
+                if fold(part, slot.add, item.offset):
+                    change = changed.setdefault((slot.collection, slot.id), Change())
+                    change.parts[slot.path] = part
+                    change.labels.update(slot.labels)
+                    change.ends[slot.path] = slot.ends
+            if self.newest is None or item.minute > self.newest:
+                self.newest = item.minute
+        for doc, change in changed.items():
+            change.unset = set(self.stale.get(doc, ()))
+        return changed
 
-    def commit(self, changed: Mapping[_Key, tuple[Row, set[str]]]) -> None:
-        """The changed rows were written: keep them, and forget rows long behind."""
-        for key, (row, _) in changed.items():
-            self.rows[key] = row
-            minute = row.labels["minute"]
-            if self.newest is None or minute > self.newest:
-                self.newest = minute
-        # (in year 1, 30 minutes before the newest minute may precede datetime.min: keep all)
+    def commit(self, changed: Mapping[_Doc, Change]) -> None:
+        """The changed documents were written: keep their parts, forget parts long behind."""
+        for doc, change in changed.items():
+            for path, part in change.parts.items():
+                self.parts[(*doc, path)] = part
+                self.ends[(*doc, path)] = change.ends[path]
+            self.stale.pop(doc, None)
         if self.newest is not None and self.newest.year > 1:
             oldest = self.newest - timedelta(minutes=CACHE_MINUTES)
-            stale = [k for k, row in self.rows.items() if row.labels["minute"] < oldest]
-            for key in stale:
-                del self.rows[key]
+            for key in [k for k, ends in self.ends.items() if ends < oldest]:
+                del self.parts[key], self.ends[key]
 
     def forget(self) -> None:
-        """Drop every cached row (after a rebalance another process may have written parts)."""
-        self.rows.clear()
+        """Drop every cached part (after a rebalance another process may have written some)."""
+        self.parts.clear()
+        self.ends.clear()
+        self.stale.clear()
 
 
 def _shared() -> bool:
@@ -217,12 +189,12 @@ def _shared() -> bool:
 
 class Rollups:
     """The rollup step of one sink process: holds the stored items and their batches' acks,
-    and on :meth:`flush` writes the changed rows, then releases the acks."""
+    and on :meth:`flush` writes the changed aggregate documents, then releases the acks."""
 
     def __init__(self, store: MongoStore, exclusive: Callable[[], bool] = _shared,
                  flush_events: int = FLUSH_EVENTS) -> None:
         """``exclusive``: whether this process reads every partition of the enriched topic
-        (then no other process writes parts of its rows)."""
+        (kept for the callers; it changes nothing now)."""
         self.store = store
         self.exclusive = exclusive
         self.flush_events = flush_events
@@ -257,7 +229,7 @@ class Rollups:
         return [item for item in items if item is not None]
 
     async def flush(self) -> None:
-        """Write the held items' rows, then release the held acks."""
+        """Write the held items' aggregates, then release the held acks."""
         async with self._lock:
             items, acks = self.items, self.acks
             self.items, self.acks, self.held = [], [], 0
@@ -274,21 +246,30 @@ class Rollups:
             for batch in acks:
                 await batch.release()
 
-    async def write(self, items: list[Countable], exclusive: bool) -> None:
-        """Fold ``items`` into their rows and write the changed rows (absolute values)."""
+    async def write(self, items: list[Countable], exclusive: bool = False) -> None:
+        """Fold ``items`` into their parts and write the changed documents (absolute values).
+        (``exclusive`` changes nothing: each part has one writer whatever the number of
+        processes.)"""
         missing = self.state.missing(items)
-        if missing:
-            stored = await self.store.rollup_parts(list(missing))
-            for key, labels in missing.items():
-                self.state.load(key, labels, stored.get(key))
+        by_collection: dict[str, dict[str, dict[str, datetime]]] = {}
+        for (collection, _id), paths in missing.items():
+            by_collection.setdefault(collection, {})[_id] = paths
+        for collection, docs in by_collection.items():
+            # user_days is read whole (its days are checked against the retention)
+            projection = {"days": 1} if collection == USER_DAYS else {
+                path: 1 for paths in docs.values() for path in paths}
+            stored = await self.store.aggregate_docs(collection, list(docs), projection)
+            for _id, paths in docs.items():
+                self.state.load((collection, _id), paths, stored.get(_id))
         changed = self.state.apply(items)
-        rows: list[RowWrite] = [
-            (collection, _id, row.labels, {p: row.parts[p] for p in parts}, row.totals())
-            for (collection, _id), (row, parts) in changed.items()]
+        writes: list[AggregateWrite] = [(c, _id, *change.update())
+                                        for (c, _id), change in changed.items()]
         started = time.monotonic()
-        await self.store.write_rollup_rows(rows, exclusive)
-        metrics.rollup_written({c: sum(1 for row in rows if row[0] == c)
-                                for c in {row[0] for row in rows}}, time.monotonic() - started)
+        await self.store.write_aggregates(writes)
+        written: dict[str, int] = {}
+        for c, *_ in writes:
+            written[c] = written.get(c, 0) + 1
+        metrics.rollup_written(written, time.monotonic() - started)
         self.state.commit(changed)
 
     async def flush_forever(self) -> None:
@@ -302,7 +283,7 @@ class Rollups:
             took = time.monotonic() - started
 
     def forget(self, revoked: Collection[int]) -> None:
-        """After a rebalance: read every row again (another process may write parts of them),
+        """After a rebalance: read every part again (another process may have written some),
         and drop the items of the ``revoked`` partitions (Faust commits nothing for a partition
         it revoked; the partition's next reader counts them)."""
         if revoked:
