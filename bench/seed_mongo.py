@@ -1,6 +1,7 @@
 """Seed a MongoDB database with N synthetic transactions shaped like docs/data-model.md, plus
-the anomalies, merchant_minute, volume_minute and currency_minute rollups computed from them
-and a few DLQ entries: the data of the API's load test (bench/api_load.py). Every amount is in
+the anomalies, the aggregates the sink keeps (user_days, merchant_days, merchant_hours,
+volume_hours, currency_days, currency_hours: ``agents/sink/aggregates.py``, built by the same
+code) and a few DLQ entries: the data of the API's load test (bench/api_load.py). Every amount is in
 US dollars, the reporting currency.
 
     .venv/bin/python bench/seed_mongo.py --mongo-url mongodb://127.0.0.1:27017 \\
@@ -24,9 +25,12 @@ from typing import Any
 import numpy as np
 import pymongo
 
+from agents.sink.aggregates import COLLECTIONS, Builder, countable
 from app.contract import CATEGORIES, PAYMENT_METHODS, STATUSES
 
 BATCH = 10_000
+#: Partitions of the enriched topic the seed pretends (a user's transactions in one of them).
+PARTITIONS = 6
 
 
 def seed(db: Any, transactions: int, hours: float, users: int = 10_000, merchants: int = 1_000,
@@ -45,11 +49,11 @@ def seed(db: Any, transactions: int, hours: float, users: int = 10_000, merchant
     z = np.where(anomalous, rng.uniform(3.05, 15, transactions), rng.normal(0, 1, transactions))
     categories = [CATEGORIES[i % len(CATEGORIES)] for i in range(merchants)]
 
-    merchant_rows: dict[tuple[int, datetime], list[float]] = defaultdict(lambda: [0, 0.0, 0])
-    volume_rows: dict[datetime, list[float]] = defaultdict(lambda: [0, 0.0, 0])
+    aggregates = Builder()
+    offsets: dict[int, int] = defaultdict(int)
     started = time.monotonic()
     for name in ("transactions", "anomalies", "merchant_minute", "volume_minute",
-                 "currency_minute", "dlq"):
+                 "currency_minute", "dlq", *COLLECTIONS):
         db[name].drop()
     written = 0
     for lo in range(0, transactions, BATCH):
@@ -79,10 +83,11 @@ def seed(db: Any, transactions: int, hours: float, users: int = 10_000, merchant
                     "merchant_category", "timestamp", "z_score", "day", "minute")}
                     | {"mean_prev": amount / 25, "std_prev": amount / 100, "n_prev": 20,
                        "detected_at": ts})
-            for row in (merchant_rows[(merchant, minute)], volume_rows[minute]):
-                row[0] += 1
-                row[1] += amount
-                row[2] += is_anomaly
+            partition = int(user_of[i]) % PARTITIONS
+            item = countable(doc, partition, offsets[partition], "USD")
+            offsets[partition] += 1
+            if item is not None:
+                aggregates.add(item)
         db.transactions.insert_many(docs, ordered=False)
         if anomalies:
             db.anomalies.insert_many(anomalies, ordered=False)
@@ -90,27 +95,15 @@ def seed(db: Any, transactions: int, hours: float, users: int = 10_000, merchant
         if lo % (BATCH * 10) == 0:
             rate = written / max(time.monotonic() - started, 1e-9)
             print(f"[seed] {written:,} transactions ({rate:,.0f}/s)", file=log, flush=True)
-    mm = [{"_id": f"merchant_{m}|{minute.isoformat()}", "merchant_id": f"merchant_{m}",
-           "merchant_category": categories[m], "minute": minute,
-           "reporting_currency": "USD", "count": int(r[0]),
-           "revenue": round(r[1], 2), "anomalies": int(r[2])}
-          for (m, minute), r in merchant_rows.items()]
-    for lo in range(0, len(mm), BATCH):
-        db.merchant_minute.insert_many(mm[lo:lo + BATCH], ordered=False)
-    db.volume_minute.insert_many([
-        {"_id": minute.isoformat(), "minute": minute, "reporting_currency": "USD",
-         "count": int(r[0]), "revenue": round(r[1], 2), "anomalies": int(r[2])}
-        for minute, r in volume_rows.items()])
-    # every amount is in US dollars: one currency_minute row per minute, equal to volume's
-    db.currency_minute.insert_many([
-        {"_id": f"USD|{minute.isoformat()}", "currency": "USD", "minute": minute,
-         "count": int(r[0]), "revenue": round(r[1], 2), "anomalies": int(r[2])}
-        for minute, r in volume_rows.items()])
+    built = aggregates.documents()
+    for name, documents in built.items():
+        for lo in range(0, len(documents), 1000):
+            db[name].insert_many(documents[lo:lo + 1000], ordered=False)
     db.dlq.insert_many([{"_id": f"transactions:0:{i}", "reason": "not valid JSON",
                          "topic": "transactions", "partition": 0, "offset": i,
                          "failed_at": now, "original": "{"} for i in range(25)])
     summary = {"transactions": transactions, "anomalies": int(anomalous.sum()),
-               "merchant_minute": len(mm), "volume_minute": len(volume_rows), "dlq": 25,
+               **{name: len(documents) for name, documents in built.items()}, "dlq": 25,
                "users": users, "merchants": merchants, "hours": hours,
                "seconds": round(time.monotonic() - started, 1)}
     print(f"[seed] done: {summary}", file=log, flush=True)

@@ -40,7 +40,7 @@ from app.contract import MAX_AMOUNT, cents
 
 __all__ = ["COLLECTIONS", "CURRENCY_DAYS", "CURRENCY_HOURS", "EMPTY_OFFSET",
            "MAX_REPORTING_AMOUNT", "MERCHANT_DAYS", "MERCHANT_HOURS", "USER_DAYS",
-           "VOLUME_HOURS", "Countable", "Part", "Slot", "as_part", "at_path", "build",
+           "VOLUME_HOURS", "Builder", "Countable", "Part", "Slot", "as_part", "at_path", "build",
            "countable", "day_id", "field_name", "fold", "hour_id", "parts_of", "slots",
            "sum_parts", "unfield"]
 
@@ -229,13 +229,16 @@ def sum_parts(parts: Iterable[Part]) -> tuple[int, int, int]:
     return a, b, c
 
 
-def build(items: Iterable[Countable]) -> dict[str, list[dict[str, Any]]]:
-    """The aggregate documents of ``items`` (in offset order per partition), exactly as the sink
-    writes them, per collection: for seeding a database (benchmarks, tests)."""
-    documents: dict[tuple[str, str], dict[str, Any]] = {}
-    for item in items:
+class Builder:
+    """The aggregate documents of the items added (in offset order per partition), exactly as
+    the sink writes them: for seeding a database (benchmarks, tests)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(self, item: Countable) -> None:
         for slot in slots(item):
-            doc = documents.setdefault((slot.collection, slot.id), {"_id": slot.id})
+            doc = self.docs.setdefault((slot.collection, slot.id), {"_id": slot.id})
             for path, value in (*slot.labels, (slot.path, None)):
                 *parents, last = path.split(".")
                 node = doc
@@ -245,7 +248,18 @@ def build(items: Iterable[Countable]) -> dict[str, list[dict[str, Any]]]:
                     node[last] = value
                 else:
                     fold(node.setdefault(last, [0, 0, 0, EMPTY_OFFSET]), slot.add, item.offset)
-    out: dict[str, list[dict[str, Any]]] = {c: [] for c in COLLECTIONS}
-    for (collection, _), doc in documents.items():
-        out[collection].append(doc)
-    return out
+
+    def documents(self) -> dict[str, list[dict[str, Any]]]:
+        """The documents per collection."""
+        out: dict[str, list[dict[str, Any]]] = {c: [] for c in COLLECTIONS}
+        for (collection, _), doc in self.docs.items():
+            out[collection].append(doc)
+        return out
+
+
+def build(items: Iterable[Countable]) -> dict[str, list[dict[str, Any]]]:
+    """The aggregate documents of ``items`` (:class:`Builder`), per collection."""
+    builder = Builder()
+    for item in items:
+        builder.add(item)
+    return builder.documents()
