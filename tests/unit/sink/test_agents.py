@@ -33,10 +33,10 @@ async def test_a_rebalance_forgets_the_cached_rows_and_the_revoked_items(
     topic = enriched_raw.get_topic_name()
     mine = Countable("m", "grocery", MINUTE, 100, 0, 1, 5, "EUR", 93, "USD")
     theirs = Countable("m", "grocery", MINUTE, 100, 0, 2, 5, "EUR", 93, "USD")
-    rollups.state.load((docs.VOLUME_MINUTE, "x"), {"minute": MINUTE}, None)
+    rollups.state.load(("volume_hours", "x"), {"minutes.00.p1": MINUTE}, None)
     rollups.items.extend([mine, theirs])
     await agents.forget_rows(None, {TP(topic, 2), TP("other", 1)})
-    assert rollups.items == [mine] and not rollups.state.rows
+    assert rollups.items == [mine] and not rollups.state.parts
 
 
 def test_without_a_consumer_the_rows_count_as_shared() -> None:
