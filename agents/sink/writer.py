@@ -2,7 +2,9 @@
 from, :meth:`MongoSink.flush` writes them to MongoDB and only then hands the batch's
 :class:`~agents.sink.batch.Acks` to the next step (``after_write``): by default they are
 released at once; for ``transactions`` the rollups take them and release them after their own
-write (``rollups.py``). If the write raises, the events stay unacked.
+write (``rollups.py``). Between the two, the stored ids are listed for ``txn prune`` under the
+hour of their event time (:class:`~agents.sink.manifests.Manifests`): that listing is part of
+the durable write. If the write or the listing raises, the events stay unacked.
 
 A batch is flushed when it holds ``max_size`` events (by the agent, which waits meanwhile) or
 when its oldest event is ``max_seconds`` old (by a timer calling :meth:`MongoSink.flush_if_due`).
@@ -21,9 +23,10 @@ from typing import Any, Protocol
 from agents.sink import metrics
 from agents.sink.batch import Ack, Acks, Batch
 from agents.sink.documents import Entry
-from agents.sink.mongo import InsertResult
+from agents.sink.manifests import Manifests
+from agents.sink.mongo import InsertResult, MongoStore
 
-__all__ = ["AfterWrite", "MongoSink", "Store", "release"]
+__all__ = ["AfterWrite", "Lister", "MongoSink", "Store", "release"]
 
 
 class Store(Protocol):
@@ -33,6 +36,13 @@ class Store(Protocol):
 
     async def record_batch(self, collection: str, result: InsertResult, seconds: float,
                            oldest: datetime | None) -> None: ...
+
+
+class Lister(Protocol):
+    """Lists a stored batch for the retention (:class:`~agents.sink.manifests.Manifests`)."""
+
+    async def record(self, collection: str, entries: list[Entry], result: InsertResult,
+                     now: datetime | None = None) -> None: ...
 
 
 class AfterWrite(Protocol):
@@ -53,14 +63,20 @@ def _oldest(entries: Sequence[Entry]) -> datetime | None:
 
 
 class MongoSink:
-    """Batches of one collection, written then passed on with their acks."""
+    """Batches of one collection, written (and listed) then passed on with their acks.
+    ``lister``: by default, a :class:`~agents.sink.manifests.Manifests` of a
+    :class:`~agents.sink.mongo.MongoStore`'s database (none for another store)."""
 
     def __init__(self, store: Store, collection: str, ack: Ack, *, max_size: int,
-                 max_seconds: float, after_write: AfterWrite = release) -> None:
+                 max_seconds: float, after_write: AfterWrite = release,
+                 lister: Lister | None = None) -> None:
         self.store = store
         self.collection = collection
         self.ack = ack
         self.after_write = after_write
+        if lister is None and isinstance(store, MongoStore):
+            lister = Manifests(store.db)
+        self.lister = lister
         self.batch: Batch[Entry] = Batch(max_size, max_seconds)
         self._lock = asyncio.Lock()
 
@@ -92,6 +108,8 @@ class MongoSink:
             entries, events = self.batch.head()
             started = time.monotonic()
             result = await self.store.insert(self.collection, entries)
+            if self.lister is not None:
+                await self.lister.record(self.collection, entries, result)
             self.batch.written(len(entries), started)
             seconds = time.monotonic() - started
             metrics.batch_written(self.collection, result, seconds)

@@ -1,0 +1,247 @@
+"""``txn prune``: delete what has passed its retention, by ``_id`` only, so that its cost is
+that of what it deletes, whatever the size of the collections (``retention.py`` describes the
+bookkeeping the sink writes).
+
+For ``transactions``, ``anomalies`` and ``dlq`` it walks the expired hours of the collection's
+calendar, oldest first; per hour it reads the directory, then each manifest, deletes the listed
+ids (``DeleteOne`` by ``_id``, :data:`DELETES_PER_CALL` per call), then the manifest. For the
+aggregates it walks the expired whole days of the ``aggregates`` calendar and deletes the ids of
+their rows computed from the hours' merchants and currencies. An hour is retired last: its
+entries are pulled from its directory and the hour from its calendar; the directory is then
+read again, and if a sink listed something there meanwhile (a late event), the hour goes back on
+the calendar for the next run, else the empty directory is deleted.
+
+Every step is idempotent (deleting a missing id is a no-op), so a prune that stopped half way is
+finished by the next one, two prunes at once do the same deletes, and a prune runs beside the
+sink: the sink writes only recent hours, except for late events, which the re-read catches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import DeleteOne
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from agents.sink import documents as docs
+from agents.sink import retention as ret
+from agents.sink.manifests import upsert
+from app.settings import Settings
+
+__all__ = ["DELETES_PER_CALL", "Counts", "Pruner", "Report", "prune", "retention_days"]
+
+#: ``DeleteOne`` statements per ``bulk_write`` call.
+DELETES_PER_CALL = 1000
+#: What the directory of a kind of hour lists.
+MANIFEST_FIELDS = ("manifests",)
+KEY_FIELDS = ("merchants", "currencies")
+
+
+def retention_days(settings: Settings) -> dict[str, int]:
+    """Days kept per collection (``aggregates``: every aggregate collection)."""
+    return {docs.TRANSACTIONS: settings.retention_days, docs.ANOMALIES:
+            settings.anomaly_retention_days, docs.DLQ: settings.dlq_retention_days,
+            ret.AGGREGATE_KEYS: settings.aggregate_retention_days}
+
+
+@dataclass
+class Report:
+    """What a prune did to one collection (or, for ``aggregates``, to each aggregate)."""
+
+    collection: str
+    days: int
+    cutoff: str
+    hours: list[str] = field(default_factory=list)
+    listed: int = 0
+    deleted: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        span = f"{self.hours[0]} .. {self.hours[-1]}" if self.hours else "none"
+        deleted = ", ".join(f"{c} {n:,}" for c, n in self.deleted.items() if n) or "nothing"
+        return (f"{self.collection}: {self.days} days, before {self.cutoff}: {len(self.hours)} "
+                f"hours expired ({span}), {self.listed:,} ids listed, deleted {deleted} "
+                f"in {self.seconds:.1f} s")
+
+
+@dataclass
+class Counts:
+    """The database calls a prune made (its cost; the tests compare it with what expired)."""
+
+    reads: int = 0
+    delete_calls: int = 0
+    delete_ids: int = 0
+    updates: int = 0
+
+
+class Pruner:
+    """Deletes what has expired, by ``_id``. ``progress`` gets a line per hour retired."""
+
+    def __init__(self, db: Database[dict[str, Any]], days: dict[str, int], *,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.db = db
+        self.days = days
+        self.progress = progress or (lambda line: None)
+        self.books = db[ret.COLLECTION]
+        self.counts = Counts()
+
+    # --- the calls ----------------------------------------------------------------------------
+    def _read(self, _id: str) -> dict[str, Any] | None:
+        self.counts.reads += 1
+        return self.books.find_one({"_id": _id})
+
+    def _delete(self, collection: str, ids: Iterable[str]) -> int:
+        """Delete these ids (by ``_id`` equality: FerretDB reads the whole collection for a
+        ``$in``); how many existed."""
+        unique = list(dict.fromkeys(ids))
+        deleted = 0
+        for start in range(0, len(unique), DELETES_PER_CALL):
+            chunk = unique[start:start + DELETES_PER_CALL]
+            self.counts.delete_calls += 1
+            self.counts.delete_ids += len(chunk)
+            result = self.db[collection].bulk_write([DeleteOne({"_id": i}) for i in chunk],
+                                                    ordered=False)
+            deleted += result.deleted_count
+        return deleted
+
+    def _update(self, _id: str, update: dict[str, Any], upsert_it: bool = False) -> None:
+        self.counts.updates += 1
+        if upsert_it:
+            upsert(self.db, [(_id, update)])
+        else:
+            self.books.update_one({"_id": _id}, update)
+
+    # --- a run --------------------------------------------------------------------------------
+    def run(self, now: datetime | None = None) -> list[Report]:
+        """Prune everything expired at ``now`` (default: the current time)."""
+        now = now or datetime.now(UTC)
+        reports = [self.prune_collection(c, now) for c in (docs.TRANSACTIONS, docs.ANOMALIES,
+                                                            docs.DLQ)]
+        reports.append(self.prune_aggregates(now))
+        self._update(ret.STATE_ID, {"$set": {
+            "at": now, "finished_at": datetime.now(UTC),
+            **{f"collections.{r.collection}": {
+                "days": r.days, "cutoff": r.cutoff, "hours": len(r.hours),
+                "newest_hour": r.hours[-1] if r.hours else None, "listed": r.listed,
+                "deleted": r.deleted, "seconds": round(r.seconds, 3)} for r in reports}}},
+            upsert_it=True)
+        return reports
+
+    def _calendar(self, collection: str) -> list[str]:
+        calendar = self._read(ret.calendar_id(collection)) or {}
+        return [h for h in calendar.get("hours") or [] if isinstance(h, str)]
+
+    def prune_collection(self, collection: str, now: datetime) -> Report:
+        started = time.monotonic()
+        days = self.days[collection]
+        report = Report(collection, days, ret.cutoff_hour(now, days), deleted={collection: 0})
+        for hour in ret.expired_hours(self._calendar(collection), now, days):
+            hour_started = time.monotonic()
+            directory = ret.directory_id(collection, hour)
+            names = [n for n in (self._read(directory) or {}).get("manifests") or []
+                     if isinstance(n, str)]
+            listed = deleted = 0
+            for name in names:
+                manifest = self._read(name) or {}
+                ids = [i for i in manifest.get("ids") or [] if isinstance(i, str)]
+                listed += len(ids)
+                deleted += self._delete(collection, ids)
+                self._delete(ret.COLLECTION, [name])
+            self._retire(collection, hour, {"manifests": names})
+            report.hours.append(hour)
+            report.listed += listed
+            report.deleted[collection] += deleted
+            self.progress(f"{collection} {hour}: {len(names)} manifests, {deleted:,} of "
+                          f"{listed:,} listed deleted in {time.monotonic() - hour_started:.2f} s")
+        report.seconds = time.monotonic() - started
+        return report
+
+    def prune_aggregates(self, now: datetime) -> Report:
+        started = time.monotonic()
+        days = self.days[ret.AGGREGATE_KEYS]
+        report = Report(ret.AGGREGATE_KEYS, days, ret.cutoff_day(now, days),
+                        deleted={a.collection: 0 for a in ret.AGGREGATES})
+        expired = ret.expired_days(self._calendar(ret.AGGREGATE_KEYS), now, days)
+        for day, hours in expired.items():
+            day_started = time.monotonic()
+            keys: dict[str, dict[str, list[str]]] = {}
+            for hour in hours:
+                found = self._read(ret.directory_id(ret.AGGREGATE_KEYS, hour)) or {}
+                keys[hour] = {k: [v for v in found.get(k) or [] if isinstance(v, str)]
+                              for k in KEY_FIELDS}
+            # The day's rows first: they need the keys of every hour of the day.
+            union = {k: sorted({v for found in keys.values() for v in found[k]})
+                     for k in KEY_FIELDS}
+            deleted = self._delete_rows("day", hours[0], union, report)
+            for hour in hours:
+                deleted += self._delete_rows("hour", hour, keys[hour], report)
+                deleted += self._delete_rows("minute", hour, keys[hour], report)
+                self._retire(ret.AGGREGATE_KEYS, hour, keys[hour])
+                report.hours.append(hour)
+            self.progress(f"aggregates {day}: {len(hours)} hours, {deleted:,} rows deleted in "
+                          f"{time.monotonic() - day_started:.2f} s")
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _delete_rows(self, unit: str, hour: str, keys: dict[str, list[str]],
+                     report: Report) -> int:
+        deleted = 0
+        for aggregate in ret.AGGREGATES:
+            if aggregate.unit == unit:
+                ids = ret.aggregate_ids(aggregate, hour, keys)
+                report.listed += len(ids)
+                n = self._delete(aggregate.collection, ids)
+                report.deleted[aggregate.collection] += n
+                deleted += n
+        return deleted
+
+    def _retire(self, collection: str, hour: str, done: dict[str, list[str]]) -> None:
+        """Take ``hour`` off: pull what was handled from its directory and the hour from the
+        calendar; then, if the directory lists something new (a sink wrote it meanwhile), put
+        the hour back on the calendar, else delete the directory."""
+        directory = ret.directory_id(collection, hour)
+        pulls = {k: v for k, v in done.items() if v}
+        if pulls:
+            self._update(directory, {"$pullAll": pulls})
+        self._update(ret.calendar_id(collection), {"$pull": {"hours": hour}})
+        left = self._read(directory)
+        if left is None:
+            return
+        if any(left.get(k) for k in (*MANIFEST_FIELDS, *KEY_FIELDS)):
+            self._update(ret.calendar_id(collection), {"$addToSet": {"hours": hour}},
+                         upsert_it=True)
+            self.progress(f"{collection} {hour}: listed again meanwhile, left for the next run")
+            return
+        self.counts.delete_calls += 1
+        self.books.delete_one({"_id": directory, **{k: {"$in": [None, []]} for k in
+                                                   (*MANIFEST_FIELDS, *KEY_FIELDS)}})
+
+
+def prune(db: Database[dict[str, Any]], days: dict[str, int], now: datetime | None,
+          out: Callable[[str], None], err: Callable[[str], None]) -> int:
+    """One ``txn prune`` run: progress and a line per collection on ``out``; on an error a
+    message on ``err`` and exit code 1 (what was deleted stays deleted; the next run goes on
+    from there)."""
+    started = time.monotonic()
+    when = now or datetime.now(UTC)
+    out(f"[prune] now={when.isoformat()} keeping: " + ", ".join(
+        f"{c} {d} days" for c, d in days.items()))
+    pruner = Pruner(db, days, progress=lambda line: out(f"[prune] {line}"))
+    try:
+        reports = pruner.run(when)
+    except PyMongoError as exc:
+        err(f"Error: prune stopped after {time.monotonic() - started:.1f} s: "
+            f"{type(exc).__name__}: {str(exc)[:300]}. What it deleted stays deleted; run "
+            "it again to finish.")
+        return 1
+    for report in reports:
+        out(f"[prune] {report.line()}")
+    c = pruner.counts
+    out(f"[prune] done in {time.monotonic() - started:.1f} s: {c.reads:,} reads, "
+        f"{c.delete_calls:,} delete calls for {c.delete_ids:,} ids, {c.updates:,} updates")
+    return 0

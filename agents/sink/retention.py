@@ -1,0 +1,223 @@
+"""Retention without scans: the hours, ids and bookkeeping documents that let ``txn prune``
+delete what has expired by ``_id`` alone. Pure (no I/O); the sink writes the bookkeeping
+(``manifests.py``), the prune reads and deletes it (``prune.py``).
+
+FerretDB 1.24 pushes only an ``_id`` equality down to its storage: any other filter, an ``_id``
+range or a ``$in`` reads the whole collection. So every stored document is listed, by the sink
+as it stores it, under the UTC hour of its event time, in the ``retention`` collection:
+
+- a **manifest** per batch, hour and partition: ``m|<collection>|<hour>|<partition>|<first
+  offset>`` with the ``ids`` stored (a replayed batch writes the same manifest again);
+- a **directory** per hour: ``h|<collection>|<hour>`` with the ``manifests`` of that hour;
+- a **calendar** per collection: ``c|<collection>`` with the ``hours`` that have a directory.
+
+The aggregates (rollup rows) have ids computed from their time and key, so they need no
+manifest: the directory ``h|aggregates|<hour>`` keeps the ``merchants`` and ``currencies`` of
+the transactions of that hour, from which the ids of its minute, hour and day rows follow.
+
+Hours are text, ``YYYY-MM-DDTHH`` (UTC), so they sort in time order. An hour expires once it
+has ended ``days`` before now: every document in it is then past its retention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agents.sink import documents as docs
+from agents.sink.documents import Entry
+
+__all__ = [
+    "AGGREGATES",
+    "AGGREGATE_KEYS",
+    "COLLECTION",
+    "HOUR_FORMAT",
+    "MIN_RECENT",
+    "STATE_ID",
+    "Aggregate",
+    "Listed",
+    "aggregate_ids",
+    "calendar_id",
+    "cutoff_day",
+    "cutoff_hour",
+    "day_of",
+    "directory_id",
+    "event_time",
+    "expired_days",
+    "expired_hours",
+    "hour_of",
+    "hour_start",
+    "list_batch",
+    "manifest_id",
+    "minutes_of",
+]
+
+#: The collection of the bookkeeping documents (manifests, directories, calendars, state).
+COLLECTION = "retention"
+#: The prune's own state: what it did last, per collection.
+STATE_ID = "prune"
+#: The pseudo-collection whose directories hold the keys of the aggregates' rows.
+AGGREGATE_KEYS = "aggregates"
+HOUR_FORMAT = "%Y-%m-%dT%H"
+#: The sink remembers an hour it added to a calendar only while the hour is younger than this:
+#: the prune never retires an hour younger than a day (the shortest retention), so an older
+#: hour is written to its calendar with every batch that touches it (late events only).
+MIN_RECENT = timedelta(hours=23)
+
+
+# --- hours ------------------------------------------------------------------------------------
+def hour_of(when: datetime) -> str:
+    """The UTC hour of ``when`` as text: ``2026-11-30T14``."""
+    return when.astimezone(UTC).strftime(HOUR_FORMAT)
+
+
+def hour_start(hour: str) -> datetime:
+    """The first instant of an hour (``hour_of``'s inverse)."""
+    return datetime.strptime(hour, HOUR_FORMAT).replace(tzinfo=UTC)
+
+
+def day_of(hour: str) -> str:
+    """The day of an hour: ``2026-11-30``."""
+    return hour[:10]
+
+
+def minutes_of(hour: str) -> list[datetime]:
+    """The 60 minutes of an hour."""
+    start = hour_start(hour)
+    return [start + timedelta(minutes=m) for m in range(60)]
+
+
+def cutoff_hour(now: datetime, days: int) -> str:
+    """Hours before this one have expired: they ended at least ``days`` before ``now``."""
+    return hour_of(now - timedelta(days=days))
+
+
+def cutoff_day(now: datetime, days: int) -> str:
+    """Days before this one have expired: they ended at least ``days`` before ``now``."""
+    return (now - timedelta(days=days)).astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def expired_hours(hours: Iterable[str], now: datetime, days: int) -> list[str]:
+    """The expired ones of ``hours``, oldest first."""
+    cutoff = cutoff_hour(now, days)
+    return sorted(h for h in set(hours) if h < cutoff)
+
+
+def expired_days(hours: Iterable[str], now: datetime, days: int) -> dict[str, list[str]]:
+    """The expired whole days among the days of ``hours``, oldest first, each with its hours
+    (a day's rows go only once every hour of it has expired)."""
+    cutoff = cutoff_day(now, days)
+    found: dict[str, list[str]] = {}
+    for hour in sorted(set(hours)):
+        if day_of(hour) < cutoff:
+            found.setdefault(day_of(hour), []).append(hour)
+    return found
+
+
+# --- ids ----------------------------------------------------------------------------------------
+def manifest_id(collection: str, hour: str, partition: int, offset: int) -> str:
+    """A batch's manifest of one hour: the same batch read again has the same id."""
+    return f"m|{collection}|{hour}|{partition}|{offset}"
+
+
+def directory_id(collection: str, hour: str) -> str:
+    return f"h|{collection}|{hour}"
+
+
+def calendar_id(collection: str) -> str:
+    return f"c|{collection}"
+
+
+# --- what the sink lists --------------------------------------------------------------------------
+def event_time(collection: str, doc: Mapping[str, Any]) -> datetime | None:
+    """The time a stored document's retention counts from: a dead letter's ``failed_at``,
+    anything else's ``timestamp`` (event time)."""
+    value = doc.get("failed_at" if collection == docs.DLQ else "timestamp")
+    return value if isinstance(value, datetime) else None
+
+
+@dataclass
+class Listed:
+    """What one stored batch adds to the bookkeeping: ``manifests`` (collection, hour, manifest
+    id: ids), and the ``keys`` of the aggregates per hour (``merchants``, ``currencies``)."""
+
+    manifests: dict[tuple[str, str, str], list[str]]
+    keys: dict[str, dict[str, set[str]]]
+
+
+def list_batch(collection: str, entries: Sequence[Entry], rejected: Iterable[Entry],
+               now: datetime) -> Listed:
+    """The manifests of a stored batch: every entry that has a document and was not refused
+    (inserted, or stored before: a duplicate) under the hour of its event time, per partition,
+    named after the first offset of that partition in the batch; the refused ones are dead
+    letters made now, listed under ``dlq``. For ``transactions``, the merchants and currencies
+    per hour too (the aggregates' keys)."""
+    refused = {id(e) for e in rejected}
+    listed = Listed({}, {})
+    firsts: dict[tuple[str, int], int] = {}
+    for entry in entries:
+        key = (collection if entry.doc is not None and id(entry) not in refused else docs.DLQ,
+               entry.partition)
+        firsts[key] = min(firsts.get(key, entry.offset), entry.offset)
+
+    def add(target: str, hour: str, entry: Entry, _id: str) -> None:
+        name = manifest_id(target, hour, entry.partition, firsts[target, entry.partition])
+        listed.manifests.setdefault((target, hour, name), []).append(_id)
+
+    for entry in entries:
+        doc = entry.doc
+        when = None if doc is None else event_time(collection, doc)
+        if doc is None or id(entry) in refused or when is None or "_id" not in doc:
+            if doc is None or id(entry) in refused:  # its dead letter, made now
+                add(docs.DLQ, hour_of(now), entry,
+                    f"{entry.topic}:{entry.partition}:{entry.offset}")
+            continue
+        hour = hour_of(when)
+        add(collection, hour, entry, str(doc["_id"]))
+        if collection == docs.TRANSACTIONS:
+            keys = listed.keys.setdefault(hour, {"merchants": set(), "currencies": set()})
+            if isinstance(doc.get("merchant_id"), str):
+                keys["merchants"].add(doc["merchant_id"])
+            if isinstance(doc.get("currency"), str):
+                keys["currencies"].add(doc["currency"])
+    return listed
+
+
+# --- the aggregates -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Aggregate:
+    """An aggregate collection: one row per ``unit`` ("minute", "hour", "day") of event time,
+    per merchant or per currency (``key``) or overall (None). Its ``_id`` is
+    ``<key>|<time>`` or ``<time>``, the time as ``YYYY-MM-DDTHH:MM:00Z``, ``YYYY-MM-DDTHH`` or
+    ``YYYY-MM-DD``."""
+
+    collection: str
+    unit: str
+    key: str | None
+
+
+#: Every aggregate the prune deletes after ``AGGREGATE_RETENTION_DAYS`` (``user_days`` keeps
+#: its own days inside each user's document).
+AGGREGATES: tuple[Aggregate, ...] = (
+    Aggregate(docs.MERCHANT_MINUTE, "minute", "merchants"),
+    Aggregate(docs.VOLUME_MINUTE, "minute", None),
+    Aggregate(docs.CURRENCY_MINUTE, "minute", "currencies"),
+    Aggregate("merchant_hours", "hour", "merchants"),
+    Aggregate("volume_hours", "hour", None),
+    Aggregate("merchant_days", "day", "merchants"),
+    Aggregate("currency_days", "day", "currencies"),
+)
+
+
+def aggregate_ids(aggregate: Aggregate, hour: str, keys: Mapping[str, Iterable[str]]) -> list[str]:
+    """The ids of ``aggregate``'s rows in ``hour`` (a "day" aggregate: in the day of ``hour``)
+    for the merchants or currencies in ``keys``."""
+    if aggregate.unit == "minute":
+        times = [docs.minute_id(m) for m in minutes_of(hour)]
+    else:
+        times = [hour if aggregate.unit == "hour" else day_of(hour)]
+    if aggregate.key is None:
+        return times
+    return [f"{key}|{t}" for key in sorted(keys.get(aggregate.key, ())) for t in times]
