@@ -7,8 +7,8 @@ before the listing is written, the batch is not acked, so it is read, stored (du
 listed again.
 
 Per batch this costs one ``insert`` (the manifests) and one ``update`` per hour the batch
-touches (the directories); a calendar and the aggregates' keys are written only when the hour
-or a key is new to this process (or the hour is older than :data:`~retention.MIN_RECENT`).
+touches (the directories); a calendar is written only when the hour is new to this process (or
+older than :data:`~retention.MIN_RECENT`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,6 @@ from agents.sink.mongo import DUPLICATE_KEY, UPDATES_PER_COMMAND, InsertResult
 from agents.sink.retry import Retry
 
 __all__ = ["Manifests", "RetentionWriteError", "upsert"]
-
-#: Hours and keys remembered per process (older ones are forgotten first).
-CACHE_HOURS = 48
-
 
 class RetentionWriteError(RuntimeError):
     """A bookkeeping write the database refused (not an outage): the batch is not acked."""
@@ -54,12 +50,11 @@ def upsert(db: Database[dict[str, Any]], updates: Sequence[tuple[str, dict[str, 
 
 
 class Manifests:
-    """Lists what one sink writer stores (its own cache of the hours and keys it wrote)."""
+    """Lists what one sink writer stores (its own cache of the calendars' recent hours)."""
 
     def __init__(self, db: Database[dict[str, Any]]) -> None:
         self.db = db
-        self.calendars: dict[tuple[str, str], None] = {}
-        self.keys: dict[str, dict[str, set[str]]] = {}
+        self.calendars: set[tuple[str, str]] = set()
 
     async def record(self, collection: str, entries: list[Entry], result: InsertResult,
                      now: datetime | None = None) -> None:
@@ -75,25 +70,27 @@ class Manifests:
     def _write(self, listed: ret.Listed, now: datetime) -> None:
         manifests = [{"_id": name, "collection": c, "hour": h, "ids": ids}
                      for (c, h, name), ids in listed.manifests.items()]
+        updates: list[tuple[str, dict[str, Any]]] = []
         try:
             self.db[ret.COLLECTION].insert_many(manifests, ordered=False)
-        except BulkWriteError as exc:  # a replayed batch: its manifests exist
-            other = [e for e in exc.details.get("writeErrors", [])
-                     if e.get("code") != DUPLICATE_KEY]
-            if other or exc.details.get("writeConcernErrors"):
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if exc.details.get("writeConcernErrors") or \
+                    any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
+            # A replayed batch: its manifest exists, and a batch cut differently this time (from
+            # the same first offset) may hold more ids: they are added to it.
+            updates += [(manifests[e["index"]]["_id"],
+                         {"$addToSet": {"ids": {"$each": manifests[e["index"]]["ids"]}}})
+                        for e in errors]
         directories: dict[str, list[str]] = {}
         for c, h, name in listed.manifests:
             directories.setdefault(ret.directory_id(c, h), []).append(name)
-        updates = [(d, {"$addToSet": {"manifests": {"$each": names}}})
-                   for d, names in directories.items()]
+        updates += [(d, {"$addToSet": {"manifests": {"$each": names}}})
+                    for d, names in directories.items()]
         recent = ret.hour_of(now - ret.MIN_RECENT)
         hours = {(c, h) for c, h, _ in listed.manifests}
-        hours |= {(ret.AGGREGATE_KEYS, h) for h in listed.keys}
-        keys = self._new_keys(listed.keys, recent)
-        updates += [(ret.directory_id(ret.AGGREGATE_KEYS, h),
-                     {"$addToSet": {k: {"$each": sorted(v)} for k, v in new.items() if v}})
-                    for h, new in keys.items()]
+        hours |= {(ret.AGGREGATE_KEYS, h) for h in listed.aggregate_hours}
         calendars: dict[str, list[str]] = {}
         for c, h in sorted(hours):
             if (c, h) not in self.calendars or h < recent:
@@ -101,33 +98,4 @@ class Manifests:
         updates += [(ret.calendar_id(c), {"$addToSet": {"hours": {"$each": hs}}})
                     for c, hs in calendars.items()]
         upsert(self.db, updates)
-        self._remember(hours, keys, recent)
-
-    def _new_keys(self, keys: dict[str, dict[str, set[str]]],
-                  recent: str) -> dict[str, dict[str, set[str]]]:
-        """The keys per hour not yet written by this process (all of them for an old hour)."""
-        new: dict[str, dict[str, set[str]]] = {}
-        for hour, found in keys.items():
-            known = self.keys.get(hour, {}) if hour >= recent else {}
-            fresh = {k: v - known.get(k, set()) for k, v in found.items()}
-            if any(fresh.values()):
-                new[hour] = fresh
-        return new
-
-    def _remember(self, hours: set[tuple[str, str]], keys: dict[str, dict[str, set[str]]],
-                  recent: str) -> None:
-        for c, h in hours:
-            if h >= recent:
-                self.calendars[c, h] = None
-        for hour, found in keys.items():
-            if hour >= recent:
-                known = self.keys.setdefault(hour, {})
-                for k, v in found.items():
-                    known.setdefault(k, set()).update(v)
-        for c, h in list(self.calendars):
-            if h < recent:
-                del self.calendars[c, h]
-        for h in [h for h in self.keys if h < recent][:]:
-            del self.keys[h]
-        while len(self.keys) > CACHE_HOURS:
-            del self.keys[min(self.keys)]
+        self.calendars = {(c, h) for c, h in self.calendars | hours if h >= recent}

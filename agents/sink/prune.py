@@ -5,8 +5,8 @@ bookkeeping the sink writes).
 For ``transactions``, ``anomalies`` and ``dlq`` it walks the expired hours of the collection's
 calendar, oldest first; per hour it reads the directory, then each manifest, deletes the listed
 ids (``DeleteOne`` by ``_id``, :data:`DELETES_PER_CALL` per call), then the manifest. For the
-aggregates it walks the expired whole days of the ``aggregates`` calendar and deletes the ids of
-their rows computed from the hours' merchants and currencies. An hour is retired last: its
+aggregates it walks the expired whole days of the ``aggregates`` calendar and deletes their
+documents by the ids made of the day and its hours. An hour is retired last: its
 entries are pulled from its directory and the hour from its calendar; the directory is then
 read again, and if a sink listed something there meanwhile (a late event), the hour goes back on
 the calendar for the next run, else the empty directory is deleted.
@@ -39,7 +39,6 @@ __all__ = ["DELETES_PER_CALL", "Counts", "Pruner", "Report", "prune", "retention
 DELETES_PER_CALL = 1000
 #: What the directory of a kind of hour lists.
 MANIFEST_FIELDS = ("manifests",)
-KEY_FIELDS = ("merchants", "currencies")
 
 
 def retention_days(settings: Settings) -> dict[str, int]:
@@ -169,31 +168,23 @@ class Pruner:
         expired = ret.expired_days(self._calendar(ret.AGGREGATE_KEYS), now, days)
         for day, hours in expired.items():
             day_started = time.monotonic()
-            keys: dict[str, dict[str, list[str]]] = {}
+            # The day's documents first: the day leaves the calendar with its last hour.
+            deleted = self._delete_rows("day", hours[0], report)
             for hour in hours:
-                found = self._read(ret.directory_id(ret.AGGREGATE_KEYS, hour)) or {}
-                keys[hour] = {k: [v for v in found.get(k) or [] if isinstance(v, str)]
-                              for k in KEY_FIELDS}
-            # The day's rows first: they need the keys of every hour of the day.
-            union = {k: sorted({v for found in keys.values() for v in found[k]})
-                     for k in KEY_FIELDS}
-            deleted = self._delete_rows("day", hours[0], union, report)
-            for hour in hours:
-                deleted += self._delete_rows("hour", hour, keys[hour], report)
-                deleted += self._delete_rows("minute", hour, keys[hour], report)
-                self._retire(ret.AGGREGATE_KEYS, hour, keys[hour])
+                deleted += self._delete_rows("hour", hour, report)
+                deleted += self._delete_rows("minute", hour, report)
+                self._update(ret.calendar_id(ret.AGGREGATE_KEYS), {"$pull": {"hours": hour}})
                 report.hours.append(hour)
-            self.progress(f"aggregates {day}: {len(hours)} hours, {deleted:,} rows deleted in "
-                          f"{time.monotonic() - day_started:.2f} s")
+            self.progress(f"aggregates {day}: {len(hours)} hours, {deleted:,} documents "
+                          f"deleted in {time.monotonic() - day_started:.2f} s")
         report.seconds = time.monotonic() - started
         return report
 
-    def _delete_rows(self, unit: str, hour: str, keys: dict[str, list[str]],
-                     report: Report) -> int:
+    def _delete_rows(self, unit: str, hour: str, report: Report) -> int:
         deleted = 0
         for aggregate in ret.AGGREGATES:
             if aggregate.unit == unit:
-                ids = ret.aggregate_ids(aggregate, hour, keys)
+                ids = ret.aggregate_ids(aggregate, hour)
                 report.listed += len(ids)
                 n = self._delete(aggregate.collection, ids)
                 report.deleted[aggregate.collection] += n
@@ -212,14 +203,14 @@ class Pruner:
         left = self._read(directory)
         if left is None:
             return
-        if any(left.get(k) for k in (*MANIFEST_FIELDS, *KEY_FIELDS)):
+        if any(left.get(k) for k in MANIFEST_FIELDS):
             self._update(ret.calendar_id(collection), {"$addToSet": {"hours": hour}},
                          upsert_it=True)
             self.progress(f"{collection} {hour}: listed again meanwhile, left for the next run")
             return
         self.counts.delete_calls += 1
-        self.books.delete_one({"_id": directory, **{k: {"$in": [None, []]} for k in
-                                                   (*MANIFEST_FIELDS, *KEY_FIELDS)}})
+        self.books.delete_one({"_id": directory,
+                               **{k: {"$in": [None, []]} for k in MANIFEST_FIELDS}})
 
 
 def prune(db: Database[dict[str, Any]], days: dict[str, int], now: datetime | None,

@@ -11,9 +11,9 @@ as it stores it, under the UTC hour of its event time, in the ``retention`` coll
 - a **directory** per hour: ``h|<collection>|<hour>`` with the ``manifests`` of that hour;
 - a **calendar** per collection: ``c|<collection>`` with the ``hours`` that have a directory.
 
-The aggregates (rollup rows) have ids computed from their time and key, so they need no
-manifest: the directory ``h|aggregates|<hour>`` keeps the ``merchants`` and ``currencies`` of
-the transactions of that hour, from which the ids of its minute, hour and day rows follow.
+The aggregates (``aggregates.py``) have ids made of their hour or day, so they need no
+manifest: the calendar ``c|aggregates`` lists the hours of the transactions stored, and the ids
+of their documents follow.
 
 Hours are text, ``YYYY-MM-DDTHH`` (UTC), so they sort in time order. An hour expires once it
 has ended ``days`` before now: every document in it is then past its retention.
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agents.sink import aggregates as agg
 from agents.sink import documents as docs
 from agents.sink.documents import Entry
 
@@ -58,7 +59,7 @@ __all__ = [
 COLLECTION = "retention"
 #: The prune's own state: what it did last, per collection.
 STATE_ID = "prune"
-#: The pseudo-collection whose directories hold the keys of the aggregates' rows.
+#: The calendar of the hours of the aggregates (of the transactions stored).
 AGGREGATE_KEYS = "aggregates"
 HOUR_FORMAT = "%Y-%m-%dT%H"
 #: The sink remembers an hour it added to a calendar only while the hour is younger than this:
@@ -141,10 +142,10 @@ def event_time(collection: str, doc: Mapping[str, Any]) -> datetime | None:
 @dataclass
 class Listed:
     """What one stored batch adds to the bookkeeping: ``manifests`` (collection, hour, manifest
-    id: ids), and the ``keys`` of the aggregates per hour (``merchants``, ``currencies``)."""
+    id: ids), and the ``aggregate_hours`` (of the transactions stored)."""
 
     manifests: dict[tuple[str, str, str], list[str]]
-    keys: dict[str, dict[str, set[str]]]
+    aggregate_hours: set[str]
 
 
 def list_batch(collection: str, entries: Sequence[Entry], rejected: Iterable[Entry],
@@ -152,10 +153,10 @@ def list_batch(collection: str, entries: Sequence[Entry], rejected: Iterable[Ent
     """The manifests of a stored batch: every entry that has a document and was not refused
     (inserted, or stored before: a duplicate) under the hour of its event time, per partition,
     named after the first offset of that partition in the batch; the refused ones are dead
-    letters made now, listed under ``dlq``. For ``transactions``, the merchants and currencies
-    per hour too (the aggregates' keys)."""
+    letters made now, listed under ``dlq``. For ``transactions``, their hours are the
+    aggregates' too."""
     refused = {id(e) for e in rejected}
-    listed = Listed({}, {})
+    listed = Listed({}, set())
     firsts: dict[tuple[str, int], int] = {}
     for entry in entries:
         key = (collection if entry.doc is not None and id(entry) not in refused else docs.DLQ,
@@ -177,47 +178,36 @@ def list_batch(collection: str, entries: Sequence[Entry], rejected: Iterable[Ent
         hour = hour_of(when)
         add(collection, hour, entry, str(doc["_id"]))
         if collection == docs.TRANSACTIONS:
-            keys = listed.keys.setdefault(hour, {"merchants": set(), "currencies": set()})
-            if isinstance(doc.get("merchant_id"), str):
-                keys["merchants"].add(doc["merchant_id"])
-            if isinstance(doc.get("currency"), str):
-                keys["currencies"].add(doc["currency"])
+            listed.aggregate_hours.add(hour)
     return listed
 
 
 # --- the aggregates -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Aggregate:
-    """An aggregate collection: one row per ``unit`` ("minute", "hour", "day") of event time,
-    per merchant or per currency (``key``) or overall (None). Its ``_id`` is
-    ``<key>|<time>`` or ``<time>``, the time as ``YYYY-MM-DDTHH:MM:00Z``, ``YYYY-MM-DDTHH`` or
+    """An aggregate collection with one document per ``unit`` ("minute", "hour", "day") of
+    event time, its ``_id`` that time: ``YYYY-MM-DDTHH:MM:00Z``, ``YYYY-MM-DDTHH`` or
     ``YYYY-MM-DD``."""
 
     collection: str
     unit: str
-    key: str | None
 
 
 #: Every aggregate the prune deletes after ``AGGREGATE_RETENTION_DAYS`` (``user_days`` keeps
-#: its own days inside each user's document).
+#: its own days inside each user's document). ``volume_minute`` is written by earlier versions
+#: of the sink only; its rows of the hours the sink listed go too.
 AGGREGATES: tuple[Aggregate, ...] = (
-    Aggregate(docs.MERCHANT_MINUTE, "minute", "merchants"),
-    Aggregate(docs.VOLUME_MINUTE, "minute", None),
-    Aggregate(docs.CURRENCY_MINUTE, "minute", "currencies"),
-    Aggregate("merchant_hours", "hour", "merchants"),
-    Aggregate("volume_hours", "hour", None),
-    Aggregate("merchant_days", "day", "merchants"),
-    Aggregate("currency_days", "day", "currencies"),
+    Aggregate(agg.MERCHANT_HOURS, "hour"),
+    Aggregate(agg.VOLUME_HOURS, "hour"),
+    Aggregate(agg.CURRENCY_HOURS, "hour"),
+    Aggregate(agg.MERCHANT_DAYS, "day"),
+    Aggregate(agg.CURRENCY_DAYS, "day"),
+    Aggregate(docs.VOLUME_MINUTE, "minute"),
 )
 
 
-def aggregate_ids(aggregate: Aggregate, hour: str, keys: Mapping[str, Iterable[str]]) -> list[str]:
-    """The ids of ``aggregate``'s rows in ``hour`` (a "day" aggregate: in the day of ``hour``)
-    for the merchants or currencies in ``keys``."""
+def aggregate_ids(aggregate: Aggregate, hour: str) -> list[str]:
+    """The ids of ``aggregate``'s documents in ``hour`` (a "day" aggregate: its day's)."""
     if aggregate.unit == "minute":
-        times = [docs.minute_id(m) for m in minutes_of(hour)]
-    else:
-        times = [hour if aggregate.unit == "hour" else day_of(hour)]
-    if aggregate.key is None:
-        return times
-    return [f"{key}|{t}" for key in sorted(keys.get(aggregate.key, ())) for t in times]
+        return [docs.minute_id(m) for m in minutes_of(hour)]
+    return [hour if aggregate.unit == "hour" else day_of(hour)]
