@@ -4,22 +4,33 @@ dbt runs on DuckDB (there is no working dbt adapter for MongoDB). This plugin is
 ``dbt/profiles.yml`` (``module: app.mongo_dbt``, ``alias: mongo``) and does two things:
 
 * **Sources** (``load``): a source with ``plugin: mongo`` and a ``fields`` map
-  (``name: type``) is read with one ``find`` whose projection names only those fields. Each
-  batch of documents (decoded by pymongo's C extension) becomes an Arrow record batch through
-  Arrow's own dict-to-struct converter, so no Python code runs per document. dbt-duckdb then
-  copies the Arrow table into DuckDB. A collection is read once per dbt invocation, so every
-  model and test of one ``dbt build`` sees the same snapshot.
-* **Marts** (``store``): a model materialized ``external`` with ``plugin: mongo`` is written
-  by dbt-duckdb to a Parquet file, then this plugin replaces the MongoDB collection of the same
-  name with its rows (``_id`` = the model's ``mongo_key`` columns joined by ``|``), so that
-  readers never see a missing or half-written collection; see :func:`replace_collection`.
+  (``name: type``) is read with a projection on those fields. A source may also ``unnest``
+  nested maps into rows (the sink's aggregate collections: one document per day holds a map of
+  merchants, each a map of partition parts ``[count, cents, anomalies, offset]``), see
+  :func:`flatten`. A source with a ``window`` is **mirrored**: the plugin keeps the rows it
+  read in a Parquet file (``state_dir``) and, on the next run, reads again only the documents
+  of the days from the last day it saw minus ``lookback_days`` on (by ``_id`` point lookups:
+  FerretDB pushes down nothing but ``_id`` equality), keeping the older rows from the mirror;
+  see :func:`read_window`. ``dbt ... --full-refresh`` reads everything again. A collection is
+  read once per dbt invocation, so every model and test of one ``dbt build`` sees the same
+  snapshot.
+* **Marts** (``store``): the mart's rows (a Parquet file written by dbt-duckdb, or by the
+  project's ``mongo_store`` post-hook for incremental models) go into the MongoDB collection
+  of the same name (``_id`` = the model's ``mongo_key`` columns joined by ``|``). The plugin
+  remembers what it last wrote (``state_dir``) and writes only the rows that changed; without
+  that memory (first run, ``--full-refresh``) it replaces the collection so that readers never
+  see it missing or half written; see :func:`replace_collection`.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -28,6 +39,7 @@ import pyarrow.parquet as pq
 import pymongo
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
+from dbt.flags import get_flags
 from dbt_common.invocation import get_invocation_id
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
@@ -37,7 +49,9 @@ __all__ = [
     "MongoPluginError",
     "Plugin",
     "arrow_schema",
+    "flatten",
     "load_collection",
+    "read_window",
     "replace_collection",
     "supports_drop_target",
     "to_documents",
@@ -97,6 +111,260 @@ def load_collection(collection: Any, fields: Mapping[str, str],
     finally:
         cursor.close()
     return pa.Table.from_batches(batches, schema=schema)
+
+
+# --- nested maps into rows ---------------------------------------------------------------------
+#: One ``unnest`` level: kind ("map" or "parts"), the map's field (maps only), the key column,
+#: the (name, type) fields taken from each entry, the names of the array values (last level).
+Level = tuple[str, str | None, str, list[tuple[str, str]], list[str]]
+
+
+def _levels(unnest: Sequence[Mapping[str, Any]]) -> list[Level]:
+    levels: list[Level] = []
+    for i, level in enumerate(unnest):
+        values = [str(v) for v in level.get("values") or []]
+        fields = [(str(k), str(v)) for k, v in (level.get("fields") or {}).items()]
+        if "map" in level and level.get("key"):
+            kind, field, key = "map", str(level["map"]), str(level["key"])
+        elif "parts" in level:
+            kind, field, key = "parts", None, str(level["parts"])
+        else:
+            kind = ""
+        if not kind or (values and i != len(unnest) - 1) or any(
+                t not in ARROW_TYPES for _, t in fields):
+            raise MongoPluginError(
+                f"unnest level {dict(level)}: use {{map: <field>, key: <column>, fields: "
+                "{name: type}} or {parts: <column>}, with 'values' only on the last level")
+        levels.append((kind, field, key, fields, values))
+    return levels
+
+
+def unnest_schema(fields: Mapping[str, str], unnest: Sequence[Mapping[str, Any]]) -> pa.Schema:
+    """The columns of a flattened source: the top-level ``fields``, then per level its key
+    column (a map's key: string; a part's partition number: bigint), its ``fields`` and the
+    last level's ``values`` (bigint)."""
+    columns = list(arrow_schema(fields))
+    for kind, _, key, level_fields, values in _levels(unnest):
+        columns.append(pa.field(key, pa.string() if kind == "map" else pa.int64()))
+        columns += [pa.field(name, ARROW_TYPES[t]) for name, t in level_fields]
+        columns += [pa.field(name, pa.int64()) for name in values]
+    return pa.schema(columns)
+
+
+def _walk(node: Any, levels: list[Level], depth: int) -> Iterator[tuple[Any, ...]]:
+    if depth == len(levels):
+        yield ()
+        return
+    kind, field, _, fields, values = levels[depth]
+    if not isinstance(node, Mapping):
+        return
+    if kind == "map":
+        entries: Any = (node.get(field) or {}).items()  # type: ignore[arg-type]
+    else:  # the partition parts "p<n>" of the object
+        entries = ((int(k[1:]), v) for k, v in node.items() if k[:1] == "p" and k[1:].isdigit())
+    for key, value in entries:
+        if values:
+            if not isinstance(value, (list, tuple)):
+                raise MongoPluginError(f"expected an array of {values}, got {value!r}")
+            row = tuple(value[:len(values)])
+            yield (key, *row, *(None,) * (len(values) - len(row)))
+            continue
+        head = (key, *((value.get(name) if isinstance(value, Mapping) else None)
+                       for name, _ in fields))
+        for tail in _walk(value, levels, depth + 1):
+            yield head + tail
+
+
+def flatten(docs: Sequence[Mapping[str, Any]], fields: Mapping[str, str],
+            unnest: Sequence[Mapping[str, Any]], name: str = "?") -> pa.Table:
+    """Documents with nested maps as flat rows: one row per leaf of the ``unnest`` path, each
+    row repeating the document's ``fields`` and the keys and ``fields`` of the levels above.
+
+    ``{map: merchants, key: merchant_key, fields: {id: string}}`` walks the object in field
+    ``merchants``: one row per entry, the entry's key in column ``merchant_key``, its ``id`` in
+    column ``id``. ``{parts: partition, values: [txn_count, cents]}`` walks the keys ``p<n>``
+    of the current object: one row per part, ``n`` in column ``partition``, the part's array in
+    columns ``txn_count``, ``cents`` (bigint; a shorter array leaves nulls, extra items are
+    ignored). A document without the map gives no row. A value of the wrong type raises
+    :class:`MongoPluginError` naming the collection.
+    """
+    schema = unnest_schema(fields, unnest)
+    levels = _levels(unnest)
+    top = list(fields)
+    rows = [(*(doc.get(f) for f in top), *leaf) for doc in docs for leaf in _walk(doc, levels, 0)]
+    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
+    try:
+        arrays = [pa.array(list(col), type=field.type) for col, field in zip(columns, schema)]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+        raise MongoPluginError(f"collection {name!r}: a document does not fit the source's "
+                               f"fields and unnest ({schema.names}): {exc}") from exc
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+# --- incremental reads: a mirror of the source, refreshed for the recent days -----------------
+def _day(value: date) -> str:
+    return value.isoformat()
+
+
+def day_range(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def window_ids(first: date, last: date, by: str) -> list[str]:
+    """The ``_id`` s of the day (``YYYY-MM-DD``) or hour (``YYYY-MM-DDTHH``) documents from
+    day ``first`` to day ``last``, both included."""
+    days = [_day(d) for d in day_range(first, last)]
+    if by == "hour_ids":
+        return [f"{d}T{h:02d}" for d in days for h in range(24)]
+    return days
+
+
+def _days_of(table: pa.Table, column: str) -> pa.ChunkedArray:
+    values = table.column(column)
+    if pa.types.is_timestamp(values.type):
+        return pc.strftime(values, "%Y-%m-%d")
+    return pc.utf8_slice_codeunits(values.cast(pa.string()), 0, 10)
+
+
+def _table(docs: Sequence[Mapping[str, Any]], fields: Mapping[str, str],
+           unnest: Sequence[Mapping[str, Any]], name: str) -> pa.Table:
+    if unnest:
+        return flatten(docs, fields, unnest, name)
+    schema = arrow_schema(fields)
+    try:
+        array = pa.array(list(docs), type=pa.struct(list(schema)))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise MongoPluginError(f"collection {name!r}: a document does not fit the "
+                               f"source's fields {dict(fields)}: {exc}") from exc
+    return pa.Table.from_batches([pa.RecordBatch.from_struct_array(array)], schema=schema)
+
+
+def read_window(collection: Any, config: Mapping[str, Any], first: date | None,
+                last: date) -> tuple[pa.Table, int]:
+    """The rows of ``collection`` (a source's ``fields``/``unnest``) from day ``first`` to day
+    ``last``, or all of them if ``first`` is None; and the number of documents read.
+
+    How the window is read depends on ``window.by``, because FerretDB pushes down only
+    ``_id`` equality (``$gte``/``$in`` on ``_id`` and any other filter scan the collection):
+
+    * ``day_ids`` / ``hour_ids``: one ``find_one({"_id": ...})`` per day / hour of the window
+      (point lookups through the primary key);
+    * ``map_keys``: documents keyed by something else with a map keyed by day (``user_days``):
+      one ``find({})`` projected on ``<field>.<day>`` of the window's days (the server scans
+      the collection, only the window's entries travel);
+    * ``since``: a ``find`` with ``{<field>: {"$gte": first}}`` (a timestamp; a server scan,
+      only the matches travel).
+    """
+    fields: Mapping[str, str] = config["fields"]
+    unnest: Sequence[Mapping[str, Any]] = config.get("unnest") or []
+    window: Mapping[str, Any] = config.get("window") or {}
+    by = window.get("by")
+    projection: dict[str, Any] = {name: 1 for name in fields}
+    projection.setdefault("_id", 0)
+    levels = _levels(unnest)
+    if levels and levels[0][0] == "map":
+        projection[str(levels[0][1])] = 1
+    name = collection.full_name
+    if first is None:
+        if not unnest:
+            table = load_collection(collection, fields)
+            return table, table.num_rows
+        docs = list(collection.find({}, projection, batch_size=BATCH_SIZE))
+    elif by in ("day_ids", "hour_ids"):
+        docs = [doc for key in window_ids(first, last, by)
+                if (doc := collection.find_one({"_id": key}, projection)) is not None]
+    elif by == "map_keys":
+        field = str(window["field"])
+        projection.pop(field, None)
+        projection.update({f"{field}.{_day(d)}": 1 for d in day_range(first, last)})
+        docs = list(collection.find({}, projection, batch_size=BATCH_SIZE))
+    elif by == "since":
+        since = datetime.combine(first, datetime.min.time())
+        docs = list(collection.find({str(window["field"]): {"$gte": since}}, projection,
+                                    batch_size=BATCH_SIZE))
+    else:
+        raise MongoPluginError(f"source {name}: window.by must be day_ids, hour_ids, map_keys "
+                               f"or since, not {by!r}")
+    return _table(docs, fields, unnest, name), len(docs)
+
+
+class Mirror:
+    """The rows of one windowed source as last read, in ``<state_dir>/<db>.<collection>.
+    source.parquet``, with the config they were read with and the last day they hold."""
+
+    def __init__(self, state_dir: Path, db: str, collection: str,
+                 config: Mapping[str, Any]) -> None:
+        self.path = state_dir / f"{db}.{collection}.source.parquet"
+        self.config = json.dumps({k: config.get(k) for k in ("fields", "unnest", "window")},
+                                 sort_keys=True, default=str)
+
+    def read(self) -> tuple[pa.Table, str | None] | None:
+        """The mirrored rows and their last day, or None (no mirror, another config)."""
+        try:
+            table = pq.read_table(self.path)
+        except (OSError, pa.ArrowInvalid):
+            return None
+        meta = json.loads((table.schema.metadata or {}).get(b"mongo_dbt", b"{}"))
+        if meta.get("config") != self.config:
+            return None
+        return table.replace_schema_metadata(None), meta.get("last_day")
+
+    def write(self, table: pa.Table, last_day: str | None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps({"config": self.config, "last_day": last_day}).encode()
+        tmp = self.path.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
+        pq.write_table(table.replace_schema_metadata({b"mongo_dbt": meta}), tmp)
+        os.replace(tmp, self.path)
+
+
+def load_windowed(collection: Any, config: Mapping[str, Any], state_dir: Path,
+                  lookback_days: int, full_refresh: bool = False,
+                  today: date | None = None) -> tuple[pa.Table, dict[str, Any]]:
+    """All rows of a windowed source, reading from MongoDB only the recent days.
+
+    Without a mirror (first run, ``full_refresh``, a changed source config) everything is
+    read. Otherwise the days from (the mirror's last day - ``lookback_days``) to (the later
+    of today and that last day) + 1 are read (:func:`read_window`) and replace those days in
+    the mirror; older days come from the mirror unchanged. Returns the table and what was read
+    (``{"first": day or None, "docs": n}``).
+    """
+    window: Mapping[str, Any] = config["window"]
+    column = str(window["day_column"])
+    mirror = Mirror(state_dir, collection.database.name, collection.name, config)
+    today = today or datetime.now(UTC).date()
+    saved = None if full_refresh else mirror.read()
+    if saved is None or saved[1] is None:
+        table, n = read_window(collection, config, None, today)
+        first = None
+    else:
+        old, last_day = saved
+        last = date.fromisoformat(str(last_day))
+        first = last - timedelta(days=lookback_days)
+        fresh, n = read_window(collection, config, first, max(today, last) + timedelta(days=1))
+        keep = old.filter(pc.less(_days_of(old, column), _day(first)))
+        table = pa.concat_tables([keep, fresh.cast(keep.schema)])
+    days = _days_of(table, column)
+    last_day = pc.max(days).as_py() if table.num_rows else None
+    mirror.write(table, last_day)
+    return table, {"first": first and _day(first), "docs": n, "rows": table.num_rows}
+
+
+# --- writing marts: only what changed since the last write ---------------------------------------
+def write_changes(collection: Any, old: Sequence[Mapping[str, Any]],
+                  new: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """Upsert the rows of ``new`` that are not in ``old`` as they are, delete those of ``old``
+    no longer in ``new``; return (upserted, deleted)."""
+    before = {doc["_id"]: doc for doc in old}
+    changed = [pymongo.ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
+               for doc in new if before.get(doc["_id"]) != doc]
+    for start in range(0, len(changed), WRITE_CHUNK):  # see _sync
+        collection.bulk_write(changed[start:start + WRITE_CHUNK], ordered=False)
+    now = {doc["_id"] for doc in new}
+    gone = [key for key in before if key not in now]
+    for start in range(0, len(gone), WRITE_CHUNK):
+        for key in gone[start:start + WRITE_CHUNK]:
+            collection.delete_one({"_id": key})  # by _id: FerretDB scans for $in
+    return len(changed), len(gone)
 
 
 def to_documents(table: pa.Table, key: Sequence[str]) -> list[dict[str, Any]]:
@@ -198,8 +466,22 @@ def _sync(collection: Any, docs: list[dict[str, Any]]) -> None:
         collection.delete_many({"_id": {"$in": gone}})
 
 
+def _full_refresh() -> bool:
+    """Whether this dbt invocation runs with ``--full-refresh``."""
+    try:
+        return bool(getattr(get_flags(), "FULL_REFRESH", False))
+    except Exception:  # pragma: no cover - no dbt invocation (direct use of the plugin)
+        return False
+
+
 class Plugin(BasePlugin):
-    """dbt-duckdb's plugin interface: ``load`` for sources, ``store`` for marts."""
+    """dbt-duckdb's plugin interface: ``load`` for sources, ``store`` for marts.
+
+    Profile config: ``mongo_url``, ``mongo_db``; ``state_dir`` (where the mirrors of windowed
+    sources and the last written marts are kept; default ``target/mongo_state``);
+    ``lookback_days`` (how many days before the last day seen a windowed source is read
+    again; default 7, the stream's LATE_EVENT_GRACE_DAYS).
+    """
 
     def initialize(self, plugin_config: dict[str, Any]) -> None:
         for name in ("mongo_url", "mongo_db"):
@@ -208,8 +490,17 @@ class Plugin(BasePlugin):
         self._client: pymongo.MongoClient[Any] = pymongo.MongoClient(
             plugin_config["mongo_url"], serverSelectionTimeoutMS=10_000)
         self._db = self._client[plugin_config["mongo_db"]]
+        self._state_dir = Path(plugin_config.get("state_dir") or "target/mongo_state")
+        try:
+            self._lookback = int(plugin_config.get("lookback_days", 7))
+        except (TypeError, ValueError) as exc:
+            raise MongoPluginError("lookback_days must be a whole number of days") from exc
+        if self._lookback < 1:
+            raise MongoPluginError("lookback_days must be at least 1")
         self._loaded: dict[tuple[str, str], pa.Table] = {}
         self._drop_target: bool | None = None
+        #: What each load read, for the logs and the benchmark: {collection: {...}}.
+        self.reads: dict[str, dict[str, Any]] = {}
 
     def load(self, source_config: SourceConfig) -> pa.Table:
         # dbt-duckdb's SourceConfig.get is untyped
@@ -222,17 +513,44 @@ class Plugin(BasePlugin):
         if cache_key not in self._loaded:
             self._loaded = {cache_key: table for cache_key, table in self._loaded.items()
                             if cache_key[0] == get_invocation_id()}
-            self._loaded[cache_key] = load_collection(self._db[name], fields)
+            config = {"fields": fields,
+                      "unnest": source_config.get("unnest") or [],  # type: ignore[no-untyped-call]
+                      "window": source_config.get("window")}  # type: ignore[no-untyped-call]
+            if config["window"]:
+                table, read = load_windowed(self._db[name], config, self._state_dir,
+                                            self._lookback, _full_refresh())
+            else:
+                table, count = read_window(self._db[name], config, None, date.today())
+                read = {"first": None, "docs": count, "rows": table.num_rows}
+            self.reads[name] = read
+            self._loaded[cache_key] = table
         return self._loaded[cache_key]
 
     def store(self, target_config: TargetConfig) -> None:
         if target_config.location is None or target_config.location.format != "parquet":
-            raise MongoPluginError("mongo marts must be materialized 'external' as parquet")
+            raise MongoPluginError("mongo marts are written from a parquet file (materialized "
+                                   "'external', or the mongo_store post-hook)")
         key = target_config.config.get("mongo_key")
         if isinstance(key, str):
             key = [key]
-        docs = to_documents(pq.read_table(target_config.location.path), key or [])
+        table = pq.read_table(target_config.location.path)
+        docs = to_documents(table, key or [])
         name = str(target_config.relation.identifier)
-        if self._drop_target is None and name in self._db.list_collection_names():
-            self._drop_target = supports_drop_target(self._db)
-        replace_collection(self._db, name, docs, self._drop_target)
+        written = self._state_dir / f"{self._db.name}.{name}.written.parquet"
+        old: list[dict[str, Any]] | None = None
+        if not _full_refresh() and name in self._db.list_collection_names(
+                filter={"name": name}):
+            try:
+                old = to_documents(pq.read_table(written), key or [])
+            except (OSError, pa.ArrowInvalid, MongoPluginError):
+                old = None
+        if old is not None:
+            write_changes(self._db[name], old, docs)
+        else:
+            if self._drop_target is None and name in self._db.list_collection_names():
+                self._drop_target = supports_drop_target(self._db)
+            replace_collection(self._db, name, docs, self._drop_target)
+        written.parent.mkdir(parents=True, exist_ok=True)
+        tmp = written.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, written)

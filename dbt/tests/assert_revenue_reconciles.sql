@@ -1,49 +1,62 @@
--- The marts account for every staged transaction and its amount: the totals of revenue (in
--- the reporting currency) and transaction counts in daily_merchant_revenue, top_spenders and
--- daily_currency_revenue equal those of the staged transactions in the reporting currency (to
--- the cent), and anomaly_summary counts every staged transaction. Returns a row on mismatch.
+-- The marts account for every transaction of the aggregates they are built from: the totals
+-- of revenue (reporting currency) and transaction counts of daily_merchant_revenue and
+-- anomaly_summary equal those of merchant_days, top_spenders those of user_days,
+-- daily_currency_revenue those of currency_days (to the cent), and anomaly_summary's anomaly
+-- count that of merchant_days. Returns a row per mismatch.
 with
 
-staged as (
+merchant_days as (
 
-    select round(sum(amount_reporting), 2) as revenue, count(*) as txn_count
-    from {{ ref('stg_transactions') }}
+    select sum(revenue_cents) / 100 as revenue, sum(txn_count) as txn_count,
+           sum(anomaly_count) as anomaly_count
+    from {{ ref('stg_merchant_days') }}
     where reporting_currency = '{{ var("reporting_currency") }}'
 
 ),
 
-staged_all as (
+checks as (
 
-    select count(*) as txn_count from {{ ref('stg_transactions') }}
-
-),
-
-marts as (
-
-    select 'daily_merchant_revenue' as mart, sum(revenue) as revenue,
-           sum(txn_count) as txn_count, (select txn_count from staged) as staged_txn_count
-    from {{ ref('daily_merchant_revenue') }}
+    select 'daily_merchant_revenue' as mart,
+           (select sum(revenue) from {{ ref('daily_merchant_revenue') }}) as revenue,
+           (select revenue from merchant_days) as expected_revenue,
+           (select sum(txn_count) from {{ ref('daily_merchant_revenue') }}) as txn_count,
+           (select txn_count from merchant_days) as expected_txn_count
 
     union all
 
-    select 'top_spenders', sum(total_spend), sum(txn_count), (select txn_count from staged)
-    from {{ ref('top_spenders') }}
+    select 'anomaly_summary', null, null,
+           (select sum(txn_count) from {{ ref('anomaly_summary') }}),
+           (select txn_count from merchant_days)
 
     union all
 
-    select 'daily_currency_revenue', sum(revenue_reporting), sum(txn_count),
-           (select txn_count from staged)
-    from {{ ref('daily_currency_revenue') }}
+    select 'anomaly_summary anomalies', null, null,
+           (select sum(anomaly_count) from {{ ref('anomaly_summary') }}),
+           (select anomaly_count from merchant_days)
 
     union all
 
-    select 'anomaly_summary', null, sum(txn_count), (select txn_count from staged_all)
-    from {{ ref('anomaly_summary') }}
+    select 'top_spenders',
+           (select sum(total_spend) from {{ ref('top_spenders') }}),
+           (select sum(revenue_cents) / 100 from {{ ref('stg_user_days') }}
+            where reporting_currency = '{{ var("reporting_currency") }}'),
+           (select sum(txn_count) from {{ ref('top_spenders') }}),
+           (select sum(txn_count) from {{ ref('stg_user_days') }}
+            where reporting_currency = '{{ var("reporting_currency") }}')
+
+    union all
+
+    select 'daily_currency_revenue',
+           (select sum(revenue_reporting) from {{ ref('daily_currency_revenue') }}),
+           (select sum(reporting_cents) / 100 from {{ ref('stg_currency_days') }}
+            where reporting_currency = '{{ var("reporting_currency") }}'),
+           (select sum(txn_count) from {{ ref('daily_currency_revenue') }}),
+           (select sum(txn_count) from {{ ref('stg_currency_days') }}
+            where reporting_currency = '{{ var("reporting_currency") }}')
 
 )
 
-select marts.mart, marts.revenue, staged.revenue as staged_revenue,
-       marts.txn_count, marts.staged_txn_count
-from marts cross join staged
-where coalesce(marts.txn_count, 0) != marts.staged_txn_count
-   or (marts.revenue is not null and abs(marts.revenue - staged.revenue) > 0.005)
+select *
+from checks
+where coalesce(txn_count, 0) != coalesce(expected_txn_count, 0)
+   or abs(coalesce(revenue, 0) - coalesce(expected_revenue, 0)) > 0.005

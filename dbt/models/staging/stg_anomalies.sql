@@ -13,17 +13,11 @@ renamed as (
         user_id,
         merchant_id,
         merchant_category,
-        currency,
-        amount,
         amount_reporting,
         reporting_currency,
         "timestamp" as transacted_at,
         cast("timestamp" as date) as transacted_on,
-        z_score,
-        mean_prev,
-        std_prev,
-        n_prev,
-        detected_at
+        z_score
 
     from source
 
