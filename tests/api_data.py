@@ -14,6 +14,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from agents.sink import aggregates as agg
 from app.contract import CATEGORIES
 
 #: User ids that look like MongoDB operators or are otherwise awkward: stored as plain strings.
@@ -46,26 +47,30 @@ class Seed:
     now: datetime
     transactions: list[dict[str, Any]] = field(default_factory=list)
     anomalies: list[dict[str, Any]] = field(default_factory=list)
-    merchant_minute: list[dict[str, Any]] = field(default_factory=list)
-    volume_minute: list[dict[str, Any]] = field(default_factory=list)
-    currency_minute: list[dict[str, Any]] = field(default_factory=list)
     dlq: list[dict[str, Any]] = field(default_factory=list)
+    #: The sink's aggregate documents of ``transactions`` (built by the sink's own code), plus
+    #: documents labelled with another reporting currency (never counted).
+    aggregates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def write(self, db: Database) -> None:
-        for name in ("transactions", "anomalies", "merchant_minute", "volume_minute",
-                     "currency_minute", "dlq"):
+        for name in ("transactions", "anomalies", "dlq"):
             docs = getattr(self, name)
             if docs:
                 db[name].insert_many([dict(d) for d in docs])
+        for name, docs in self.aggregates.items():
+            if docs:
+                db[name].insert_many([dict(d) for d in docs])
+
+    def counted(self) -> list[dict[str, Any]]:
+        """The transactions the aggregates count: those in the reporting currency."""
+        return [t for t in self.transactions if t["reporting_currency"] == REPORTING]
 
     # --- the recomputations ---------------------------------------------------------------------
     def trends(self, user_id: str, days: list[str]) -> list[dict[str, Any]]:
         out = []
         for day in days:
-            txns = [t for t in self.transactions if t["user_id"] == user_id and t["day"] == day]
-            spend = sum(t["amount_reporting"] for t in txns
-                        if t["reporting_currency"] == REPORTING)
-            out.append({"day": day, "spend": round(spend, 2),
+            txns = [t for t in self.counted() if t["user_id"] == user_id and t["day"] == day]
+            out.append({"day": day, "spend": _cents(t["amount_reporting"] for t in txns),
                         "count": len(txns), "anomalies": sum(t["is_anomaly"] for t in txns)})
         return out
 
@@ -78,43 +83,56 @@ class Seed:
         docs.sort(key=lambda a: (a["timestamp"], a["_id"]), reverse=True)
         return [a["_id"] for a in docs]
 
-    def merchants_top(self, minutes: int, by: str, limit: int,
+    def merchants_top(self, window: str, by: str, limit: int,
                       as_of: datetime) -> list[dict[str, Any]]:
-        last = _minute(as_of)
-        first = last - timedelta(minutes=minutes - 1)
-        totals: dict[str, dict[str, Any]] = {}
-        for d in self.merchant_minute:
-            if first <= d["minute"] <= last and d["reporting_currency"] == REPORTING:
-                row = totals.setdefault(d["merchant_id"], {
-                    "merchant_id": d["merchant_id"], "merchant_category": d["merchant_category"],
-                    "revenue": 0.0, "count": 0, "anomalies": 0})
-                for k in ("revenue", "count", "anomalies"):
-                    row[k] += d[k]
-        rows = sorted(totals.values(), key=lambda r: (-r[by], r["merchant_id"]))[:limit]
-        return [{**r, "revenue": round(r["revenue"], 2)} for r in rows]
+        """From the transactions since the window's start: whole UTC hours (1h: the current
+        and the previous one, 24h: the current and 24 previous) or days (7d: today and 7)."""
+        rows = self.merchant_totals(window, as_of)
+        rows.sort(key=lambda r: (-r[by], r["merchant_id"]))
+        return rows[:limit]
+
+    def merchant_totals(self, window: str, as_of: datetime) -> list[dict[str, Any]]:
+        hour = as_of.replace(minute=0, second=0, microsecond=0)
+        start = {"1h": hour - timedelta(hours=1), "24h": hour - timedelta(hours=24),
+                 "7d": hour.replace(hour=0) - timedelta(days=7)}[window]
+        totals: dict[str, list[dict[str, Any]]] = {}
+        for t in self.counted():
+            if t["timestamp"] >= start:
+                totals.setdefault(t["merchant_id"], []).append(t)
+        return [{"merchant_id": m, "merchant_category": txns[-1]["merchant_category"],
+                 "revenue": _cents(t["amount_reporting"] for t in txns), "count": len(txns),
+                 "anomalies": sum(t["is_anomaly"] for t in txns)} for m, txns in totals.items()]
 
     def volume(self, minutes: int, as_of: datetime) -> list[dict[str, Any]]:
-        by_minute = {d["minute"]: d for d in self.volume_minute
-                     if d["reporting_currency"] == REPORTING}
         last = _minute(as_of)
         out = []
         for i in range(minutes - 1, -1, -1):
             m = last - timedelta(minutes=i)
-            d = by_minute.get(m, {"count": 0, "revenue": 0.0, "anomalies": 0})
-            out.append({"minute": m, "count": d["count"], "revenue": round(d["revenue"], 2),
-                        "anomalies": d["anomalies"]})
+            txns = [t for t in self.counted() if t["minute"] == m]
+            out.append({"minute": m, "count": len(txns),
+                        "revenue": _cents(t["amount_reporting"] for t in txns),
+                        "anomalies": sum(t["is_anomaly"] for t in txns)})
         return out
-
 
     def revenue_by_currency(self, as_of: datetime) -> dict[str, float]:
         """The last hour's revenue per original currency, as ``/summary`` gives it."""
         last = _minute(as_of)
         first = last - timedelta(minutes=59)
-        totals: dict[str, float] = {}
-        for d in self.currency_minute:
-            if first <= d["minute"] <= last:
-                totals[d["currency"]] = totals.get(d["currency"], 0.0) + d["revenue"]
-        return {c: round(v, 2) for c, v in totals.items()}
+        by: dict[str, list[float]] = {}
+        for t in self.counted():
+            if first <= t["minute"] <= last:
+                by.setdefault(t["currency"], []).append(t["amount"])
+        return {c: _cents(v) for c, v in by.items()}
+
+
+def _category(merchant: str) -> str:
+    """A merchant's one category."""
+    return CATEGORIES[MERCHANTS.index(merchant) % len(CATEGORIES)]
+
+
+def _cents(amounts: Any) -> float:
+    """A sum of amounts as the aggregates make it: in integer cents."""
+    return sum(round(a * 100) for a in amounts) / 100
 
 
 def _reporting(rnd: random.Random, amount: float, currency: str) -> dict[str, Any]:
@@ -126,20 +144,22 @@ def _reporting(rnd: random.Random, amount: float, currency: str) -> dict[str, An
 
 
 def make_seed(now: datetime | None = None, seed: int = 7, n_txns: int = 600) -> Seed:
-    """Random but reproducible documents around ``now``: 40 days of transactions, 80 anomalies
-    (some sharing a timestamp), 8 days of merchant minutes, 3 hours of volume minutes, a DLQ."""
+    """Random but reproducible documents around ``now``: 40 days of transactions (a third of
+    them in the last 3 hours, a third in the last 9 days), their aggregates, 80 anomalies (some
+    sharing a timestamp), a DLQ."""
     rnd = random.Random(seed)
     now = _ms(now or datetime.now(UTC))
     s = Seed(now=now)
     for i in range(n_txns):
-        ts = _ms(now - timedelta(seconds=rnd.uniform(0, 40 * 86400)))
-        user = rnd.choice(USERS)
+        span = (3 * 3600, 9 * 86400, 40 * 86400)[i % 3]
+        ts = _ms(now - timedelta(seconds=rnd.uniform(0, span)))
+        user, merchant = rnd.choice(USERS), rnd.choice(MERCHANTS)
         amount, currency = round(rnd.uniform(0.5, 900), 2), rnd.choice(list(USD_PER_UNIT))
         s.transactions.append({
             "_id": _id("t", seed, i), "txn_id": _id("t", seed, i), "user_id": user,
             "amount": amount, "currency": currency, **_reporting(rnd, amount, currency),
             "timestamp": ts,
-            "merchant_id": rnd.choice(MERCHANTS), "merchant_category": rnd.choice(CATEGORIES),
+            "merchant_id": merchant, "merchant_category": _category(merchant),
             "payment_method": "paypal", "status": "approved",
             "location": {"city": "Lyon", "country": "FR"},
             "is_anomaly": rnd.random() < 0.1, "z_score": rnd.uniform(-2, 6),
@@ -157,40 +177,21 @@ def make_seed(now: datetime | None = None, seed: int = 7, n_txns: int = 600) -> 
             "mean_prev": 40.0, "std_prev": 12.5, "n_prev": rnd.randint(5, 300),
             "detected_at": now, "day": ts.date().isoformat(), "minute": _minute(ts),
         })
-    last = _minute(now)
-    seen = set()
-    for _ in range(500):
-        # Minutes spread over 8 days, with extra weight right at the window edges.
-        back = rnd.choice([0, 59, 60, 1439, 1440, 10079, 10080, rnd.randint(0, 8 * 1440)])
-        m, merchant = last - timedelta(minutes=back), rnd.choice(MERCHANTS)
-        if (merchant, m) in seen:
-            continue
-        seen.add((merchant, m))
-        into = STALE if rnd.random() < 0.1 else REPORTING
-        s.merchant_minute.append({
-            "_id": f"{merchant}|{m.isoformat()}", "merchant_id": merchant,
-            "merchant_category": CATEGORIES[MERCHANTS.index(merchant) % len(CATEGORIES)],
-            "minute": m, "reporting_currency": into, "count": rnd.randint(1, 50),
-            "revenue": round(rnd.uniform(1, 5000), 2), "anomalies": rnd.randint(0, 2)})
-    for back in range(0, 180):
-        if rnd.random() < 0.75:
-            m = last - timedelta(minutes=back)
-            s.volume_minute.append({"_id": m.isoformat(), "minute": m,
-                                    "reporting_currency": REPORTING,
-                                    "count": rnd.randint(0, 6000),
-                                    "revenue": round(rnd.uniform(0, 90000), 2),
-                                    "anomalies": rnd.randint(0, 9)})
-            for currency in USD_PER_UNIT:
-                s.currency_minute.append({
-                    "_id": f"{currency}|{m.isoformat()}", "currency": currency, "minute": m,
-                    "count": rnd.randint(1, 900),
-                    "revenue": round(rnd.uniform(1, 90000 / USD_PER_UNIT[currency]), 2),
-                    "anomalies": rnd.randint(0, 2)})
-        elif rnd.random() < 0.5:  # a row of another reporting currency: never counted
-            m = last - timedelta(minutes=back)
-            s.volume_minute.append({"_id": f"{m.isoformat()}|{STALE}", "minute": m,
-                                    "reporting_currency": STALE, "count": 10**6,
-                                    "revenue": 10.0**9, "anomalies": 10**3})
+    items, offsets = [], [0, 0, 0]
+    for t in sorted(s.transactions, key=lambda t: t["timestamp"]):
+        partition = USERS.index(t["user_id"]) % 3  # a user's transactions in one partition
+        item = agg.countable(t, partition, offsets[partition], REPORTING)
+        offsets[partition] += 1
+        if item is not None:
+            items.append(item)
+    s.aggregates = agg.build(items)
+    hour = now.strftime("%Y-%m-%dT%H")
+    # written under another REPORTING_CURRENCY: never counted
+    s.aggregates[agg.USER_DAYS].append({"_id": "stale-user", "reporting_currency": STALE,
+                                        "days": {now.date().isoformat(): [5, 500, 1, 9]}})
+    if not any(d["_id"] == hour for d in s.aggregates[agg.VOLUME_HOURS]):
+        s.aggregates[agg.VOLUME_HOURS].append({"_id": hour, "reporting_currency": STALE,
+                                               "minutes": {"00": {"p0": [9, 9, 9, 9]}}})
     for i in range(7):
         s.dlq.append({"_id": f"transactions:0:{i}", "reason": "not valid JSON",
                       "topic": "transactions", "partition": 0, "offset": i, "failed_at": now,
