@@ -46,7 +46,8 @@ def test_api_reads_what_the_pipeline_writes(tmp_path: Path, unique: str, mongo_c
             valid = COUNT - summary.bad
 
             def stored() -> bool:
-                volume = sum(d.get("count", 0) for d in db.volume_minute.find())
+                volume = sum(sum(p[0] for p in minute.values())
+                             for d in db.volume_hours.find() for minute in d["minutes"].values())
                 return db.transactions.count_documents({}) == valid and volume == valid
 
             wait_for(stored, timeout=240, interval=2,

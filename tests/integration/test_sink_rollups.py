@@ -1,5 +1,5 @@
-"""The rollup writes of the sink on the real FerretDB (``agents/sink/mongo.py``:
-``write_rollup_rows``, ``rollup_parts``, ``stored_processed_at``), driven by
+"""The aggregate writes of the sink on the real FerretDB (``agents/sink/mongo.py``:
+``write_aggregates``, ``aggregate_docs``, ``stored_processed_at``), driven by
 :meth:`agents.sink.rollups.Rollups.write`."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pymongo
 import pytest
 
+from agents.sink import aggregates as agg
 from agents.sink import documents as docs
 from agents.sink.mongo import MongoStore, connect
 from agents.sink.rollups import Countable, Rollups
@@ -28,47 +29,39 @@ async def store(mongo_db: pymongo.database.Database) -> AsyncIterator[MongoStore
 
 
 def items(partition: int, merchants: int, first_offset: int) -> list[Countable]:
-    """3 per merchant: 1.00 (partition 0) or 2.00 (partition 1) USD each, in yen (150 or
-    300 yen) when ``i`` is even, else in euros (0.93 or 1.86)."""
-    return [Countable(f"m-{i % merchants}", "grocery", MINUTE, 100 * (partition + 1), i % 2,
+    """3 per merchant (one user each): 1.00 (partition 0) or 2.00 (partition 1) USD each, in
+    yen (150 or 300 yen) when ``i`` is even, else in euros (0.93 or 1.86)."""
+    return [Countable(f"m.{i % merchants}", "grocery", MINUTE, 100 * (partition + 1), i % 2,
                       partition, first_offset + i, "JPY" if i % 2 == 0 else "EUR",
-                      (15_000 if i % 2 == 0 else 93) * (partition + 1), "USD")
+                      (15_000 if i % 2 == 0 else 93) * (partition + 1), "USD",
+                      f"u{partition}-{i % merchants}")
             for i in range(3 * merchants)]
 
 
-async def test_two_processes_share_rows_and_replays_change_nothing(
+async def test_two_processes_share_documents_and_replays_change_nothing(
         store: MongoStore, mongo_db: pymongo.database.Database) -> None:
-    merchants = 50  # more rows than one update command holds
-    a, b = Rollups(store), Rollups(store)  # two sink processes, partitions 0 and 1
+    """Two processes (partitions 0 and 1) write parts of the same documents with dotted
+    ``$set`` upserts; a restarted process reading its partition again changes nothing: the
+    stored documents equal the ones built from each transaction once."""
+    merchants = 50  # more documents than one update command holds (user_days)
+    a, b = Rollups(store), Rollups(store)
     await a.write(items(0, merchants, 0), exclusive=False)
     await b.write(items(1, merchants, 0), exclusive=False)
     await a.write(items(0, merchants, 3 * merchants), exclusive=False)
     # process a restarts (empty cache) and reads its partition again from the start
     await Rollups(store).write(items(0, merchants, 0), exclusive=False)
 
-    rows = {r["_id"]: r for r in mongo_db[docs.MERCHANT_MINUTE].find()}
-    assert len(rows) == merchants
-    for row in rows.values():  # each merchant: 6 transactions of partition 0, 3 of partition 1
-        assert (row["count"], row["revenue"]) == (9, 6 * 1.0 + 3 * 2.0)
-        assert row["parts"]["0"][3] > row["parts"]["1"][3]
-        assert row["merchant_category"] == "grocery"
-        assert row["reporting_currency"] == "USD"
-        assert row["minute"].replace(tzinfo=UTC) == MINUTE  # (this client is not tz-aware)
-    volume = mongo_db[docs.VOLUME_MINUTE].find_one({"_id": docs.minute_id(MINUTE)})
-    assert volume is not None
-    assert (volume["count"], volume["anomalies"]) == (9 * merchants, sum(
-        i % 2 for i in range(3 * merchants)) * 3)
-    assert volume["revenue"] == merchants * (6 * 1.0 + 3 * 2.0)  # in USD
-    assert volume["reporting_currency"] == "USD"
-    # per original currency, in its own amounts: partition 0 counted twice over (6 per
-    # merchant), partition 1 once (3), half of each in yen, half in euros
-    by_currency = {r["currency"]: r for r in mongo_db[docs.CURRENCY_MINUTE].find()}
-    even = sum(1 for i in range(3 * merchants) if i % 2 == 0)
-    odd = 3 * merchants - even
-    assert by_currency["JPY"]["revenue"] == 2 * even * 150.0 + even * 300.0
-    assert by_currency["EUR"]["revenue"] == round(2 * odd * 0.93 + odd * 1.86, 2)
-    assert by_currency["JPY"]["count"] + by_currency["EUR"]["count"] == volume["count"]
-    assert by_currency["JPY"]["_id"] == f"JPY|{docs.minute_id(MINUTE)}"
+    expected = agg.build(items(0, merchants, 0) + items(0, merchants, 3 * merchants)
+                         + items(1, merchants, 0))
+    for name in agg.COLLECTIONS:
+        assert sorted(mongo_db[name].find(), key=lambda d: d["_id"]) == sorted(
+            expected[name], key=lambda d: d["_id"]), name
+    hour = mongo_db[agg.VOLUME_HOURS].find_one({"_id": "2026-11-26T01"})
+    assert hour is not None and agg.sum_parts(agg.parts_of(hour["minutes"]["00"])) == (
+        9 * merchants, merchants * (6 * 100 + 3 * 200), sum(i % 2 for i in range(3 * merchants))
+        * 3)
+    merchant = mongo_db[agg.MERCHANT_DAYS].find_one({"_id": "2026-11-26"})
+    assert merchant is not None and merchant["merchants"]["m%2E0"]["id"] == "m.0"
 
 
 async def test_stored_processed_at(store: MongoStore,
