@@ -17,7 +17,7 @@ LOCK_OPTS := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-runtime system-deps services services-down services-status \
-        clean-data test test-fast demo worker sink produce api dashboard dbt bench lint lock clean
+        clean-data test test-fast demo worker sink prune produce api dashboard dbt bench lint lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ produce: $(RUNTIME_STAMP) ## the producer at TARGET_TPS
 
 sink: $(RUNTIME_STAMP) ## the sink worker role: topics and rollups into MongoDB (docs/sink.md)
 	$(TXN) sink -l info
+
+prune: $(RUNTIME_STAMP) ## delete what has passed its retention (RETENTION_DAYS...; docs/sink.md, Retention)
+	$(TXN) prune
 
 .PHONY: bench-sink
 bench-sink: $(TEST_STAMP) ## sink write rate and rollup lag (needs make services): bench/results/sink.json

@@ -42,6 +42,7 @@ def parts() -> list[Part]:
     tps = os.environ.get("TARGET_TPS", "1000")
     # A few invalid messages of every kind (late and future events too) for the DLQ views.
     bad_rate = os.environ.get("DEMO_BAD_RATE", "0.001")
+    prune_every = int(os.environ.get("PRUNE_INTERVAL_SECONDS", "300"))
     return [
         Part("worker", [txn, "worker", "-l", "info"],
              f"http://localhost:{web_port}/health  (table views: /users/<user_id>/stats)"),
@@ -56,6 +57,9 @@ def parts() -> list[Part]:
              f"http://localhost:{dash_port}/live"),
         Part("dbt", [py, "scripts/dbt_loop.py"],
              f"dbt build every {os.environ.get('DBT_INTERVAL_SECONDS', '60')} s"),
+        Part("prune", ["bash", "-c", "trap 'kill $! 2>/dev/null; exit 0' TERM; "
+                       f"while true; do '{txn}' prune; sleep {prune_every} & wait $!; done"],
+             f"txn prune every {prune_every} s (retention: RETENTION_DAYS...)"),
     ]
 
 

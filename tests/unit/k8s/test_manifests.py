@@ -205,7 +205,8 @@ def test_every_overlay_renders_the_whole_pipeline(docs: list[dict[str, Any]]) ->
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     for expected in [("StatefulSet", "txn-worker"), ("Deployment", "txn-sink"),
                      ("Deployment", "txn-api"), ("Deployment", "txn-dashboard"),
-                     ("CronJob", "txn-dbt"), ("HorizontalPodAutoscaler", "txn-api"),
+                     ("CronJob", "txn-dbt"), ("CronJob", "txn-prune"),
+                     ("HorizontalPodAutoscaler", "txn-api"),
                      ("PodDisruptionBudget", "txn-worker"), ("Kafka", "txn-kafka"),
                      ("MongoDBCommunity", "txn-mongodb")]:
         assert expected in kinds
@@ -707,7 +708,7 @@ def test_the_image_holds_what_the_commands_need(docs: list[dict[str, Any]]) -> N
             project = ROOT / cwd / command[command.index("--profiles-dir") + 1]
             assert (project / "dbt_project.yml").is_file() and (project / "profiles.yml").is_file()
         else:
-            assert command[0] == "txn" and command[1] in ("worker", "sink"), command
+            assert command[0] == "txn" and command[1] in ("worker", "sink", "prune"), command
             assert cfg["options.entry_points"]["console_scripts"].split() == \
                 ["txn", "=", "app.cli:main"]
     sink_command = (ROOT / "agents" / "sink" / "command.py").read_text()
