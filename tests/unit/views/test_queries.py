@@ -77,3 +77,58 @@ def test_every_answer_with_money_names_its_currency() -> None:
     assert "revenue_by_currency" in SCHEMAS["Summary"]["required"]
     assert {"amount_reporting", "reporting_currency"} <= set(SCHEMAS["Anomaly"]["properties"])
     assert queries.REPORTING == "USD"  # the settings' default
+
+
+class _Spy:
+    """A database whose collections answer only ``find_one({"_id": <str>})`` and count the
+    lookups: any other read fails the test (on FerretDB it would scan the collection)."""
+
+    def __init__(self) -> None:
+        self.lookups: list[tuple[str, str]] = []
+
+    def __getitem__(self, name: str) -> _Spy.Collection:
+        return _Spy.Collection(self, name)
+
+    def __getattr__(self, name: str) -> _Spy.Collection:
+        return _Spy.Collection(self, name)
+
+    class Collection:
+        def __init__(self, db: _Spy, name: str) -> None:
+            self.db, self.name = db, name
+
+        def find_one(self, query: dict, *args: object) -> None:
+            assert list(query) == ["_id"] and isinstance(query["_id"], str), query
+            self.db.lookups.append((self.name, query["_id"]))
+
+        def estimated_document_count(self) -> int:
+            return 0
+
+
+NOW = datetime(2026, 11, 26, 0, 30, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("window,docs", [("1h", 2), ("24h", 25), ("7d", 8)])
+def test_merchants_top_reads_a_bounded_number_of_ids(window: str, docs: int) -> None:
+    spy = _Spy()
+    queries.merchants_top(spy, window, "revenue", 10, NOW)  # type: ignore[arg-type]
+    assert len(spy.lookups) == docs
+    assert spy.lookups[-1] == (("merchant_days", "2026-11-26") if window == "7d"
+                               else ("merchant_hours", "2026-11-26T00"))
+    assert queries.since(window, NOW) == {
+        "1h": datetime(2026, 11, 25, 23, tzinfo=UTC), "24h": datetime(2026, 11, 25, tzinfo=UTC),
+        "7d": datetime(2026, 11, 19, tzinfo=UTC)}[window]
+
+
+def test_every_other_endpoint_reads_ids_only() -> None:
+    spy = _Spy()
+    queries.trends(spy, "alice", 366, NOW)  # type: ignore[arg-type]
+    assert spy.lookups == [("user_days", "alice")]
+    spy.lookups.clear()
+    queries.summary(spy, NOW)  # type: ignore[arg-type]
+    assert sorted(spy.lookups) == [("currency_hours", "2026-11-25T23"),
+                                   ("currency_hours", "2026-11-26T00"),
+                                   ("volume_hours", "2026-11-25T23"),
+                                   ("volume_hours", "2026-11-26T00")]
+    spy.lookups.clear()
+    queries.volume(spy, 7 * 24 * 60, NOW)  # type: ignore[arg-type]
+    assert len(spy.lookups) == 169
