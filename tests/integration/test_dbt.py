@@ -1,11 +1,12 @@
-"""dbt end to end on the real FerretDB: seed known transactions and anomalies (in several
-currencies, converted with app/fx_rates.csv as the stream does), run `dbt build` (a real
-subprocess), and check that the marts in MongoDB equal a direct recomputation in Python (money
-in the reporting currency), that a second run changes nothing, and that a reader polling the
-marts during a run never sees a missing or partial collection; a stored amount_reporting that
-does not match the rates fails the build.
+"""dbt end to end on the real FerretDB: seed the sink's aggregate collections (user_days,
+merchant_days, volume_hours, currency_days) and anomalies, made from known transactions in
+several currencies, run `dbt build` (a real subprocess), and check that the marts in MongoDB
+equal a plain-Python recomputation from the seeded documents; that an incremental build after
+new data equals that recomputation and a full refresh; that it reads only the recent days; that
+a reader polling the marts during a run never sees a missing or partial collection; and that
+aggregates that disagree with the rates fail the build.
 
-dbt starts slowly (~5 s), so one test makes three runs and checks everything on them.
+dbt starts slowly (~5 s), so one test makes several runs and checks everything on them.
 """
 
 from __future__ import annotations
@@ -27,27 +28,29 @@ import pytest
 from agents.sink.documents import anomaly_doc, transaction_doc
 from app.contract import ANOMALY_FIELDS, CATEGORIES, PAYMENT_METHODS, STATUSES
 from app.mongo_dbt import TMP_MARK
-from app.rates import USD_PER_UNIT, to_reporting
+from app.rates import to_reporting
 from tests.procs import ROOT, wait_for
 
 pytestmark = pytest.mark.integration
 
 DBT = str(Path(sys.executable).parent / "dbt")
 MARTS = ("daily_merchant_revenue", "top_spenders", "anomaly_summary", "daily_currency_revenue")
-KEYS = {"daily_merchant_revenue": ("day", "merchant_id"), "top_spenders": ("user_id",),
-        "anomaly_summary": ("day", "merchant_category"),
-        "daily_currency_revenue": ("day", "currency")}
+AGGREGATES = ("user_days", "merchant_days", "volume_hours", "currency_days")
 #: The seed's currencies (rows of app/fx_rates.csv) and the reporting currency (the default).
 CURRENCIES = ("EUR", "EUR", "USD", "JPY", "INR", "GBP")
 REPORTING = "USD"
-DAY0 = datetime(2026, 11, 20, tzinfo=UTC)
+#: The seed runs up to today (UTC): the plugin reads the days up to today + 1.
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+DAY0 = TODAY - timedelta(days=4)
+PARTITIONS = 2
 
 
-# --- seed data: enriched messages made into documents by the sink's own functions -----------
+# --- seed data: transactions made into documents by the sink's own functions, counted into
+#     the aggregate documents as the sink counts them -------------------------------------------
 def transaction(rng: random.Random, i: int, user: str, merchant: str, ts: datetime) -> dict:
     z = rng.choice([None, round(rng.uniform(-2.5, 2.9), 4), round(rng.uniform(3.01, 9), 4)])
     amount, currency = round(rng.uniform(0.5, 2500), 2), rng.choice(CURRENCIES)
-    return transaction_doc({
+    doc = transaction_doc({
         "txn_id": f"{i:064x}", "user_id": user, "amount": amount, "currency": currency,
         "amount_reporting": to_reporting(amount, currency), "reporting_currency": REPORTING,
         "timestamp": ts.isoformat(), "merchant_id": merchant,
@@ -58,6 +61,8 @@ def transaction(rng: random.Random, i: int, user: str, merchant: str, ts: dateti
         "z_score": z, "is_anomaly": z is not None and z > 3.0, "user_daily_spend": 1.0,
         "processed_at": (ts + timedelta(milliseconds=40)).isoformat(),
     })
+    doc["partition"], doc["offset"] = i % PARTITIONS, i
+    return doc
 
 
 def anomaly(txn: dict) -> dict:
@@ -66,71 +71,115 @@ def anomaly(txn: dict) -> dict:
     return anomaly_doc({k: value[k] for k in ANOMALY_FIELDS})
 
 
-def seed(n: int, start: int = 0, seed_value: int = 8, day0: datetime = DAY0,
+def seed(n: int, start: int = 0, seed_value: int = 8, day0: datetime = DAY0, days: int = 4,
          user: str | None = None) -> list[dict]:
     rng = random.Random(seed_value)
     txns = []
     for i in range(start, start + n):
-        ts = day0 + timedelta(milliseconds=rng.randrange(3 * 86_400_000))
+        ts = day0 + timedelta(milliseconds=rng.randrange(days * 86_400_000))
         txns.append(transaction(rng, i, user or f"user-{rng.randint(1, 40)}",
                                 f"m{rng.randint(1, 9)}", ts))
     return txns
 
 
-# --- the marts, recomputed directly in Python ------------------------------------------------
-def recompute(txns: list[dict], anomalies: list[dict]) -> dict[str, dict[str, dict]]:
-    by_day_merchant: dict[tuple, list[dict]] = defaultdict(list)
-    by_user: dict[str, list[dict]] = defaultdict(list)
-    volume: dict[tuple, int] = defaultdict(int)
-    for t in txns:
-        day = t["timestamp"].strftime("%Y-%m-%d")
-        by_day_merchant[day, t["merchant_id"]].append(t)
-        by_user[t["user_id"]].append(t)
-        volume[day, t["merchant_category"]] += 1
-    flagged: dict[tuple, list[float]] = defaultdict(list)
-    flagged_amount: dict[tuple, float] = defaultdict(float)
-    for a in anomalies:
-        key = a["timestamp"].strftime("%Y-%m-%d"), a["merchant_category"]
-        flagged[key].append(a["z_score"])
-        flagged_amount[key] += a["amount_reporting"]
-    by_currency: dict[tuple, list[dict]] = defaultdict(list)
-    for t in txns:
-        by_currency[t["timestamp"].strftime("%Y-%m-%d"), t["currency"]].append(t)
-    currencies = {f"{day}|{currency}": {
-        "day": day, "currency": currency, "txn_count": len(rows),
-        "revenue": round(sum(r["amount"] for r in rows), 2),
-        "revenue_reporting": round(sum(r["amount_reporting"] for r in rows), 2),
-        "reporting_currency": REPORTING} for (day, currency), rows in by_currency.items()}
+def cents(amount: float) -> int:
+    return round(amount * 100)
 
-    def amounts(rows: list[dict]) -> tuple[dict[str, Any], float]:
-        total = sum(r["amount_reporting"] for r in rows)
-        return {"reporting_currency": REPORTING, "txn_count": len(rows),
-                "avg_amount": total / len(rows),
-                "anomaly_count": sum(r["is_anomaly"] for r in rows)}, round(total, 2)
 
-    daily = {}
-    for (day, merchant), rows in by_day_merchant.items():
-        stats, total = amounts(rows)
-        daily[f"{day}|{merchant}"] = {"day": day, "merchant_id": merchant, "revenue": total,
-                                      **stats}
+def add(part: list[int], values: tuple[int, int, int], offset: int) -> list[int]:
+    return [part[0] + values[0], part[1] + values[1], part[2] + values[2], max(part[3], offset)]
+
+
+def aggregate_docs(txns: list[dict]) -> dict[str, dict[str, dict]]:
+    """The aggregate documents of ``txns``, in the sink's schema: {collection: {_id: doc}}."""
+    out: dict[str, dict[str, dict]] = {name: {} for name in AGGREGATES}
+    empty = [0, 0, 0, -1]
+    for t in txns:
+        ts, part, offset = t["timestamp"], f"p{t['partition']}", t["offset"]
+        day, hour, minute = ts.strftime("%Y-%m-%d"), ts.strftime("%Y-%m-%dT%H"), ts.strftime("%M")
+        numbers = (1, cents(t["amount_reporting"]), int(t["is_anomaly"]))
+        user = out["user_days"].setdefault(t["user_id"], {
+            "_id": t["user_id"], "reporting_currency": REPORTING, "days": {}})
+        user["days"][day] = add(user["days"].get(day, empty), numbers, offset)
+        merchants = out["merchant_days"].setdefault(day, {
+            "_id": day, "reporting_currency": REPORTING, "merchants": {}})["merchants"]
+        merchant = merchants.setdefault(f"k_{t['merchant_id']}", {
+            "id": t["merchant_id"], "category": t["merchant_category"]})
+        merchant[part] = add(merchant.get(part, empty), numbers, offset)
+        minutes = out["volume_hours"].setdefault(hour, {
+            "_id": hour, "reporting_currency": REPORTING, "minutes": {}})["minutes"]
+        parts = minutes.setdefault(minute, {})
+        parts[part] = add(parts.get(part, empty), numbers, offset)
+        currency = out["currency_days"].setdefault(day, {"_id": day, "currencies": {}})[
+            "currencies"].setdefault(t["currency"], {})
+        currency[part] = add(currency.get(part, empty), (
+            1, cents(t["amount"]), cents(t["amount_reporting"])), offset)
+    return out
+
+
+def write_aggregates(db, docs: dict[str, dict[str, dict]], only_changed_from: dict | None = None
+                     ) -> int:
+    """Write the aggregate documents (all, or those that differ from ``only_changed_from``) as
+    the sink does: one document per _id, replaced whole. Returns how many were written."""
+    written = 0
+    for name, by_id in docs.items():
+        for key, doc in by_id.items():
+            if only_changed_from is None or only_changed_from[name].get(key) != doc:
+                db[name].replace_one({"_id": key}, doc, upsert=True)
+                written += 1
+    return written
+
+
+# --- the marts, recomputed in plain Python from the aggregate documents ----------------------
+def parts_sum(parts: dict) -> list[int]:
+    return [sum(v[i] for k, v in parts.items() if k.startswith("p")) for i in range(3)]
+
+
+def recompute(docs: dict[str, dict[str, dict]], anomalies: list[dict]) -> dict[str, dict]:
+    daily, volume = {}, defaultdict(lambda: [0, 0])
+    for day, doc in docs["merchant_days"].items():
+        for merchant in doc["merchants"].values():
+            count, total, flagged = parts_sum(merchant)
+            daily[f"{day}|{merchant['id']}"] = {
+                "day": day, "merchant_id": merchant["id"], "reporting_currency": REPORTING,
+                "revenue": round(total / 100, 2), "txn_count": count,
+                "avg_amount": total / 100 / count, "anomaly_count": flagged}
+            volume[day, merchant["category"]][0] += count
+            volume[day, merchant["category"]][1] += flagged
     spenders = {}
-    for user, rows in by_user.items():
-        stats, total = amounts(rows)
-        naive = [r["timestamp"].replace(tzinfo=None) for r in rows]
-        spenders[user] = {"user_id": user, "total_spend": total, **stats,
-                          "first_seen": min(naive), "last_seen": max(naive)}
+    for user, doc in docs["user_days"].items():
+        days = doc["days"]
+        count = sum(v[0] for v in days.values())
+        total = sum(v[1] for v in days.values())
+        spenders[user] = {
+            "user_id": user, "reporting_currency": REPORTING, "total_spend": round(total / 100, 2),
+            "txn_count": count, "avg_amount": total / 100 / count, "first_seen": min(days),
+            "last_seen": max(days), "anomaly_count": sum(v[2] for v in days.values())}
     ranked = sorted(spenders.values(), key=lambda s: (-s["total_spend"], s["user_id"]))
     for rank, row in enumerate(ranked, 1):
         row["spend_rank"] = rank
-    summary = {}
-    for (day, category), count in volume.items():
-        zs = flagged.get((day, category), [])
-        summary[f"{day}|{category}"] = {
-            "day": day, "merchant_category": category, "txn_count": count,
-            "anomaly_count": len(zs), "anomaly_rate": len(zs) / count,
-            "avg_z": sum(zs) / len(zs) if zs else None, "max_z": max(zs) if zs else None,
-            "anomaly_amount": round(flagged_amount[day, category], 2),
-            "reporting_currency": REPORTING}
+    zs: dict[tuple, list[float]] = defaultdict(list)
+    amounts: dict[tuple, float] = defaultdict(float)
+    for a in anomalies:
+        key = a["timestamp"].strftime("%Y-%m-%d"), a["merchant_category"]
+        zs[key].append(a["z_score"])
+        amounts[key] += a["amount_reporting"]
+    summary = {f"{day}|{category}": {
+        "day": day, "merchant_category": category, "txn_count": count, "anomaly_count": flagged,
+        "anomaly_rate": flagged / count,
+        "avg_z": sum(zs[day, category]) / len(zs[day, category]) if zs[day, category] else None,
+        "max_z": max(zs[day, category]) if zs[day, category] else None,
+        "anomaly_amount": round(amounts[day, category], 2), "reporting_currency": REPORTING}
+        for (day, category), (count, flagged) in volume.items()}
+    currencies = {}
+    for day, doc in docs["currency_days"].items():
+        for currency, parts in doc["currencies"].items():
+            count = sum(v[0] for v in parts.values())
+            currencies[f"{day}|{currency}"] = {
+                "day": day, "currency": currency, "txn_count": count,
+                "revenue": round(sum(v[1] for v in parts.values()) / 100, 2),
+                "revenue_reporting": round(sum(v[2] for v in parts.values()) / 100, 2),
+                "reporting_currency": REPORTING}
     return {"daily_merchant_revenue": daily, "top_spenders": spenders,
             "anomaly_summary": summary, "daily_currency_revenue": currencies}
 
@@ -205,38 +254,50 @@ def assert_never_partial(polls: list, before: dict | None, after: dict) -> None:
                 assert doc in (old.get(key), new.get(key)), (mart, key)
 
 
-def test_dbt_build_marts_equal_recomputation_idempotent_never_partial(
+def statuses_of(results: dict) -> dict[str, str]:
+    return {r["unique_id"]: r["status"] for r in results["results"]}
+
+
+def test_dbt_build_marts_equal_recomputation_incremental_equals_full_never_partial(
         mongo_db, tmp_path) -> None:
     txns = seed(600)
-    mongo_db.transactions.insert_many(txns)
+    docs = aggregate_docs(txns)
+    write_aggregates(mongo_db, docs)
     anomalies = [anomaly(t) for t in txns if t["is_anomaly"]]
     mongo_db.anomalies.insert_many(anomalies)
     assert 50 < len(anomalies) < 400
-    env = dbt_env(tmp_path, mongo_db.name)
+    # A window of one day before the last day seen: the seed's oldest days are outside it.
+    env = dbt_env(tmp_path, mongo_db.name, LATE_EVENT_GRACE_DAYS=1)
+    state = tmp_path / "target" / "mongo_state"
 
     # 1. First build: dbt's own tests pass (all of them, no warnings), the marts are created
-    #    complete, and they equal the recomputation.
+    #    complete, and they equal the recomputation from the documents.
     reader = Reader(mongo_db)
     reader.start()
-    results = dbt(env, "build")
+    statuses = statuses_of(dbt(env, "build"))
     first_polls = reader.stop()
-    statuses = {r["unique_id"]: r["status"] for r in results["results"]}
-    assert len([u for u in statuses if u.startswith("test.")]) >= 40
-    assert "test.txn_analytics.assert_revenue_reconciles" in statuses
+    assert len([u for u in statuses if u.startswith("test.")]) >= 60
+    for test in ("assert_revenue_reconciles", "assert_aggregates_agree",
+                 "assert_currency_days_match_rates", "assert_anomalies_match_aggregates"):
+        assert f"test.txn_analytics.{test}" in statuses
     assert set(statuses.values()) <= {"success", "pass"}, statuses
     first = read_marts(mongo_db)
     assert_never_partial(first_polls, None, first)
-    assert_marts_equal(mongo_db, recompute(txns, anomalies))
+    assert_marts_equal(mongo_db, recompute(docs, anomalies))
     assert not [c for c in mongo_db.list_collection_names() if TMP_MARK in c]
+    assert sorted(p.name for p in state.iterdir()) == sorted(
+        [f"{mongo_db.name}.{c}.source.parquet" for c in (*AGGREGATES, "anomalies")]
+        + [f"{mongo_db.name}.{m}.written.parquet" for m in MARTS])
 
-    # 2. The same build again, through scripts/dbt_loop.py: the collections do not change.
+    # 2. The same build again, through scripts/dbt_loop.py (incremental, nothing new): the
+    #    collections do not change.
     loop_log = tmp_path / "loop.log"
     with open(loop_log, "wb") as log:
         loop = subprocess.Popen([sys.executable, "scripts/dbt_loop.py"], cwd=ROOT, stdout=log,
                                 stderr=subprocess.STDOUT,
                                 env={**env, "DBT_INTERVAL_SECONDS": "3600"})
         try:
-            wait_for(lambda: "dbt build ok" in loop_log.read_text(), timeout=120,
+            wait_for(lambda: "dbt build ok" in loop_log.read_text(), timeout=180,
                      message=f"a dbt_loop run:\n{loop_log.read_text()}")
         finally:
             loop.send_signal(signal.SIGTERM)
@@ -244,67 +305,90 @@ def test_dbt_build_marts_equal_recomputation_idempotent_never_partial(
     assert "[dbt_loop] stopped" in loop_log.read_text()
     assert read_marts(mongo_db) == first
 
-    # 3. New data: a new day and user, changed amounts, a merchant-day that disappears. A build
+    # 3. New data, as the sink writes it: today's and yesterday's documents change (a new user,
+    #    a new merchant, late transactions of yesterday, new anomalies). An incremental build
     #    while a reader polls: the marts move from the old to the new numbers, never missing
-    #    or partial.
-    gone = [t for t in txns if t["merchant_id"] == "m3" and t["day"] == "2026-11-21"]
-    assert gone
-    mongo_db.transactions.delete_many({"_id": {"$in": [t["_id"] for t in gone]}})
-    mongo_db.anomalies.delete_many({"_id": {"$in": [t["_id"] for t in gone]}})
-    changed = [t for t in txns if t["merchant_id"] == "m5"][:20]
-    for t in changed:
-        t["amount"] = round(t["amount"] + 1.5, 2)
-        t["amount_reporting"] = to_reporting(t["amount"], t["currency"])
-        mongo_db.transactions.update_one({"_id": t["_id"]}, {"$set": {
-            "amount": t["amount"], "amount_reporting": t["amount_reporting"]}})
-    extra = seed(80, start=10_000, seed_value=9, day0=DAY0 + timedelta(days=3), user="user-new")
-    mongo_db.transactions.insert_many(extra)
+    #    or partial, and equal the recomputation.
+    extra = (seed(60, start=10_000, seed_value=9, day0=TODAY, days=1)
+             + seed(8, start=20_000, seed_value=10, day0=TODAY, days=1, user="user-new")
+             + seed(6, start=30_000, seed_value=11, day0=TODAY - timedelta(days=1), days=1))
+    extra[0]["merchant_id"] = "m10"  # a merchant never seen before (category from its number)
+    extra[0]["merchant_category"] = CATEGORIES[10 % len(CATEGORIES)]
+    docs2 = aggregate_docs(txns + extra)
+    total = sum(len(by_id) for by_id in docs2.values())
+    assert write_aggregates(mongo_db, docs2, only_changed_from=docs) < total / 2
     extra_anomalies = [anomaly(t) for t in extra if t["is_anomaly"]]
     mongo_db.anomalies.insert_many(extra_anomalies)
-    gone_ids = {t["_id"] for t in gone}
-    txns2 = [t for t in txns if t["_id"] not in gone_ids] + extra
-    anomalies2 = [a for a in anomalies if a["_id"] not in gone_ids] + extra_anomalies
-
+    anomalies2 = anomalies + extra_anomalies
     reader = Reader(mongo_db)
     reader.start()
-    dbt(env, "build")
+    statuses = statuses_of(dbt(env, "build"))
     polls = reader.stop()
+    assert set(statuses.values()) <= {"success", "pass"}, statuses
     second = read_marts(mongo_db)
     assert second != first
     assert_never_partial(polls, first, second)
-    assert_marts_equal(mongo_db, recompute(txns2, anomalies2))
-    assert "2026-11-21|m3" in first["daily_merchant_revenue"]
-    assert "2026-11-21|m3" not in second["daily_merchant_revenue"]
+    assert_marts_equal(mongo_db, recompute(docs2, anomalies2))
+    assert second["top_spenders"]["user-new"]["last_seen"] == TODAY.strftime("%Y-%m-%d")
+    assert f"{TODAY:%Y-%m-%d}|m10" in second["daily_merchant_revenue"]
 
-    # 4. The docs site builds offline from the same project.
+    # 4. A full refresh on the same data writes the same marts: the incremental build was
+    #    complete.
+    statuses = statuses_of(dbt(env, "build", "--full-refresh"))
+    assert set(statuses.values()) <= {"success", "pass"}, statuses
+    assert read_marts(mongo_db) == second
+
+    # 5. The incremental build reads only the window: a change to the oldest day (behind the
+    #    sink's back, older than the last day - LATE_EVENT_GRACE_DAYS) is not seen by it...
+    oldest = min(docs2["merchant_days"])
+    assert oldest < (TODAY - timedelta(days=2)).strftime("%Y-%m-%d")
+    changed = json.loads(json.dumps(docs2))
+    merchant = next(iter(changed["merchant_days"][oldest]["merchants"].values()))
+    merchant["p0"] = [merchant.get("p0", [0, 0, 0, -1])[0] + 1,
+                      merchant.get("p0", [0, 0, 0, -1])[1] + 12_345, 0, 99_999]
+    mongo_db.merchant_days.replace_one({"_id": oldest}, changed["merchant_days"][oldest])
+    dbt(env, "build")
+    assert read_marts(mongo_db) == second
+    #    ... and a full refresh reads it (the reconciliation with the other aggregates now
+    #    warns: only merchant_days was changed).
+    statuses = statuses_of(dbt(env, "build", "--full-refresh"))
+    assert statuses["test.txn_analytics.assert_aggregates_agree"] == "warn"
+    expected = recompute(changed, anomalies2)
+    assert_marts_equal(mongo_db, expected)
+    row = expected["daily_merchant_revenue"][f"{oldest}|{merchant['id']}"]
+    assert read_marts(mongo_db)["daily_merchant_revenue"][f"{oldest}|{merchant['id']}"][
+        "txn_count"] == row["txn_count"]
+
+    # 6. The docs site builds offline from the same project.
     dbt(env, "docs", "generate")
     assert (Path(env["DBT_TARGET_PATH"]) / "index.html").exists()
     catalog = json.loads((Path(env["DBT_TARGET_PATH"]) / "catalog.json").read_text())
     assert "model.txn_analytics.top_spenders" in catalog["nodes"]
 
 
-def test_an_amount_reporting_off_the_rates_fails_the_build(mongo_db, tmp_path) -> None:
-    """One stored amount_reporting a cent and a half off its rate fails dbt's rates test (and
-    so the build); one converted into another reporting currency is a warning and stays out
-    of the money marts; the rates come from app/fx_rates.csv."""
-    txns = seed(30, seed_value=3)
-    assert {t["currency"] for t in txns} - {"USD"}
-    off = txns[0]
-    off["amount_reporting"] = round(off["amount_reporting"] + 0.015, 2)
-    stale = txns[1]  # converted into euros: right by the rates, but not in USD
-    stale["reporting_currency"] = "EUR"
-    stale["amount_reporting"] = round(stale["amount"] * float(
-        USD_PER_UNIT[stale["currency"]] / USD_PER_UNIT["EUR"]), 2)
-    mongo_db.transactions.insert_many(txns)
+def test_aggregates_off_the_rates_fail_the_build(mongo_db, tmp_path) -> None:
+    """A day and currency whose converted cents are far from the rates fails dbt's rates test
+    (and so the build); a merchant-day counted in another reporting currency is a warning and
+    stays out of the money marts; the rates come from app/fx_rates.csv."""
+    txns = seed(60, seed_value=3)
+    docs = aggregate_docs(txns)
+    day, doc = next(iter(docs["currency_days"].items()))
+    currency, parts = next((c, p) for c, p in doc["currencies"].items() if c != "USD")
+    part = next(iter(parts.values()))
+    part[2] += 100 * part[0] + 100  # a dollar per transaction too many
+    stale_day = sorted(docs["merchant_days"])[-1]
+    docs["merchant_days"][stale_day]["reporting_currency"] = "EUR"
+    write_aggregates(mongo_db, docs)
     env = dbt_env(tmp_path, mongo_db.name)
     proc = subprocess.run([DBT, "build", "--profiles-dir", "."], cwd=ROOT / "dbt", env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0, proc.stdout[-3000:]
     results = json.loads((Path(env["DBT_TARGET_PATH"]) / "run_results.json").read_text())
     statuses = {r["unique_id"]: (r["status"], r.get("failures")) for r in results["results"]}
-    assert statuses["test.txn_analytics.assert_amount_reporting_matches_rates"] == ("fail", 1)
+    assert statuses["test.txn_analytics.assert_currency_days_match_rates"] == ("fail", 1)
     warned = [u for u, (status, _) in statuses.items()
-              if "accepted_values_stg_transactions_reporting_currency" in u]
-    assert warned and statuses[warned[0]] == ("warn", 1)
+              if "accepted_values_stg_merchant_days_reporting_currency" in u]
+    assert warned and statuses[warned[0]][0] == "warn"
     assert statuses["model.txn_analytics.stg_fx_rates"][0] == "success"
-
+    revenue = {d["_id"] for d in mongo_db.daily_merchant_revenue.find({})}
+    assert revenue and not any(key.startswith(stale_day) for key in revenue)
