@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from agents.sink import aggregates as agg
 from agents.sink import documents as docs
 from app.contract import ANOMALIES, DLQ, ENRICHED, TRANSACTIONS, minute_of
 from app.producer import TransactionFactory, ensure_topic, send
@@ -89,35 +92,46 @@ def snapshot(db: pymongo.database.Database, names: tuple[str, ...]) -> dict[str,
     return {name: {d["_id"]: d for d in db[name].find()} for name in names}
 
 
+def _flat(value: Any, path: str = "") -> Iterator[tuple[str, list[int]]]:
+    """(dotted path, part) of every part in a stored aggregate document."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _flat(inner, f"{path}.{key}" if path else key)
+    elif isinstance(value, list) and len(value) == 4:
+        yield path, value
+
+
 def check_rollups(db: pymongo.database.Database,
                   counted: list[dict[str, Any]] | None = None) -> bool:
-    """merchant_minute and volume_minute (revenue in the reporting currency, from
-    amount_reporting) and currency_minute (revenue per original currency, from amount) equal a
-    recomputation from the stored transactions (or from ``counted``, enriched messages)."""
+    """Every aggregate (user_days, merchant_days/hours, volume_hours, currency_days/hours: the
+    sums of each place's parts) equals a recomputation from the stored transactions (or from
+    ``counted``, enriched messages); merchants carry their id and category."""
     if counted is None:
         counted = list(db[docs.TRANSACTIONS].find(
-            {}, {"merchant_id": 1, "timestamp": 1, "amount": 1, "currency": 1,
-                 "amount_reporting": 1, "is_anomaly": 1}))
-    merchant: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    volume: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    currency: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+            {}, {"merchant_id": 1, "merchant_category": 1, "user_id": 1, "timestamp": 1,
+                 "amount": 1, "currency": 1, "amount_reporting": 1, "reporting_currency": 1,
+                 "is_anomaly": 1}))
+    expected: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for t in counted:
         ts = t["timestamp"]
         ts = ts.replace(tzinfo=UTC) if isinstance(ts, datetime) else docs.to_date(ts)
-        minute = docs.minute_id(minute_of(ts))
-        for row, amount in ((merchant[f"{t['merchant_id']}|{minute}"], t["amount_reporting"]),
-                            (volume[minute], t["amount_reporting"]),
-                            (currency[f"{t['currency']}|{minute}"], t["amount"])):
-            row[0] += 1
-            row[1] += round(amount * 100)
-            row[2] += int(t["is_anomaly"])
-
-    def stored(name: str) -> dict[str, list[int]]:
-        return {d["_id"]: [d["count"], round(d["revenue"] * 100), d["anomalies"]]
-                for d in db[name].find()}
-
-    return stored(docs.MERCHANT_MINUTE) == merchant and stored(docs.VOLUME_MINUTE) == volume \
-        and stored(docs.CURRENCY_MINUTE) == currency
+        item = agg.countable({**t, "minute": minute_of(ts)}, 0, 0, "USD")
+        if item is None:  # stored, not counted (e.g. another reporting currency)
+            continue
+        for slot in agg.slots(item):
+            row = expected[slot.collection, slot.id, re.sub(r"\.p0$", "", slot.path)]
+            for k in range(3):
+                row[k] += slot.add[k]
+    stored: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for name in agg.COLLECTIONS:
+        for doc in db[name].find():
+            for path, part in _flat({k: v for k, v in doc.items() if k != "_id"}):
+                row = stored[name, doc["_id"], re.sub(r"\.p\d+$", "", path)]
+                for k in range(3):
+                    row[k] += part[k]
+            for entry in (doc.get("merchants") or {}).values():
+                assert entry["id"] and entry["category"]
+    return stored == expected
 
 
 def assert_stored_as_sent(db: pymongo.database.Database, values: dict[str, dict[str, Any]],
@@ -184,9 +198,8 @@ def test_pipeline_stores_each_transaction_once_and_a_replay_changes_nothing(
         assert db[docs.DLQ].count_documents({}) == summary.bad == \
             len(read_topic(f"{prefix}-{DLQ}"))
         wait_for(lambda: check_rollups(db), timeout=240, message="the rollups")
-        assert db[docs.VOLUME_MINUTE].count_documents({}) >= 1
-        names = (docs.TRANSACTIONS, docs.ANOMALIES, docs.DLQ, docs.MERCHANT_MINUTE,
-                 docs.VOLUME_MINUTE)
+        assert db[agg.VOLUME_HOURS].count_documents({}) >= 1
+        names = (docs.TRANSACTIONS, docs.ANOMALIES, docs.DLQ, *agg.COLLECTIONS)
         before = snapshot(db, names)
 
         # Replay: the sink reads every topic again from the start, plus 500 transactions the
