@@ -35,6 +35,7 @@ __all__ = [
     "AGGREGATE_KEYS",
     "COLLECTION",
     "HOUR_FORMAT",
+    "MAX_IDS",
     "MIN_RECENT",
     "STATE_ID",
     "Aggregate",
@@ -62,6 +63,9 @@ STATE_ID = "prune"
 #: The calendar of the hours of the aggregates (of the transactions stored).
 AGGREGATE_KEYS = "aggregates"
 HOUR_FORMAT = "%Y-%m-%dT%H"
+#: Ids per manifest at most (about 400 kB; a document may not exceed 16 MB): a larger batch's
+#: ids of one hour and partition are split, the parts named ``<manifest id>+<n>``.
+MAX_IDS = 10_000
 #: The sink remembers an hour it added to a calendar only while the hour is younger than this:
 #: the prune never retires an hour younger than a day (the shortest retention), so an older
 #: hour is written to its calendar with every batch that touches it (late events only).
@@ -179,6 +183,12 @@ def list_batch(collection: str, entries: Sequence[Entry], rejected: Iterable[Ent
         add(collection, hour, entry, str(doc["_id"]))
         if collection == docs.TRANSACTIONS:
             listed.aggregate_hours.add(hour)
+    for (target, hour, name), ids in list(listed.manifests.items()):
+        if len(ids) > MAX_IDS:
+            del listed.manifests[target, hour, name]
+            for n, start in enumerate(range(0, len(ids), MAX_IDS)):
+                part = name if n == 0 else f"{name}+{n}"
+                listed.manifests[target, hour, part] = ids[start:start + MAX_IDS]
     return listed
 
 

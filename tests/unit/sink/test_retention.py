@@ -99,6 +99,17 @@ def test_a_batch_is_listed_per_hour_and_partition_from_its_first_offset() -> Non
     assert ret.list_batch(docs.ANOMALIES, entries[:1], [], now).aggregate_hours == set()
 
 
+def test_a_large_batch_is_listed_in_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ret, "MAX_IDS", 2)
+    batch = [Entry(txn(f"x{i}", T), b"", "t", 0, 7 + i) for i in range(5)]
+    listed = ret.list_batch(docs.TRANSACTIONS, batch, [], T)
+    name = "m|transactions|2026-03-01T00|0|7"
+    assert listed.manifests == {
+        ("transactions", "2026-03-01T00", name): ["x0", "x1"],
+        ("transactions", "2026-03-01T00", f"{name}+1"): ["x2", "x3"],
+        ("transactions", "2026-03-01T00", f"{name}+2"): ["x4"]}
+
+
 def test_dead_letters_count_from_when_they_were_refused() -> None:
     failed = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)
     doc = {"_id": "transactions:2:9", "failed_at": failed, "timestamp": "not used"}
