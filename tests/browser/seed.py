@@ -1,11 +1,12 @@
 """Known documents for the dashboard's browser tests, written the way the sink writes them
 (docs/data-model.md): transactions (in euros and yen, with their amount in US dollars),
-anomalies, the per-minute rollups (revenue in US dollars, and per original currency) and the
-DLQ, with the rollups computed from the transactions so every number on the page can be
-checked."""
+anomalies, the aggregates the API reads (user_days, merchant_days/hours, volume_hours,
+currency_days/hours: built from the transactions by the sink's own code,
+``agents.sink.aggregates.build``) and the DLQ, so every number on the page can be checked."""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,9 +14,11 @@ from typing import Any
 import orjson
 from pymongo.database import Database
 
+from agents.sink import aggregates as agg
 from app.producer import make_txn_id
 
-__all__ = ["REPORTING", "USD_PER_UNIT", "Seed", "anomaly_doc", "message", "seed", "transaction"]
+__all__ = ["REPORTING", "USD_PER_UNIT", "Seed", "aggregates", "anomaly_doc", "message", "seed",
+           "transaction"]
 
 #: The reporting currency (the settings' default) and the seed's rates.
 REPORTING = "USD"
@@ -81,31 +84,21 @@ class Seed:
         return totals
 
 
-Rows = list[dict[str, Any]]
+#: Partitions of the enriched topic the seed pretends (a user's transactions in one of them).
+PARTITIONS = 2
 
 
-def _rollups(txns: list[dict[str, Any]]) -> tuple[Rows, Rows, Rows]:
-    volume: dict[datetime, dict[str, Any]] = {}
-    merchants: dict[tuple[str, datetime], dict[str, Any]] = {}
-    currencies: dict[tuple[str, datetime], dict[str, Any]] = {}
-    for t in txns:
-        minute = t["minute"]
-        v = volume.setdefault(minute, {"_id": minute.isoformat(), "minute": minute,
-                                       "reporting_currency": REPORTING,
-                                       "count": 0, "revenue": 0.0, "anomalies": 0})
-        m = merchants.setdefault((t["merchant_id"], minute), {
-            "_id": f"{t['merchant_id']}|{minute.isoformat()}", "merchant_id": t["merchant_id"],
-            "merchant_category": t["merchant_category"], "minute": minute,
-            "reporting_currency": REPORTING, "count": 0, "revenue": 0.0, "anomalies": 0})
-        c = currencies.setdefault((t["currency"], minute), {
-            "_id": f"{t['currency']}|{minute.isoformat()}", "currency": t["currency"],
-            "minute": minute, "count": 0, "revenue": 0.0, "anomalies": 0})
-        for row, amount in ((v, t["amount_reporting"]), (m, t["amount_reporting"]),
-                            (c, t["amount"])):
-            row["count"] += 1
-            row["revenue"] = round(row["revenue"] + amount, 2)
-            row["anomalies"] += int(t["is_anomaly"])
-    return list(volume.values()), list(merchants.values()), list(currencies.values())
+def aggregates(txns: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The aggregate documents of ``txns`` as the sink writes them: each user's transactions
+    in one partition (the topic is keyed by user), in event-time order within it."""
+    items, offsets = [], [0] * PARTITIONS
+    for t in sorted(txns, key=lambda t: (t["timestamp"], t["_id"])):
+        partition = zlib.crc32(t["user_id"].encode()) % PARTITIONS
+        item = agg.countable(t, partition, offsets[partition], REPORTING)
+        offsets[partition] += 1
+        if item is not None:
+            items.append(item)
+    return agg.build(items)
 
 
 def seed(db: Database, now: datetime | None = None) -> Seed:
@@ -136,11 +129,10 @@ def seed(db: Database, now: datetime | None = None) -> Seed:
     s.dlq = [{"_id": f"transactions:{p}:{p * 10}", "reason": "not valid JSON", "topic":
               "transactions", "partition": p, "offset": p * 10, "failed_at": now,
               "original": "{oops"} for p in range(2)]
-    volume, merchant_minutes, currency_minutes = _rollups(s.transactions)
     db.transactions.insert_many(s.transactions)
     db.anomalies.insert_many(s.anomalies)
-    db.volume_minute.insert_many(volume)
-    db.merchant_minute.insert_many(merchant_minutes)
-    db.currency_minute.insert_many(currency_minutes)
+    for name, docs in aggregates(s.transactions).items():
+        if docs:
+            db[name].insert_many(docs)
     db.dlq.insert_many(s.dlq)
     return s
