@@ -39,6 +39,24 @@ NOW = datetime.now(UTC)
 DAYS = {docs.TRANSACTIONS: 30, docs.ANOMALIES: 90, docs.DLQ: 30, "aggregates": 400}
 
 
+class Timed:
+    """The sink's own listing (``Manifests``), timed."""
+
+    def __init__(self, db: Any) -> None:
+        from agents.sink.manifests import Manifests
+
+        self.manifests = Manifests(db)
+        self.seconds = 0.0
+        self.batches = 0
+
+    async def record(self, collection: str, entries: list[Entry], result: InsertResult,
+                     now: datetime | None = None) -> None:
+        started = time.monotonic()
+        await self.manifests.record(collection, entries, result, now)
+        self.seconds += time.monotonic() - started
+        self.batches += 1
+
+
 class NoList:
     async def record(self, collection: str, entries: list[Entry], result: InsertResult,
                      now: datetime | None = None) -> None:
@@ -106,13 +124,18 @@ async def sink(count: int) -> None:
     values, _ = enriched_stream(count, seed=3, users=10_000, merchants=1_000,
                                 start=NOW - timedelta(seconds=count * 0.037))
     items = entries(values)
-    for attempt in range(2):
-        for label, lister in (("without manifests", NoList()), ("with manifests", None)):
+    for attempt in range(3):
+        for label in ("without manifests", "with manifests"):
             client = connect(settings.mongo_url)
             name = f"bench_ret_{uuid.uuid4().hex[:8]}"
+            timed = Timed(client[name])
+            lister = NoList() if label == "without manifests" else timed
             seconds = await store_all(MongoStore(client[name]), items, lister)
+            listing = f"; listing {timed.seconds:.1f} s over {timed.batches} batches " \
+                f"({timed.seconds / max(timed.batches, 1) * 1000:.1f} ms each)" \
+                if timed.batches else ""
             print(f"sink {label:<18} run {attempt + 1}: {count:,} in {seconds:.1f} s = "
-                  f"{count / seconds:,.0f} stored/s", flush=True)
+                  f"{count / seconds:,.0f} stored/s{listing}", flush=True)
             client.drop_database(name)
             client.close()
 
