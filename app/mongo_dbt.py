@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -159,7 +160,7 @@ def _walk(node: Any, levels: list[Level], depth: int) -> Iterator[tuple[Any, ...
     if not isinstance(node, Mapping):
         return
     if kind == "map":
-        entries: Any = (node.get(field) or {}).items()  # type: ignore[arg-type]
+        entries: Any = (node.get(field) or {}).items()
     else:  # the partition parts "p<n>" of the object
         entries = ((int(k[1:]), v) for k, v in node.items() if k[:1] == "p" and k[1:].isdigit())
     for key, value in entries:
@@ -194,7 +195,8 @@ def flatten(docs: Sequence[Mapping[str, Any]], fields: Mapping[str, str],
     rows = [(*(doc.get(f) for f in top), *leaf) for doc in docs for leaf in _walk(doc, levels, 0)]
     columns: list[Any] = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
     try:
-        arrays = [pa.array(list(col), type=field.type) for col, field in zip(columns, schema)]
+        arrays = [pa.array(list(col), type=field.type)
+                  for col, field in zip(columns, schema, strict=True)]
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
         raise MongoPluginError(f"collection {name!r}: a document does not fit the source's "
                                f"fields and unnest ({schema.names}): {exc}") from exc
@@ -249,11 +251,10 @@ def read_window(collection: Any, config: Mapping[str, Any], first: date | None,
 
     * ``day_ids`` / ``hour_ids``: one ``find_one({"_id": ...})`` per day / hour of the window
       (point lookups through the primary key);
-    * ``map_keys``: documents keyed by something else with a map keyed by day (``user_days``):
-      one ``find({})`` projected on ``<field>.<day>`` of the window's days (the server scans
-      the collection, only the window's entries travel);
     * ``since``: a ``find`` with ``{<field>: {"$gte": first}}`` (a timestamp; a server scan,
-      only the matches travel).
+      only the matches travel);
+    * ``all``: every document (a collection not keyed by time, such as ``user_days``: there is
+      no way to find the documents that changed without reading them all).
     """
     fields: Mapping[str, str] = config["fields"]
     unnest: Sequence[Mapping[str, Any]] = config.get("unnest") or []
@@ -265,7 +266,7 @@ def read_window(collection: Any, config: Mapping[str, Any], first: date | None,
     if levels and levels[0][0] == "map":
         projection[str(levels[0][1])] = 1
     name = collection.full_name
-    if first is None:
+    if first is None or by == "all":
         if not unnest:
             table = load_collection(collection, fields)
             return table, table.num_rows
@@ -273,18 +274,13 @@ def read_window(collection: Any, config: Mapping[str, Any], first: date | None,
     elif by in ("day_ids", "hour_ids"):
         docs = [doc for key in window_ids(first, last, by)
                 if (doc := collection.find_one({"_id": key}, projection)) is not None]
-    elif by == "map_keys":
-        field = str(window["field"])
-        projection.pop(field, None)
-        projection.update({f"{field}.{_day(d)}": 1 for d in day_range(first, last)})
-        docs = list(collection.find({}, projection, batch_size=BATCH_SIZE))
     elif by == "since":
         since = datetime.combine(first, datetime.min.time())
         docs = list(collection.find({str(window["field"]): {"$gte": since}}, projection,
                                     batch_size=BATCH_SIZE))
     else:
-        raise MongoPluginError(f"source {name}: window.by must be day_ids, hour_ids, map_keys "
-                               f"or since, not {by!r}")
+        raise MongoPluginError(f"source {name}: window.by must be day_ids, hour_ids, since "
+                               f"or all, not {by!r}")
     return _table(docs, fields, unnest, name), len(docs)
 
 
@@ -295,8 +291,10 @@ class Mirror:
     def __init__(self, state_dir: Path, db: str, collection: str,
                  config: Mapping[str, Any]) -> None:
         self.path = state_dir / f"{db}.{collection}.source.parquet"
-        self.config = json.dumps({k: config.get(k) for k in ("fields", "unnest", "window")},
-                                 sort_keys=True, default=str)
+        window = {k: v for k, v in (config.get("window") or {}).items()
+                  if k != "refresh_seconds"}  # how often to read: not what was read
+        self.config = json.dumps({"fields": config.get("fields"), "unnest": config.get("unnest"),
+                                  "window": window}, sort_keys=True, default=str)
 
     def read(self) -> tuple[pa.Table, str | None] | None:
         """The mirrored rows and their last day, or None (no mirror, another config)."""
@@ -308,6 +306,13 @@ class Mirror:
         if meta.get("config") != self.config:
             return None
         return table.replace_schema_metadata(None), meta.get("last_day")
+
+    def age(self) -> float:
+        """Seconds since the mirror was written (read from MongoDB)."""
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except OSError:
+            return float("inf")
 
     def write(self, table: pa.Table, last_day: str | None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,15 +330,20 @@ def load_windowed(collection: Any, config: Mapping[str, Any], state_dir: Path,
     Without a mirror (first run, ``full_refresh``, a changed source config) everything is
     read. Otherwise the days from (the mirror's last day - ``lookback_days``) to (the later
     of today and that last day) + 1 are read (:func:`read_window`) and replace those days in
-    the mirror; older days come from the mirror unchanged. Returns the table and what was read
-    (``{"first": day or None, "docs": n}``).
+    the mirror; older days come from the mirror unchanged (``window.by: all``: everything is
+    read again). With ``window.refresh_seconds`` a mirror younger than that is used as it is,
+    without reading (for the collections FerretDB can only scan). Returns the table and what
+    was read (``{"first": day, or None for everything, or "kept", "docs": n, "rows": n}``).
     """
     window: Mapping[str, Any] = config["window"]
     column = str(window["day_column"])
     mirror = Mirror(state_dir, collection.database.name, collection.name, config)
     today = today or datetime.now(UTC).date()
     saved = None if full_refresh else mirror.read()
-    if saved is None or saved[1] is None:
+    refresh = float(window.get("refresh_seconds") or 0)
+    if saved is not None and refresh > 0 and mirror.age() < refresh:
+        return saved[0], {"first": "kept", "docs": 0, "rows": saved[0].num_rows}
+    if saved is None or saved[1] is None or window.get("by") == "all":
         table, n = read_window(collection, config, None, today)
         first = None
     else:
@@ -469,7 +479,7 @@ def _sync(collection: Any, docs: list[dict[str, Any]]) -> None:
 def _full_refresh() -> bool:
     """Whether this dbt invocation runs with ``--full-refresh``."""
     try:
-        return bool(getattr(get_flags(), "FULL_REFRESH", False))
+        return bool(getattr(get_flags(), "FULL_REFRESH", False))  # type: ignore[no-untyped-call]
     except Exception:  # pragma: no cover - no dbt invocation (direct use of the plugin)
         return False
 

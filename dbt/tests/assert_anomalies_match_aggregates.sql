@@ -1,7 +1,8 @@
 -- The `anomalies` collection and the aggregates count the same anomalies: per day and
 -- merchant category, the anomaly documents (in the reporting currency) number the anomalies
--- of merchant_days. Only the days that still have anomaly documents are compared (the sink
--- keeps anomalies ANOMALY_RETENTION_DAYS, the aggregates longer). A warning: the sink writes
+-- of merchant_days. Only the days before yesterday (UTC) that still have anomaly documents
+-- are compared (the sink keeps anomalies ANOMALY_RETENTION_DAYS, the aggregates longer; the
+-- anomalies are re-read only every DBT_SCAN_INTERVAL_SECONDS). A warning: the sink writes
 -- the two separately. Returns a row per mismatch.
 {{ config(severity='warn') }}
 with
@@ -11,6 +12,7 @@ documents as (
     select transacted_on as day, merchant_category, count(*) as anomaly_count
     from {{ ref('stg_anomalies') }}
     where reporting_currency = '{{ var("reporting_currency") }}'
+      and transacted_on < current_date - 1
     group by all
 
 ),

@@ -209,6 +209,8 @@ def dbt_env(tmp_path: Path, db_name: str, **extra: Any) -> dict[str, str]:
             "DBT_DUCKDB_PATH": str(tmp_path / "target" / "txn.duckdb"),
             "DBT_EXTERNAL_ROOT": str(tmp_path / "target"),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+            # user_days and anomalies re-read at every build (not at most every 10 minutes)
+            "DBT_SCAN_INTERVAL_SECONDS": "0",
             **{k: str(v) for k, v in extra.items()}}
 
 
@@ -285,8 +287,9 @@ def test_dbt_build_marts_equal_recomputation_incremental_equals_full_never_parti
     assert_never_partial(first_polls, None, first)
     assert_marts_equal(mongo_db, recompute(docs, anomalies))
     assert not [c for c in mongo_db.list_collection_names() if TMP_MARK in c]
+    sources = ("user_days", "merchant_days", "currency_days", "anomalies")
     assert sorted(p.name for p in state.iterdir()) == sorted(
-        [f"{mongo_db.name}.{c}.source.parquet" for c in (*AGGREGATES, "anomalies")]
+        [f"{mongo_db.name}.{c}.source.parquet" for c in sources]
         + [f"{mongo_db.name}.{m}.written.parquet" for m in MARTS])
 
     # 2. The same build again, through scripts/dbt_loop.py (incremental, nothing new): the

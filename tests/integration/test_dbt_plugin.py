@@ -89,9 +89,10 @@ def test_replace_collection_creates_then_syncs(mongo_db) -> None:
     assert sorted(mongo_db.list_collection_names()) == ["empty", "mart"]
 
 
-def plugin(db_name: str) -> Plugin:
+def plugin(db_name: str, state_dir: object) -> Plugin:
     return Plugin(name="mongo", plugin_config={"mongo_url": settings.mongo_url,
-                                               "mongo_db": db_name})
+                                               "mongo_db": db_name,
+                                               "state_dir": str(state_dir)})
 
 
 def source(**meta: object) -> SourceConfig:
@@ -101,7 +102,7 @@ def source(**meta: object) -> SourceConfig:
 
 def test_plugin_load_and_store(mongo_db, tmp_path) -> None:
     mongo_db.transactions.insert_many([{"_id": "a", "amount": 1.0}])
-    mongo = plugin(mongo_db.name)
+    mongo = plugin(mongo_db.name, tmp_path / "state")
     config = source(fields={"_id": "string", "amount": "double"})
     first = mongo.load(config)
     mongo_db.transactions.insert_one({"_id": "b", "amount": 2.0})
@@ -119,10 +120,19 @@ def test_plugin_load_and_store(mongo_db, tmp_path) -> None:
                             location=TargetLocation(path=str(path), format=fmt))
 
     mongo.store(target())
-    mongo.store(target(key=["user_id"]))  # the second time syncs in place
+    mongo.store(target(key=["user_id"]))  # the second time: nothing changed, nothing written
     assert list(mongo_db.top.find().sort("_id")) == [
         {"_id": "u1", "user_id": "u1", "total": 3.5},
         {"_id": "u2", "user_id": "u2", "total": 1.0}]
+    # Then only the changed row is written (from what the plugin wrote last, kept in
+    # state_dir; the collection is not read).
+    pq.write_table(pa.table({"user_id": ["u1", "u3"], "total": [4.5, 1.0]}), path)
+    mongo_db.top.update_one({"_id": "u1"}, {"$set": {"marker": 1}})
+    mongo.store(target())
+    assert list(mongo_db.top.find().sort("_id")) == [
+        {"_id": "u1", "user_id": "u1", "total": 4.5},
+        {"_id": "u3", "user_id": "u3", "total": 1.0}]
+    assert (tmp_path / "state" / f"{mongo_db.name}.top.written.parquet").exists()
     with pytest.raises(MongoPluginError, match="external"):
         mongo.store(target(fmt="csv"))
     with pytest.raises(MongoPluginError, match="mongo_key"):
@@ -167,3 +177,101 @@ def test_a_reader_never_sees_a_replaced_collection_missing_or_partial(mongo_db) 
         assert all(doc in (by_id[1].get(k), by_id[2].get(k)) for k, doc in rows.items()), i
     assert {d["_id"]: d for d in mongo_db.mart.find({})} == by_id[2]
     assert any(set(rows) != set(by_id[2]) for rows in polls[seen_v1:]), "no poll during sync"
+
+
+# --- incremental reads (a mirror refreshed for the recent days) and changed-row writes --------
+MERCHANT_DAYS = {
+    "fields": {"_id": "string", "reporting_currency": "string"},
+    "unnest": [{"map": "merchants", "key": "merchant_key",
+                "fields": {"id": "string", "category": "string"}},
+               {"parts": "partition", "values": ["txn_count", "cents", "anomaly_count",
+                                                 "last_offset"]}],
+    "window": {"by": "day_ids", "day_column": "_id"}}
+
+
+def merchant_day(day: date, count: int) -> dict:
+    return {"_id": day.isoformat(), "reporting_currency": "USD", "merchants": {
+        "k1": {"id": "m1", "category": "travel", "p0": [count, 100 * count, 0, count]}}}
+
+
+def counts(table: pa.Table) -> dict[str, int]:
+    return {r["_id"]: r["txn_count"] for r in table.to_pylist()}
+
+
+def test_load_windowed_reads_all_then_only_the_recent_days(mongo_db, tmp_path) -> None:
+    from datetime import timedelta
+
+    from app.mongo_dbt import load_windowed
+
+    today = date(2026, 11, 30)
+    days = [today - timedelta(days=i) for i in range(6)]
+    mongo_db.merchant_days.insert_many([merchant_day(d, 1) for d in days])
+    table, read = load_windowed(mongo_db.merchant_days, MERCHANT_DAYS, tmp_path, 1, today=today)
+    assert read == {"first": None, "docs": 6, "rows": 6}
+    assert counts(table) == {d.isoformat(): 1 for d in days}
+
+    # An old day and yesterday change; a new day appears (tomorrow, the window's last day).
+    for day, count in ((days[4], 7), (days[1], 2), (today + timedelta(days=1), 3)):
+        mongo_db.merchant_days.replace_one({"_id": day.isoformat()}, merchant_day(day, count),
+                                           upsert=True)
+    table, read = load_windowed(mongo_db.merchant_days, MERCHANT_DAYS, tmp_path, 1, today=today)
+    # last day seen 2026-11-30, lookback 1: 11-29 .. 12-01 read by _id (3 lookups, 3 found)
+    assert read == {"first": "2026-11-29", "docs": 3, "rows": 7}
+    seen = counts(table)
+    assert seen["2026-11-29"] == 2 and seen["2026-12-01"] == 3
+    assert seen[days[4].isoformat()] == 1  # outside the window: the mirror's old row
+
+    table, read = load_windowed(mongo_db.merchant_days, MERCHANT_DAYS, tmp_path, 1,
+                                full_refresh=True, today=today)
+    assert read["first"] is None and counts(table)[days[4].isoformat()] == 7
+    other = {**MERCHANT_DAYS, "fields": {"_id": "string"}}  # another config: no mirror
+    _, read = load_windowed(mongo_db.merchant_days, other, tmp_path, 1, today=today)
+    assert read["first"] is None
+
+
+def test_load_windowed_all_since_and_refresh_seconds(mongo_db, tmp_path) -> None:
+    from app.mongo_dbt import load_windowed
+
+    users = {"fields": {"_id": "string"},
+             "unnest": [{"map": "days", "key": "day", "values": ["txn_count"]}],
+             "window": {"by": "all", "day_column": "day", "refresh_seconds": "3600"}}
+    mongo_db.user_days.insert_many([
+        {"_id": "u1", "days": {"2026-11-20": [1], "2026-11-30": [2]}},
+        {"_id": "u2", "days": {"2026-11-21": [5]}}])
+    today = date(2026, 11, 30)
+    table, read = load_windowed(mongo_db.user_days, users, tmp_path, 2, today=today)
+    assert table.num_rows == 3 and read["first"] is None
+    mongo_db.user_days.update_one({"_id": "u2"}, {"$set": {"days.2026-11-30": [4],
+                                                           "days.2026-11-21": [9]}})
+    # Read less than refresh_seconds ago: the copy is used as it is.
+    table, read = load_windowed(mongo_db.user_days, users, tmp_path, 2, today=today)
+    assert read == {"first": "kept", "docs": 0, "rows": 3}
+    # Due (another interval: the same copy, since how often is not what): all read again.
+    users["window"] = {**users["window"], "refresh_seconds": 0}
+    table, read = load_windowed(mongo_db.user_days, users, tmp_path, 2, today=today)
+    assert read == {"first": None, "docs": 2, "rows": 4}
+    rows = {(r["_id"], r["day"]): r["txn_count"] for r in table.to_pylist()}
+    assert rows == {("u1", "2026-11-20"): 1, ("u1", "2026-11-30"): 2,
+                    ("u2", "2026-11-21"): 9, ("u2", "2026-11-30"): 4}
+
+    anomalies = {"fields": {"_id": "string", "timestamp": "timestamp"},
+                 "window": {"by": "since", "field": "timestamp", "day_column": "timestamp"}}
+    mongo_db.anomalies.insert_many([{"_id": "a", "timestamp": datetime(2026, 11, 20, 5)},
+                                    {"_id": "b", "timestamp": datetime(2026, 11, 30, 5)}])
+    load_windowed(mongo_db.anomalies, anomalies, tmp_path, 1, today=today)
+    mongo_db.anomalies.insert_many([{"_id": "c", "timestamp": datetime(2026, 11, 30, 6)},
+                                    {"_id": "old", "timestamp": datetime(2026, 11, 2)}])
+    table, read = load_windowed(mongo_db.anomalies, anomalies, tmp_path, 1, today=today)
+    assert read["docs"] == 2  # b and c: from 2026-11-29 on
+    assert sorted(table.column("_id").to_pylist()) == ["a", "b", "c"]
+
+
+def test_write_changes_writes_only_what_changed(mongo_db) -> None:
+    from app.mongo_dbt import write_changes
+
+    old = [{"_id": f"r{i}", "n": i} for i in range(120)]
+    mongo_db.mart.insert_many([dict(d) for d in old])
+    new = [{"_id": f"r{i}", "n": i + (1 if i % 40 == 0 else 0)} for i in range(1, 120)]
+    new.append({"_id": "extra", "n": -1})
+    assert write_changes(mongo_db.mart, old, new) == (3, 1)  # r40, r80, extra; r0 gone
+    assert {d["_id"]: d for d in mongo_db.mart.find({})} == {d["_id"]: d for d in new}

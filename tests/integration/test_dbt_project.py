@@ -7,14 +7,7 @@ import re
 
 import yaml
 
-from app.contract import (
-    ANOMALY_FIELDS,
-    CATEGORIES,
-    ENRICHED_FIELDS,
-    FIELDS,
-    PAYMENT_METHODS,
-    STATUSES,
-)
+from app.contract import ANOMALY_FIELDS, CATEGORIES, PAYMENT_METHODS, STATUSES
 from app.settings import Settings
 from tests.procs import ROOT
 
@@ -27,7 +20,8 @@ def test_value_lists_equal_the_contract() -> None:
                                "merchant_categories": list(CATEGORIES),
                                "payment_methods": list(PAYMENT_METHODS),
                                "reporting_currency": project["vars"]["reporting_currency"],
-                               "fx_rates_path": project["vars"]["fx_rates_path"]}
+                               "fx_rates_path": project["vars"]["fx_rates_path"],
+                               "lookback_days": project["vars"]["lookback_days"]}
     assert project["flags"]["send_anonymous_usage_stats"] is False
 
 
@@ -41,8 +35,21 @@ def test_source_fields_are_contract_fields() -> None:
     sources = yaml.safe_load((DBT_DIR / "models" / "staging" / "__sources.yml").read_text())
     tables = {t["name"]: set(t["config"]["fields"]) - {"_id"}
               for t in sources["sources"][0]["tables"]}
-    assert tables["transactions"] <= set(FIELDS) | set(ENRICHED_FIELDS)
     assert tables["anomalies"] <= set(ANOMALY_FIELDS)
+    assert set(tables) == {"anomalies", "user_days", "merchant_days", "currency_days"}
+    assert {"reporting_currency"} >= set().union(*(tables[name] for name in tables
+                                                   if name != "anomalies"))
+
+
+def test_lookback_is_the_late_event_grace_with_its_default() -> None:
+    """Incremental builds re-read and recompute as many days back as the stream accepts late
+    events: the LATE_EVENT_GRACE_DAYS setting with its default, in the var and the plugin."""
+    project = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())
+    expected = f"{{{{ env_var('LATE_EVENT_GRACE_DAYS', '{Settings.late_event_grace_days}') }}}}"
+    assert project["vars"]["lookback_days"] == expected
+    profile = yaml.safe_load((DBT_DIR / "profiles.yml").read_text())
+    plugin = profile["txn_analytics"]["outputs"]["dev"]["plugins"][0]["config"]
+    assert plugin["lookback_days"] == expected
 
 
 def test_reporting_currency_and_rates_are_the_streams() -> None:
