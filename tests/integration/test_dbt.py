@@ -395,3 +395,26 @@ def test_aggregates_off_the_rates_fail_the_build(mongo_db, tmp_path) -> None:
     assert statuses["model.txn_analytics.stg_fx_rates"][0] == "success"
     revenue = {d["_id"] for d in mongo_db.daily_merchant_revenue.find({})}
     assert revenue and not any(key.startswith(stale_day) for key in revenue)
+
+
+def test_seed_documents_have_the_sinks_shape() -> None:
+    """The aggregate documents these tests seed are those the sink builds from the same
+    transactions (agents/sink/aggregates.py), but for the merchants' map keys (the sink's
+    encoding of the merchant id, which the marts do not use: they read each entry's `id`)."""
+    from agents.sink.aggregates import build, countable
+
+    txns = seed(300, seed_value=5)
+    items = [countable(t, t["partition"], t["offset"], REPORTING) for t in txns]
+    assert all(item is not None for item in items)
+    built = build(items)  # type: ignore[arg-type]
+    ours = aggregate_docs(txns)
+
+    def keyed(docs: dict) -> dict:
+        out = json.loads(json.dumps(docs))
+        for doc in out.values():
+            if "merchants" in doc:
+                doc["merchants"] = {m["id"]: m for m in doc["merchants"].values()}
+        return out
+
+    for name in AGGREGATES:
+        assert keyed({d["_id"]: d for d in built[name]}) == keyed(ours[name]), name
