@@ -69,8 +69,11 @@ def create_app(settings: Settings | None = None, cache_seconds: float = CACHE_SE
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        api.close()
+        api.start()  # the background refresh of /summary and /merchants/top
+        try:
+            yield
+        finally:
+            api.close()
 
     application = Starlette(routes=routes, middleware=middleware(settings, metrics, routes),
                             exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

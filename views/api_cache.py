@@ -13,11 +13,24 @@ question at most about once per freshness period:
   database's time however many clients ask;
 - at most ``max_entries`` keys (least recently used evicted).
 
-``ttl <= 0`` disables it (every call computes).
+**Kept keys** (:meth:`ResultCache.keep`, for the expensive answers everybody asks for) are not
+computed by requests at all once warm: after :meth:`ResultCache.start` (the app's startup) one
+background thread per kept key recomputes it, pausing ``every`` seconds or as long as the
+computation took, whichever is longer, after each one (so the database spends at most half of
+that thread's time on it), and requests answer from its last result at once. A kept answer is
+thus at most :meth:`ResultCache.max_age` seconds old, counted from when its computation began
+(``3 * max(every, computation time)``: the computation, the pause, the next computation) while
+the refresh works; when the refresh keeps failing (the database is down) the last result is
+served for ``stale_seconds`` more, after which a request computes the answer itself (and may
+fail: an outage shows). Kept keys are never evicted. Until its first result (right after the
+start) a kept key is computed on demand, single flight, like any other.
+
+``ttl <= 0`` disables it (every call computes; nothing is kept).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -28,6 +41,8 @@ from typing import Any
 
 __all__ = ["ResultCache"]
 
+log = logging.getLogger("views.api")
+
 
 @dataclass
 class _Entry:
@@ -35,6 +50,15 @@ class _Entry:
     fresh_until: float
     stale_until: float
     refreshing: bool = False
+    computed_at: float = 0.0
+
+
+@dataclass
+class _Kept:
+    compute: Callable[[], Any]
+    every: float
+    took: float = 0.0  # the last computation's duration
+    failing: bool = False
 
 
 class ResultCache:
@@ -46,7 +70,75 @@ class ResultCache:
         self._lock = threading.Lock()
         self._key_locks: dict[Hashable, threading.Lock] = {}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="api-cache")
+        self._kept: dict[Hashable, _Kept] = {}
+        self._stop: threading.Event | None = None  # set: the background refresh stops
         self.hits = self.misses = self.refreshes = 0
+
+    # --- kept keys: the background refresh ----------------------------------------------------
+    def keep(self, key: Hashable, compute: Callable[[], Any], every: float | None = None) -> None:
+        """Refresh ``key`` in the background with ``compute()`` every ``every`` seconds
+        (default: ``ttl``) once :meth:`start` is called; requests then answer from its last
+        result without waiting. Nothing is kept when the cache is disabled."""
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._kept[key] = _Kept(compute, self.ttl if every is None else every)
+
+    def max_age(self, key: Hashable) -> float:
+        """Seconds: the oldest a kept key's answer can be while its refresh works, counted
+        from the start of its computation."""
+        with self._lock:
+            kept = self._kept[key]
+            return 3 * max(kept.every, kept.took)
+
+    def start(self) -> None:
+        """Start one background thread per kept key (idempotent); :meth:`stop` ends them."""
+        with self._lock:
+            if self._stop is not None or not self._kept:
+                return
+            self._stop = stop = threading.Event()
+            kept = list(self._kept)
+        for key in kept:
+            threading.Thread(target=self._keep_fresh, args=(key, stop), daemon=True,
+                             name=f"api-refresh-{key}").start()
+
+    def stop(self) -> None:
+        """Stop the background refresh (a computation under way finishes on its own)."""
+        with self._lock:
+            stop, self._stop = self._stop, None
+        if stop is not None:
+            stop.set()
+
+    def _keep_fresh(self, key: Hashable, stop: threading.Event) -> None:
+        kept = self._kept[key]
+        while not stop.is_set():
+            started = time.monotonic()
+            with self._key_lock(key):  # single flight with a request computing it (warm-up)
+                with self._lock:
+                    entry = self._entries.get(key)
+                recent = entry is not None and started - entry.computed_at < kept.every
+                if not recent:
+                    self._refresh_kept(key, kept)
+            stop.wait(max(kept.every, kept.took))
+
+    def _refresh_kept(self, key: Hashable, kept: _Kept) -> None:
+        try:
+            self._compute(key, kept.compute)
+        except Exception as exc:  # served stale, then requests compute (and report) it
+            if not kept.failing:
+                log.warning("background refresh of %s failed: %s: %s", key,
+                            type(exc).__name__, exc)
+            kept.failing = True
+            return
+        if kept.failing:
+            log.info("background refresh of %s works again", key)
+        kept.failing = False
+        with self._lock:
+            self.refreshes += 1
+
+    def _key_lock(self, key: Hashable) -> threading.Lock:
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
 
     def lookup(self, key: Hashable, compute: Callable[[], Any],
                ttl: float | None = None) -> tuple[bool, Any]:
@@ -76,8 +168,7 @@ class ResultCache:
         hit, value = self.lookup(key, compute, ttl)
         if hit:
             return value
-        with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        key_lock = self._key_lock(key)
         with key_lock:  # single flight: the first caller computes, the others wait and reuse
             with self._lock:
                 entry = self._entries.get(key)
@@ -89,7 +180,8 @@ class ResultCache:
                 return self._compute(key, compute, ttl)
             finally:
                 with self._lock:
-                    self._key_locks.pop(key, None)
+                    if key not in self._kept:  # a kept key's lock is shared with its refresh
+                        self._key_locks.pop(key, None)
 
     def _compute(self, key: Hashable, compute: Callable[[], Any],
                  ttl: float | None = None) -> Any:
@@ -98,11 +190,21 @@ class ResultCache:
         done = time.monotonic()
         fresh = max(self.ttl if ttl is None else ttl, self.cost_factor * (done - started))
         with self._lock:
-            stale = max(self.stale_seconds, fresh)  # time for a slow refresh to finish
-            self._entries[key] = _Entry(value, done + fresh, done + fresh + stale)
+            kept = self._kept.get(key)
+            if kept is not None:  # answered from until the refresh is overdue, plus the grace
+                kept.took = done - started
+                until = done + 2 * max(kept.every, kept.took) + self.stale_seconds
+                entry = _Entry(value, until, until, computed_at=done)
+            else:
+                stale = max(self.stale_seconds, fresh)  # time for a slow refresh to finish
+                entry = _Entry(value, done + fresh, done + fresh + stale, computed_at=done)
+            self._entries[key] = entry
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+                victim = next((k for k in self._entries if k not in self._kept), None)
+                if victim is None:
+                    break
+                del self._entries[victim]
         return value
 
     def _refresh(self, key: Hashable, compute: Callable[[], Any], ttl: float | None) -> None:
@@ -119,4 +221,5 @@ class ResultCache:
             self._entries.clear()
 
     def close(self) -> None:
+        self.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)

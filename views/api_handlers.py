@@ -1,5 +1,7 @@
 """The endpoints: each checks its parameters, then answers from the result cache or from
-:mod:`views.queries` in Starlette's thread pool (pymongo blocks)."""
+:mod:`views.queries` in Starlette's thread pool (pymongo blocks). ``/summary`` and
+``/merchants/top`` answer from the cache's kept results, refreshed in the background
+(:class:`views.api_service.Api`)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from app.contract import CATEGORIES, MAX_ID_LENGTH
 from views import queries
 from views.api_openapi import DOCS_HTML, LIMITS
 from views.api_params import Params
-from views.api_service import Api
+from views.api_service import SUMMARY_KEY, Api, merchants_key
 from views.api_types import JSON
 
 __all__ = [
@@ -102,15 +104,12 @@ async def merchants_top(request: Request) -> Response:
     p.check()
     assert window is not None and by is not None
     api = _api(request)
-    db, currency = api.db, api.currency
-    # One cached aggregate per window, ranked per request (cheap): every order and limit
-    # share it.
-    as_of, (since, totals) = await _cached(
-        request, ("merchants", window),
-        lambda: _timed(lambda now: (queries.iso(queries.since(window, now)),
-                                    queries.merchant_totals(db, window, now, currency))))
+    # One kept answer per window (refreshed in the background), ranked per request (cheap):
+    # every order and limit share it.
+    as_of, (since, totals) = await _cached(request, merchants_key(window),
+                                           lambda: api.merchant_totals(window))
     items = queries.top(totals, by, limit)
-    return JSON({"window": window, "by": by, "currency": currency, "items": items,
+    return JSON({"window": window, "by": by, "currency": api.currency, "items": items,
                  "since": since, "as_of": as_of})
 
 
@@ -128,9 +127,7 @@ async def volume(request: Request) -> Response:
 
 async def summary(request: Request) -> Response:
     api = _api(request)
-    db, currency = api.db, api.currency
-    body = await _cached(request, ("summary",),
-                         lambda: queries.summary(db, datetime.now(UTC), currency))
+    body = await _cached(request, SUMMARY_KEY, api.summary)  # kept: refreshed in the background
     return JSON(body)
 
 

@@ -3,6 +3,7 @@ result cache, plus the reads that need more than :mod:`views.queries` (health, l
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import urllib.parse
@@ -19,12 +20,14 @@ from views import queries
 from views.api_cache import ResultCache
 from views.api_errors import describe, log
 
-__all__ = ["QUERY_TIMEOUT_MS", "WORKER_TIMEOUT", "Api"]
+__all__ = ["QUERY_TIMEOUT_MS", "SUMMARY_KEY", "WORKER_TIMEOUT", "Api", "merchants_key"]
 
 #: Longest wait for one MongoDB answer (pymongo's socketTimeoutMS): past it, a 503.
 QUERY_TIMEOUT_MS = 60_000
 #: Seconds to wait for the worker's web server.
 WORKER_TIMEOUT = 1.0
+#: The cache key of ``/summary``'s answer.
+SUMMARY_KEY = ("summary",)
 
 
 class Api:
@@ -34,6 +37,12 @@ class Api:
     def __init__(self, settings: Settings, cache_seconds: float) -> None:
         self.settings = settings
         self.cache = ResultCache(ttl=cache_seconds)
+        # The expensive answers everybody asks for: refreshed in the background (start()),
+        # never computed by a request once warm. /merchants/top ranks one window's totals per
+        # request (cheap), so every `by` and `limit` share its key.
+        self.cache.keep(SUMMARY_KEY, self.summary)
+        for window in queries.WINDOWS:
+            self.cache.keep(merchants_key(window), functools.partial(self.merchant_totals, window))
         self._lock = threading.Lock()
         self._client: pymongo.MongoClient[dict[str, Any]] | None = None
         self._worker: httpx.Client | None = None
@@ -63,7 +72,12 @@ class Api:
                                             timeout=WORKER_TIMEOUT, follow_redirects=True)
             return self._worker
 
+    def start(self) -> None:
+        """The app's startup: start the background refresh of the kept answers."""
+        self.cache.start()
+
     def close(self) -> None:
+        self.cache.stop()
         with self._lock:
             client, worker, self._client, self._worker = self._client, self._worker, None, None
         if worker is not None:
@@ -144,3 +158,18 @@ class Api:
         live, live_error = self.live_stats(user_id)
         return {"user_id": user_id, "currency": self.currency, "days": rows, "live": live,
                 "live_error": live_error}
+
+    def summary(self) -> dict[str, Any]:
+        """``/summary``'s answer now (its ``as_of`` is when it was computed)."""
+        return queries.summary(self.db, datetime.now(UTC), self.currency)
+
+    def merchant_totals(self, window: str) -> tuple[str, tuple[str, list[dict[str, Any]]]]:
+        """(as_of, (since, every merchant's totals)) of ``window`` now."""
+        now = datetime.now(UTC)
+        return queries.iso(now), (queries.iso(queries.since(window, now)),
+                                  queries.merchant_totals(self.db, window, now, self.currency))
+
+
+def merchants_key(window: str) -> tuple[str, str]:
+    """The cache key of a ``/merchants/top`` window's totals."""
+    return ("merchants", window)

@@ -422,16 +422,40 @@ def _count_three(client: TestClient) -> None:
 
 # --- the cache ----------------------------------------------------------------------------------
 def test_cached_answers_refresh(mongo_db, fresh) -> None:
+    """An anomaly page (stale-while-revalidate): fresh for the cache's 0.3 s, then answered
+    stale at once while one background thread recomputes it."""
+    with _client(mongo_db.name, cache_seconds=0.3) as c:
+        before = c.get("/anomalies?limit=200").json()["items"]
+        new = {**fresh.anomalies[0], "_id": "late", "txn_id": "late",
+               "timestamp": datetime.now(UTC) + timedelta(seconds=1)}
+        mongo_db.anomalies.insert_one(new)
+        assert c.get("/anomalies?limit=200").json()["items"] == before  # fresh for 0.3 s
+        time.sleep(0.4)
+        c.get("/anomalies?limit=200")  # stale: answered at once, refreshed in the background
+        deadline = time.monotonic() + 5
+        while c.get("/anomalies?limit=200").json()["items"][0]["txn_id"] != "late":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_summary_and_merchants_top_are_refreshed_in_the_background(mongo_db, fresh) -> None:
+    """/summary and /merchants/top on FerretDB: what a background refresh started with the app
+    computed, at most ``max_age`` old by its ``as_of``, and a change shows within that."""
     with _client(mongo_db.name, cache_seconds=0.3) as c:
         before = c.get("/summary").json()["dlq_count"]
         mongo_db.dlq.insert_one({"_id": "late", "reason": "x"})
-        assert c.get("/summary").json()["dlq_count"] == before  # fresh for 0.3 s
-        time.sleep(0.4)
-        c.get("/summary")  # stale: answered at once, refreshed in the background
-        deadline = time.monotonic() + 5
-        while c.get("/summary").json()["dlq_count"] != before + 1:
-            assert time.monotonic() < deadline
+        inserted = time.monotonic()
+        cache = c.app.state.api.cache
+        while (body := c.get("/summary").json())["dlq_count"] != before + 1:
+            assert time.monotonic() - inserted < cache.max_age(("summary",)) + 1
             time.sleep(0.05)
+        for path, key in [("/summary", ("summary",)),
+                          *((f"/merchants/top?window={w}", ("merchants", w))
+                            for w in queries.WINDOWS)]:
+            body = c.get(path).json()
+            age = (datetime.now(UTC) - parse_iso(body["as_of"])).total_seconds()
+            assert age <= cache.max_age(key) + 0.5, (path, age)
+        assert cache.refreshes > 4  # by the refresh threads: no request is left computing
 
 
 # --- outage ---------------------------------------------------------------------------------------

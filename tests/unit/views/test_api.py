@@ -235,3 +235,54 @@ def test_api_modules_import_one_way() -> None:
     for i, name in enumerate(LAYERS):
         imported = _views_imports(views / f"{name}.py") & set(LAYERS)
         assert imported <= set(LAYERS[i + 1:]), f"{name} imports {imported - set(LAYERS[i + 1:])}"
+
+
+# --- the background refresh of /summary and /merchants/top ------------------------------------
+def test_summary_and_merchants_top_answer_from_the_background_refresh(monkeypatch) -> None:
+    """Once warm, no request runs the query (each would take 0.2 s here): the refresh threads
+    started with the app do, and every answer is at most ``max_age`` old by its ``as_of``."""
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    ran: list[str] = []
+
+    def slow(answer: Any) -> Any:
+        ran.append(threading.current_thread().name)
+        time.sleep(0.2)
+        return answer
+
+    monkeypatch.setattr(queries, "summary", lambda db, now, currency: slow(
+        {"count_1h": 1, "as_of": queries.iso(now)}))
+    monkeypatch.setattr(queries, "merchant_totals", lambda db, window, now, currency: slow(
+        [{"merchant_id": "m1", "merchant_category": "travel", "revenue": 2.5, "count": 3,
+          "anomalies": 0}, {"merchant_id": "m2", "merchant_category": "travel",
+                            "revenue": 9.0, "count": 1, "anomalies": 0}]))
+    app = create_app(load({**NOWHERE, "API_RATE_LIMIT": "0"}), cache_seconds=0.2)
+    cache = app.state.api.cache
+    paths = ["/summary", *(f"/merchants/top?window={w}&by={by}" for w in queries.WINDOWS
+                           for by in ("revenue", "count"))]
+    with TestClient(app) as c:
+        deadline = time.monotonic() + 10
+        while not all(cache.lookup(k, lambda: None)[0] for k in
+                      [("summary",), *(("merchants", w) for w in queries.WINDOWS)]):
+            assert time.monotonic() < deadline, "never warm"
+            time.sleep(0.02)
+        by_request = len([t for t in ran if not t.startswith("api-refresh-")])
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            for path in paths:
+                asked = time.monotonic()
+                body = c.get(path).json()
+                assert time.monotonic() - asked < 0.15, path  # never waits for a query
+                age = (datetime.now(UTC) - datetime.fromisoformat(body["as_of"])).total_seconds()
+                assert age <= 3 * max(0.2, 0.2) + 0.2, (path, age)  # max_age, plus slack
+                if "by=count" in path:
+                    assert [i["merchant_id"] for i in body["items"]] == ["m1", "m2"]
+                elif "merchants" in path:
+                    assert [i["merchant_id"] for i in body["items"]] == ["m2", "m1"]
+    assert len([t for t in ran if not t.startswith("api-refresh-")]) == by_request
+    assert len(ran) > 4 * 3  # each of the 4 kept answers refreshed several times
+    count = len(ran)
+    time.sleep(0.6)
+    assert len(ran) <= count + 4  # stopped with the app (a computation may have been running)
