@@ -8,7 +8,7 @@ from datetime import date
 import pyarrow as pa
 import pytest
 
-from app.mongo_dbt import MongoPluginError, flatten, unnest_schema, window_ids
+from app.mongo_arrow import MongoPluginError, flatten, unnest_schema, window_ids
 
 MERCHANTS = [{"map": "merchants", "key": "merchant_key",
               "fields": {"id": "string", "category": "string"}},
