@@ -13,7 +13,7 @@ can).
 
 Then the rollup lag: with the sink caught up, enriched transactions are sent live at
 ``--live-tps`` (timestamps = now), and every second a probe transaction for a merchant of its
-own; the lag of a probe is the time from its send to its ``merchant_minute`` row (and its
+own; the lag of a probe is the time from its send to its merchant in ``merchant_hours`` (and its
 ``transactions`` document) being readable in MongoDB. Results are printed and written to
 bench/results/sink.json.
 """
@@ -40,6 +40,7 @@ import pymongo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agents.sink import aggregates  # noqa: E402
 from agents.sink import documents as docs  # noqa: E402
 from app.contract import ANOMALIES, DLQ, ENRICHED  # noqa: E402
 from app.producer import ensure_topic  # noqa: E402
@@ -85,8 +86,10 @@ def cpu_seconds(proc: Proc) -> float:
 
 
 def rolled_up(db: pymongo.database.Database) -> int:
-    """Transactions counted in ``volume_minute`` so far."""
-    return sum(int(row.get("count", 0)) for row in db[docs.VOLUME_MINUTE].find({}, {"count": 1}))
+    """Transactions counted in ``volume_hours`` so far (every part of every minute)."""
+    return sum(aggregates.sum_parts(aggregates.parts_of(minute))[0]
+               for row in db[aggregates.VOLUME_HOURS].find({}, {"minutes": 1})
+               for minute in (row.get("minutes") or {}).values())
 
 
 def live_lag(prefix: str, db: pymongo.database.Database, tps: int,
@@ -120,8 +123,10 @@ def live_lag(prefix: str, db: pymongo.database.Database, tps: int,
                 if doc_seen is None and db[docs.TRANSACTIONS].find_one(
                         {"_id": probe[0]["txn_id"]}, {"_id": 1}):
                     doc_seen = now - sent
-                if rollup_seen is None and db[docs.MERCHANT_MINUTE].find_one(
-                        {"merchant_id": probe[0]["merchant_id"]}, {"_id": 1}):
+                merchant = f"merchants.{aggregates.field_name(probe[0]['merchant_id'])}"
+                if rollup_seen is None and db[aggregates.MERCHANT_HOURS].find_one(
+                        {"_id": aggregates.hour_id(datetime.fromisoformat(
+                            probe[0]["timestamp"])), merchant: {"$exists": True}}, {"_id": 1}):
                     rollup_seen = now - sent
                 time.sleep(0.02)
             if doc_seen is not None:
