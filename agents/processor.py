@@ -55,6 +55,7 @@ from app.faust_internals.batch_consumer import direct_batches, in_flight, read_d
 from app.faust_internals.idempotent_producer import produce_idempotently
 from app.faust_internals.record_batches import KafkaOutput, Sent, acknowledged
 from app.main import app
+from app.producer.kafka import set_topic_configs
 from app.rates import REPORTING_CURRENCY, reporting_cents
 from app.settings import settings
 from app.topics import anomalies_topic, dlq_topic, enriched_topic, transactions_topic
@@ -290,11 +291,17 @@ async def process_batch(messages: Sequence[Message]) -> None:
 
 async def declare_outputs() -> None:
     """Create the output topics (``TOPIC_PARTITIONS`` partitions) before anything is sent; the
-    DLQ's records may be larger than the broker's default limit (``DLQ_MAX_PAYLOAD_BYTES``)."""
+    DLQ's records may be larger than the broker's default limit (``DLQ_MAX_PAYLOAD_BYTES``).
+    Topics that already existed get the contract's config too (``TOPIC_CONFIG``: no time
+    retention, which would delete a backfill's old-dated records before they are read)."""
     for topic in (enriched_topic, anomalies_topic):
         await topic.derive(config=TOPIC_CONFIG).maybe_declare()
     dlq_config = dlq_topic_config(settings.dlq_max_payload_bytes)
     await dlq_topic.derive(config=dlq_config).maybe_declare()
+    if isinstance(output, KafkaOutput):  # not in unit tests, which have no broker
+        configs = {TRANSACTIONS: TOPIC_CONFIG, ENRICHED: TOPIC_CONFIG, ANOMALIES: TOPIC_CONFIG,
+                   DLQ: dlq_config}
+        await asyncio.to_thread(set_topic_configs, settings.kafka_bootstrap_servers, configs)
 
 
 async def stream_batches(stream: Any) -> AsyncIterator[list[Message]]:

@@ -3,6 +3,7 @@ partitioner. kafka-python is imported on first use, so the rest of the package r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from app.contract import TOPIC_CONFIG
@@ -30,9 +31,9 @@ def make_producer(bootstrap: str, **overrides: Any) -> Any:
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
-    """Create ``topic`` with ``partitions`` partitions unless it exists (True if created), and
-    set :data:`TOPIC_CONFIG` on it (on an existing topic too, incrementally)."""
-    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+    """Create ``topic`` with ``partitions`` partitions unless it exists (True if created), with
+    :data:`TOPIC_CONFIG`; an existing topic gets that config too."""
+    from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="txn-producer")
@@ -44,9 +45,23 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
                 return True
             except TopicAlreadyExistsError:
                 pass
-        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
-                                            configs=dict(TOPIC_CONFIG))])
-        return False
+    finally:
+        admin.close()
+    set_topic_configs(bootstrap, {topic: TOPIC_CONFIG})
+    return False
+
+
+def set_topic_configs(bootstrap: str, configs: Mapping[str, Mapping[str, str]]) -> None:
+    """Make each existing topic's own config exactly ``config`` (Kafka's AlterConfigs: entries
+    not given go back to the broker's defaults), so a topic created before, by a consumer's
+    subscription with the broker's defaults or by an older version, gets the contract's
+    retention too."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="txn-topics")
+    try:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(config))
+                             for topic, config in configs.items()])
     finally:
         admin.close()
 
