@@ -106,12 +106,14 @@ def wait_http(url: str, timeout: float = 60, proc: Proc | None = None) -> bytes:
 
 
 def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.5,
-             message: str = "condition") -> Any:
-    """Poll ``predicate()`` until it returns something truthy; return that."""
+             message: Any = "condition") -> Any:
+    """Poll ``predicate()`` until it returns something truthy; return that. ``message`` may be
+    a callable, called at the timeout (a process's log as it is then, not as it was)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+    raise AssertionError(f"timed out after {timeout}s waiting for "
+                         f"{message() if callable(message) else message}")

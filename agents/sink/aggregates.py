@@ -68,13 +68,19 @@ _UNSAFE = frozenset(".$%") | frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
 
 def field_name(value: str) -> str:
     """``value`` (a merchant id, a currency code) made safe as a MongoDB field name: ``%``,
-    ``.``, ``$`` and control characters become ``%XX`` (UTF-8, upper-case hex, as in URLs);
-    everything else stays. The empty string, which FerretDB refuses as a field name, is ``%``
-    (never the result of encoding anything else). :func:`unfield` reverses it."""
+    ``.``, ``$``, whitespace and unprintable characters become ``%XX`` (UTF-8, upper-case hex,
+    as in URLs); everything else stays. The empty string, which FerretDB refuses as a field
+    name, is ``%`` (never the result of encoding anything else). :func:`unfield` reverses it."""
     if not value:
         return "%"
-    return "".join(
-        "".join(f"%{b:02X}" for b in ch.encode()) if ch in _UNSAFE else ch for ch in value)
+    return "".join("".join(f"%{b:02X}" for b in ch.encode()) if _unsafe(ch) else ch
+                   for ch in value)
+
+
+def _unsafe(ch: str) -> bool:
+    # FerretDB trims whitespace (any Unicode space) off a path's segments, so a name with one
+    # at an end could become empty or another name: spaces and unprintable characters too.
+    return ch in _UNSAFE or ch.isspace() or not ch.isprintable()
 
 
 def unfield(name: str) -> str:

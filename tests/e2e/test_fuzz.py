@@ -192,13 +192,16 @@ def test_fuzz_every_message_is_enriched_and_stored_once_or_dead_lettered(
             producer.flush()
             producer.close()
 
-            wait_for(lambda: committed_everything(f"{prefix}-txn-analytics", [source]),
+            wait_for(lambda: not worker.alive
+                     or committed_everything(f"{prefix}-txn-analytics", [source]),
                      timeout=300, interval=2,
-                     message=f"the worker to commit every message:\n{worker.log()}")
+                     message=lambda: f"the worker to commit every message "
+                                     f"(alive: {worker.alive}):\n{worker.log(200)}")
             wait_for(lambda: committed_everything(f"{prefix}-txn-analytics-sink",
                                                   sink_topics(prefix)),
                      timeout=300, interval=2,
-                     message=f"the sink to commit everything:\n{sink.log()}")
+                     message=lambda: f"the sink to commit everything (alive: {sink.alive}):"
+                                     f"\n{sink.log(200)}")
             assert worker.alive and sink.alive, "a process exited"
             check(source, prefix, db)
         for proc in (worker, sink):

@@ -160,8 +160,18 @@ def test_field_names_are_safe_and_reversible(value: str) -> None:
     name = agg.field_name(value)
     assert name and "." not in name and not name.startswith("$") and "\x00" not in name
     assert agg.unfield(name) == value
-    if value and not set(value) & set(".$%") and value.isprintable():
+    assert not any(ch.isspace() for ch in name)
+    if value and not set(value) & set(".$%") and value.isprintable() and not any(
+            ch.isspace() for ch in value):
         assert name == value
+
+
+def test_spaces_are_encoded() -> None:
+    """FerretDB trims any Unicode space off a path's segments: a merchant id of spaces
+    made an empty field name, and the sink's read of its aggregates failed."""
+    for value in (" ", "\xa0", "\u2028", "a\u202f", "\x85"):
+        name = agg.field_name(value)
+        assert not any(ch.isspace() for ch in name) and agg.unfield(name) == value
 
 
 def test_field_name_examples() -> None:
