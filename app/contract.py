@@ -82,10 +82,17 @@ DLQ_MAX_KEY_BYTES = 1024
 DLQ_HEADROOM_BYTES = 64 * 1024
 
 
+#: The DLQ topic takes record batches of at least this size: the worker sends batches of up
+#: to 512 KiB (``producer_max_batch_size``), several dead letters each.
+DLQ_MIN_BATCH_BYTES = 1024 * 1024
+
+
 def dlq_topic_config(max_payload_bytes: int) -> dict[str, str]:
     """The config of ``transactions_dlq``: :data:`TOPIC_CONFIG` and a ``max.message.bytes``
-    that fits a dead letter whose value is at most ``max_payload_bytes``."""
-    return {**TOPIC_CONFIG, "max.message.bytes": str(max_payload_bytes + DLQ_HEADROOM_BYTES)}
+    that fits a dead letter whose value is at most ``max_payload_bytes``, and the worker's
+    record batches of several."""
+    limit = max(max_payload_bytes, DLQ_MIN_BATCH_BYTES) + DLQ_HEADROOM_BYTES
+    return {**TOPIC_CONFIG, "max.message.bytes": str(limit)}
 
 
 #: The headers of a ``transactions_dlq`` message (its value and key are the original's,

@@ -101,7 +101,7 @@ def test_a_huge_invalid_message_is_dead_lettered_truncated(tmp_path: Path, uniqu
     finally:
         admin.close()
     [dlq_config] = configs["topic"].values()
-    assert dlq_config["max.message.bytes"]["value"] == str(65_536 + 64 * 1024)
+    assert dlq_config["max.message.bytes"]["value"] == str(2**20 + 64 * 1024)
     enriched = [orjson.loads(r.value)["txn_id"] for r in read_topic(f"{prefix}-{ENRICHED}")]
     assert sorted(enriched) == sorted(m.txn_id for m in valid)
     print(f"\n{HUGE:,}-byte poison message among {VALID} valid ones: all committed "

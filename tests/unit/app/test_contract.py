@@ -152,7 +152,9 @@ def test_topics_keep_backfills_retention_is_by_size() -> None:
                                      "retention.bytes": str(1024**3)}
     dlq = contract.dlq_topic_config(65536)
     assert dlq.items() >= contract.TOPIC_CONFIG.items()
-    assert dlq["max.message.bytes"] == str(65536 + contract.DLQ_HEADROOM_BYTES)
+    assert dlq["max.message.bytes"] == str(2**20 + contract.DLQ_HEADROOM_BYTES)
+    big = contract.dlq_topic_config(4 * 2**20)  # a dead letter larger than the batches
+    assert big["max.message.bytes"] == str(4 * 2**20 + contract.DLQ_HEADROOM_BYTES)
     assert contract.KAFKA_TIMESTAMP_TOLERANCE_SECONDS == 1.0
 
 
