@@ -43,26 +43,18 @@ from faust.types import EventT, Message
 
 from agents.admit import Clock, Out, dlq_message, valid
 from agents.counters import Counters, dlq_kind
-from app.contract import (
-    ANOMALY_FIELDS,
-    TOPIC_CONFIG,
-    InvalidTransaction,
-    cents,
-    dlq_topic_config,
-    from_cents,
-)
+from agents.enrich import enrich
+from app.contract import TOPIC_CONFIG, InvalidTransaction, dlq_topic_config
 from app.faust_internals.batch_consumer import direct_batches, in_flight, read_directly
 from app.faust_internals.idempotent_producer import produce_idempotently
 from app.faust_internals.record_batches import KafkaOutput, Sent, acknowledged
 from app.main import app
 from app.producer.kafka import set_topic_configs
-from app.rates import REPORTING_CURRENCY, reporting_cents
 from app.settings import settings
 from app.topics import anomalies_topic, dlq_topic, enriched_topic, transactions_topic
 from tables import txn_ids, user_tables, windows
 from tables.changelog import Change, changes_persisted
 from tables.records import UserState
-from tables.welford import is_anomaly, update, z_score
 
 __all__ = ["BATCH_MAX", "BATCH_SECONDS", "Counters", "Folded", "Out", "UserWrites", "batches",
            "counters", "process", "process_batch", "start_batch", "stream_batches"]
@@ -131,31 +123,17 @@ def _fold_user(user_id: str, items: list[tuple[Message, dict[str, Any], float]],
             counters.replayed += 1
             rewrite_user = True
             continue
-        amount_cents = reporting_cents(cents(txn["amount"]), txn["currency"])
-        amount = from_cents(amount_cents)
-        prev = user.stats
-        z = z_score(prev, amount, min_history)
-        anomaly = is_anomaly(z, threshold)
         day = windows.day_of(event_time)
         day_cents, day_count = days.get(day, (0, 0))
-        days[day] = (day_cents + amount_cents, day_count + 1)
-        user = UserState(update(prev, amount), z, offset, user.days)
+        done = enrich(txn, user.stats, day_cents, now, threshold, min_history)
+        days[day] = (day_cents + done.amount_cents, day_count + 1)
+        user = UserState(done.stats, done.z, offset, user.days)
         counters.processed += 1
-        stats = user.stats
-        enriched = {**txn, "amount_reporting": amount, "reporting_currency": REPORTING_CURRENCY,
-                    "user_txn_count": stats.count, "user_running_mean": stats.mean,
-                    "user_running_std": stats.std, "z_score": z, "is_anomaly": anomaly,
-                    "user_daily_spend": from_cents(day_cents + amount_cents),
-                    "processed_at": now}
-        out.append(Out(ENRICHED, msg.key, orjson.dumps(enriched), msg.partition,
+        out.append(Out(ENRICHED, msg.key, orjson.dumps(done.value), msg.partition,
                        msg.timestamp))
         counters.enriched += 1
-        if anomaly:
-            values = {**txn, "amount_reporting": amount, "reporting_currency": REPORTING_CURRENCY,
-                      "z_score": z, "mean_prev": prev.mean, "std_prev": prev.std,
-                      "n_prev": prev.count, "detected_at": now}
-            record = {f: values[f] for f in ANOMALY_FIELDS}
-            out.append(Out(ANOMALIES, msg.key, orjson.dumps(record), msg.partition,
+        if done.anomaly is not None:
+            out.append(Out(ANOMALIES, msg.key, orjson.dumps(done.anomaly), msg.partition,
                            msg.timestamp))
             counters.anomalies += 1
     if user is not before:

@@ -20,7 +20,7 @@ from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents import processor
+from agents import enrich, processor
 from app import contract
 from app.main import app
 from app.settings import settings
@@ -155,7 +155,7 @@ async def test_an_unexpected_error_parks_the_users_messages(recorder: Recorder,
     read alike) parks nothing in the DLQ, where valid transactions would stay for good. The
     process exits without acking the batch, publishing or writing anything of it, so the
     restarted worker reads it again from the committed offsets."""
-    real_update = processor.update
+    real_update = enrich.update  # the rule the processor applies (agents/enrich.py)
 
     def failing_update(state: Any, amount: float) -> Any:
         if amount == 66.6:
@@ -169,7 +169,7 @@ async def test_an_unexpected_error_parks_the_users_messages(recorder: Recorder,
         exits.append(code)
         raise asyncio.CancelledError
 
-    monkeypatch.setattr(processor, "update", failing_update)
+    monkeypatch.setattr(enrich, "update", failing_update)
     monkeypatch.setattr(processor.os, "_exit", exit_)
     monkeypatch.setattr(processor, "_ack_when_durable",
                         lambda durable, messages, consumer: acked.extend(messages))
