@@ -4,6 +4,7 @@ Starts the services (Kafka, FerretDB) unless they already run, then each part of
 as a child process with its output in var/log/<part>.log, prints where to look and, every 10 s,
 what the worker has processed. Ctrl-C stops every part, and the services if it started them.
 
+Logs go to var/log/ (``$TXN_VAR_DIR/log`` when TXN_VAR_DIR is set, as scripts/services.py).
 Ports: WEB_PORT (worker, 6066), API_PORT (8000), DASHBOARD_PORT (5006); the parts are given
 matching WORKER_URL and API_URL. Every server listens on BIND_HOST (app/settings.py:
 127.0.0.1 unless set).
@@ -24,7 +25,7 @@ from app.settings import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-LOGS = ROOT / "var" / "log"
+LOGS = Path(os.environ.get("TXN_VAR_DIR") or ROOT / "var").resolve() / "log"
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,15 @@ def main() -> int:
         print("\n[demo] the pipeline is running (Ctrl-C stops it):", flush=True)
         for part, proc in procs:
             print(f"  {part.name:<10} pid {proc.pid:<7} {part.where}"
-                  f"   log: var/log/{part.name}.log")
-        print("  kafka      127.0.0.1:9092    ferretdb  mongodb://127.0.0.1:27017", flush=True)
+                  f"   log: {LOGS / part.name}.log")
+        print(f"  kafka      {settings.kafka_bootstrap_servers}    ferretdb  {settings.mongo_url}",
+              flush=True)
         ticks = 0
         while True:
             for part, proc in procs:
                 if proc.poll() is not None:
                     print(f"[demo] {part.name} exited with {proc.returncode}; "
-                          f"see var/log/{part.name}.log", flush=True)
+                          f"see {LOGS / part.name}.log", flush=True)
                     raise KeyboardInterrupt
             time.sleep(1)
             ticks += 1

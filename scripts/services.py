@@ -8,7 +8,9 @@ builds are cached in ``.cache/`` (and in Maven's and Go's own caches), data and 
 ``var/``. Starting twice is harmless; ``stop`` stops only what this script started (pid files).
 
 Environment: ``KAFKA_PORT`` (9092), ``KAFKA_CONTROLLER_PORT`` (9093), ``FERRETDB_PORT``
-(27017), ``SERVICES_TIMEOUT`` (seconds to wait for each service, 120).
+(27017), ``SERVICES_TIMEOUT`` (seconds to wait for each service, 120), ``TXN_VAR_DIR`` (the data,
+logs and pid files: ``var/``). A second set of services (other ports, another ``TXN_VAR_DIR``)
+runs next to the default one without touching it (``bench/longrun.py`` does).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"
-VAR = ROOT / "var"
+VAR = Path(os.environ.get("TXN_VAR_DIR") or ROOT / "var").resolve()
 RUN = VAR / "run"
 LOGS = VAR / "log"
 
