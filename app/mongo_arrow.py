@@ -12,6 +12,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from agents.sink.aggregates import USER_GROUPS, users_by_day_id
+
 __all__ = ["ARROW_TYPES", "BATCH_SIZE", "Level", "MongoPluginError", "arrow_schema",
            "day_id", "day_range", "days_of", "docs_table", "flatten", "levels_of",
            "load_collection", "unnest_schema", "window_ids"]
@@ -168,11 +170,14 @@ def day_range(first: date, last: date) -> list[date]:
 
 
 def window_ids(first: date, last: date, by: str) -> list[str]:
-    """The ``_id`` s of the day (``YYYY-MM-DD``) or hour (``YYYY-MM-DDTHH``) documents from
-    day ``first`` to day ``last``, both included."""
+    """The ``_id`` s of the day (``YYYY-MM-DD``), hour (``YYYY-MM-DDTHH``) or day-and-user-group
+    (``YYYY-MM-DD/NN``, the sink's ``users_by_day``) documents from day ``first`` to day
+    ``last``, both included."""
     days = [day_id(d) for d in day_range(first, last)]
     if by == "hour_ids":
         return [f"{d}T{h:02d}" for d in days for h in range(24)]
+    if by == "day_group_ids":
+        return [users_by_day_id(d, g) for d in days for g in range(USER_GROUPS)]
     return days
 
 

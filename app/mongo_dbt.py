@@ -75,8 +75,8 @@ def read_window(collection: Any, config: Mapping[str, Any], first: date | None,
     How the window is read depends on ``window.by``, because FerretDB pushes down only
     ``_id`` equality (``$gte``/``$in`` on ``_id`` and any other filter scan the collection):
 
-    * ``day_ids`` / ``hour_ids``: one ``find_one({"_id": ...})`` per day / hour of the window
-      (point lookups through the primary key);
+    * ``day_ids`` / ``hour_ids`` / ``day_group_ids``: one ``find_one({"_id": ...})`` per day /
+      hour / day and user group of the window (point lookups through the primary key);
     * ``since``: a ``find`` with ``{<field>: {"$gte": first}}`` (a timestamp; a server scan,
       only the matches travel);
     * ``all``: every document (a collection not keyed by time, such as ``user_days``: there is
@@ -97,7 +97,7 @@ def read_window(collection: Any, config: Mapping[str, Any], first: date | None,
             table = load_collection(collection, fields)
             return table, table.num_rows
         docs = list(collection.find({}, projection, batch_size=BATCH_SIZE))
-    elif by in ("day_ids", "hour_ids"):
+    elif by in ("day_ids", "hour_ids", "day_group_ids"):
         docs = [doc for key in window_ids(first, last, by)
                 if (doc := collection.find_one({"_id": key}, projection)) is not None]
     elif by == "since":
@@ -105,8 +105,8 @@ def read_window(collection: Any, config: Mapping[str, Any], first: date | None,
         docs = list(collection.find({str(window["field"]): {"$gte": since}}, projection,
                                     batch_size=BATCH_SIZE))
     else:
-        raise MongoPluginError(f"source {name}: window.by must be day_ids, hour_ids, since "
-                               f"or all, not {by!r}")
+        raise MongoPluginError(f"source {name}: window.by must be day_ids, hour_ids, "
+                               f"day_group_ids, since or all, not {by!r}")
     return docs_table(docs, fields, unnest, name), len(docs)
 
 

@@ -11,6 +11,7 @@ writer (the process that reads its partition) and a reader sums the parts.
 collection                ``_id``                part paths (``[a, b, c, offset]``)
 ========================  =====================  =================================================
 ``user_days``             user id                ``days.<YYYY-MM-DD>``: count, cents, anomalies
+``users_by_day``          ``YYYY-MM-DD/NN``      ``users.<field>.p<n>``: count, cents, anomalies
 ``merchant_days``         ``YYYY-MM-DD``         ``merchants.<field>.p<n>``: count, cents, anomalies
 ``merchant_hours``        ``YYYY-MM-DDTHH``      ``merchants.<field>.p<n>``: same
 ``volume_hours``          ``YYYY-MM-DDTHH``      ``minutes.<MM>.p<n>``: count, cents, anomalies
@@ -24,12 +25,19 @@ original cents are of ``amount`` in that currency. Days, hours and minutes are U
 transaction's event time (``timestamp``). A user's transactions all come from one partition
 (the topic is keyed by user), so ``user_days`` has one part per day, without a ``p<n>`` level.
 ``<field>`` is :func:`field_name` of the merchant id (each merchant also has ``id`` and
-``category`` next to its parts).
+``category`` next to its parts) or of the user id (each user also has ``id``).
+
+``users_by_day`` holds the same numbers as ``user_days``, grouped the other way: per UTC day,
+the users of one of :data:`USER_GROUPS` groups (``NN``, :func:`user_group`). ``user_days``
+serves one user's history with one lookup (the API); ``users_by_day`` serves every user's
+recent days with a few lookups per day (dbt), since nothing keyed by user tells which users
+changed without reading them all.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,10 +47,11 @@ from urllib.parse import unquote
 from app.contract import MAX_AMOUNT, cents
 
 __all__ = ["COLLECTIONS", "CURRENCY_DAYS", "CURRENCY_HOURS", "EMPTY_OFFSET",
-           "MAX_REPORTING_AMOUNT", "MERCHANT_DAYS", "MERCHANT_HOURS", "USER_DAYS",
-           "VOLUME_HOURS", "Builder", "Countable", "Part", "Slot", "as_part", "at_path", "build",
-           "countable", "day_id", "field_name", "fold", "hour_id", "parts_of", "slots",
-           "sum_parts", "unfield"]
+           "MAX_REPORTING_AMOUNT", "MERCHANT_DAYS", "MERCHANT_HOURS", "USERS_BY_DAY",
+           "USER_DAYS", "USER_GROUPS", "VOLUME_HOURS", "Builder", "Countable", "Part", "Slot",
+           "as_part", "at_path", "build", "countable", "day_id", "field_name", "fold",
+           "hour_id", "parts_of", "slots", "sum_parts", "unfield", "user_group",
+           "users_by_day_id"]
 
 USER_DAYS = "user_days"
 MERCHANT_DAYS = "merchant_days"
@@ -50,8 +59,12 @@ MERCHANT_HOURS = "merchant_hours"
 VOLUME_HOURS = "volume_hours"
 CURRENCY_DAYS = "currency_days"
 CURRENCY_HOURS = "currency_hours"
+USERS_BY_DAY = "users_by_day"
 COLLECTIONS = (USER_DAYS, MERCHANT_DAYS, MERCHANT_HOURS, VOLUME_HOURS, CURRENCY_DAYS,
-               CURRENCY_HOURS)
+               CURRENCY_HOURS, USERS_BY_DAY)
+#: Groups of users per day in ``users_by_day``: enough that a document stays small (10,000
+#: users: ~160 per document), few enough that reading a day costs a few dozen lookups.
+USER_GROUPS = 64
 
 #: Largest ``amount_reporting`` counted (any valid amount converted is far below: 64-bit sums
 #: of cents stay exact for 90 million of these).
@@ -96,6 +109,17 @@ def day_id(ts: datetime) -> str:
 def hour_id(ts: datetime) -> str:
     """``YYYY-MM-DDTHH``: the UTC hour of ``ts``."""
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H")
+
+
+def user_group(user_id: str) -> int:
+    """The ``users_by_day`` group of a user: CRC-32 of its UTF-8 bytes modulo
+    :data:`USER_GROUPS` (stable across processes and versions, unlike ``hash``)."""
+    return zlib.crc32(user_id.encode("utf-8", "surrogatepass")) % USER_GROUPS
+
+
+def users_by_day_id(day: str, group: int) -> str:
+    """``YYYY-MM-DD/NN``: the ``users_by_day`` document of a day and a user group."""
+    return f"{day}/{group:02d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +210,11 @@ def slots(item: Countable) -> list[Slot]:
     ]
     if item.user_id is not None:
         out.append(Slot(USER_DAYS, item.user_id, f"days.{day}", counts, reporting, day_end))
+        user = field_name(item.user_id)
+        out.append(Slot(USERS_BY_DAY, users_by_day_id(day, user_group(item.user_id)),
+                        f"users.{user}.{p}", counts,
+                        (*reporting, ("day", day), (f"users.{user}.id", item.user_id)),
+                        day_end))
     return out
 
 

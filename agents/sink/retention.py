@@ -197,7 +197,7 @@ def list_batch(collection: str, entries: Sequence[Entry], rejected: Iterable[Ent
 class Aggregate:
     """An aggregate collection with one document per ``unit`` ("minute", "hour", "day") of
     event time, its ``_id`` that time: ``YYYY-MM-DDTHH:MM:00Z``, ``YYYY-MM-DDTHH`` or
-    ``YYYY-MM-DD``."""
+    ``YYYY-MM-DD``; or ``USER_GROUPS`` documents per day ("day_groups": ``YYYY-MM-DD/NN``)."""
 
     collection: str
     unit: str
@@ -212,6 +212,7 @@ AGGREGATES: tuple[Aggregate, ...] = (
     Aggregate(agg.CURRENCY_HOURS, "hour"),
     Aggregate(agg.MERCHANT_DAYS, "day"),
     Aggregate(agg.CURRENCY_DAYS, "day"),
+    Aggregate(agg.USERS_BY_DAY, "day_groups"),
     Aggregate(docs.VOLUME_MINUTE, "minute"),
 )
 
@@ -220,4 +221,6 @@ def aggregate_ids(aggregate: Aggregate, hour: str) -> list[str]:
     """The ids of ``aggregate``'s documents in ``hour`` (a "day" aggregate: its day's)."""
     if aggregate.unit == "minute":
         return [docs.minute_id(m) for m in minutes_of(hour)]
+    if aggregate.unit == "day_groups":
+        return [agg.users_by_day_id(day_of(hour), g) for g in range(agg.USER_GROUPS)]
     return [hour if aggregate.unit == "hour" else day_of(hour)]

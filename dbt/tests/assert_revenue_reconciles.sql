@@ -1,6 +1,7 @@
 -- The marts account for every transaction of the aggregates they are built from: the totals
 -- of revenue (reporting currency) and transaction counts of daily_merchant_revenue and
--- anomaly_summary equal those of merchant_days, top_spenders those of user_days,
+-- anomaly_summary equal those of merchant_days, top_spenders those of the same number of
+-- biggest spenders in the user aggregates (stg_user_days),
 -- daily_currency_revenue those of currency_days (to the cent), and anomaly_summary's anomaly
 -- count that of merchant_days. Returns a row per mismatch.
 with
@@ -11,6 +12,17 @@ merchant_days as (
            sum(anomaly_count) as anomaly_count
     from {{ ref('stg_merchant_days') }}
     where reporting_currency = '{{ var("reporting_currency") }}'
+
+),
+
+biggest_spenders as (
+
+    select sum(revenue_cents) / 100 as revenue, sum(txn_count) as txn_count
+    from {{ ref('stg_user_days') }}
+    where reporting_currency = '{{ var("reporting_currency") }}'
+    group by user_id
+    order by sum(revenue_cents) desc, user_id
+    limit (select count(*) from {{ ref('top_spenders') }})
 
 ),
 
@@ -38,11 +50,9 @@ checks as (
 
     select 'top_spenders',
            (select sum(total_spend) from {{ ref('top_spenders') }}),
-           (select sum(revenue_cents) / 100 from {{ ref('stg_user_days') }}
-            where reporting_currency = '{{ var("reporting_currency") }}'),
+           (select sum(revenue) from biggest_spenders),
            (select sum(txn_count) from {{ ref('top_spenders') }}),
-           (select sum(txn_count) from {{ ref('stg_user_days') }}
-            where reporting_currency = '{{ var("reporting_currency") }}')
+           (select sum(txn_count) from biggest_spenders)
 
     union all
 

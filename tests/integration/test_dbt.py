@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 
-from agents.sink.documents import anomaly_doc, transaction_doc
-from app.contract import ANOMALY_FIELDS, CATEGORIES, PAYMENT_METHODS, STATUSES
+from agents.sink.aggregates import user_group, users_by_day_id
+from agents.sink.documents import anomaly_doc, to_date
+from app.contract import ANOMALY_FIELDS, CATEGORIES, PAYMENT_METHODS, STATUSES, minute_of
 from app.mongo_dbt import TMP_MARK
 from app.rates import to_reporting
 from tests.procs import ROOT, wait_for
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.integration
 
 DBT = str(Path(sys.executable).parent / "dbt")
 MARTS = ("daily_merchant_revenue", "top_spenders", "anomaly_summary", "daily_currency_revenue")
-AGGREGATES = ("user_days", "merchant_days", "volume_hours", "currency_days")
+AGGREGATES = ("user_days", "merchant_days", "volume_hours", "currency_days", "users_by_day")
 #: The seed's currencies (rows of app/fx_rates.csv) and the reporting currency (the default).
 CURRENCIES = ("EUR", "EUR", "USD", "JPY", "INR", "GBP")
 REPORTING = "USD"
@@ -50,7 +51,7 @@ PARTITIONS = 2
 def transaction(rng: random.Random, i: int, user: str, merchant: str, ts: datetime) -> dict:
     z = rng.choice([None, round(rng.uniform(-2.5, 2.9), 4), round(rng.uniform(3.01, 9), 4)])
     amount, currency = round(rng.uniform(0.5, 2500), 2), rng.choice(CURRENCIES)
-    doc = transaction_doc({
+    value = {
         "txn_id": f"{i:064x}", "user_id": user, "amount": amount, "currency": currency,
         "amount_reporting": to_reporting(amount, currency), "reporting_currency": REPORTING,
         "timestamp": ts.isoformat(), "merchant_id": merchant,
@@ -60,7 +61,11 @@ def transaction(rng: random.Random, i: int, user: str, merchant: str, ts: dateti
         "user_txn_count": 1, "user_running_mean": 1.0, "user_running_std": 0.0,
         "z_score": z, "is_anomaly": z is not None and z > 3.0, "user_daily_spend": 1.0,
         "processed_at": (ts + timedelta(milliseconds=40)).isoformat(),
-    })
+    }
+    # The fields the sink counts a stored transaction from (dates parsed, its minute).
+    doc = {**value, "_id": value["txn_id"], "timestamp": to_date(value["timestamp"]),
+           "processed_at": to_date(value["processed_at"], "processed_at")}
+    doc["day"], doc["minute"] = doc["timestamp"].strftime("%Y-%m-%d"), minute_of(doc["timestamp"])
     doc["partition"], doc["offset"] = i % PARTITIONS, i
     return doc
 
@@ -101,6 +106,11 @@ def aggregate_docs(txns: list[dict]) -> dict[str, dict[str, dict]]:
         user = out["user_days"].setdefault(t["user_id"], {
             "_id": t["user_id"], "reporting_currency": REPORTING, "days": {}})
         user["days"][day] = add(user["days"].get(day, empty), numbers, offset)
+        group = users_by_day_id(day, user_group(t["user_id"]))
+        users = out["users_by_day"].setdefault(group, {
+            "_id": group, "day": day, "reporting_currency": REPORTING, "users": {}})["users"]
+        in_group = users.setdefault(f"k_{t['user_id']}", {"id": t["user_id"]})
+        in_group[part] = add(in_group.get(part, empty), numbers, offset)
         merchants = out["merchant_days"].setdefault(day, {
             "_id": day, "reporting_currency": REPORTING, "merchants": {}})["merchants"]
         merchant = merchants.setdefault(f"k_{t['merchant_id']}", {
@@ -135,7 +145,8 @@ def parts_sum(parts: dict) -> list[int]:
     return [sum(v[i] for k, v in parts.items() if k.startswith("p")) for i in range(3)]
 
 
-def recompute(docs: dict[str, dict[str, dict]], anomalies: list[dict]) -> dict[str, dict]:
+def recompute(docs: dict[str, dict[str, dict]], anomalies: list[dict],
+              top: int = 1000) -> dict[str, dict]:
     daily, volume = {}, defaultdict(lambda: [0, 0])
     for day, doc in docs["merchant_days"].items():
         for merchant in doc["merchants"].values():
@@ -158,6 +169,7 @@ def recompute(docs: dict[str, dict[str, dict]], anomalies: list[dict]) -> dict[s
     ranked = sorted(spenders.values(), key=lambda s: (-s["total_spend"], s["user_id"]))
     for rank, row in enumerate(ranked, 1):
         row["spend_rank"] = rank
+    spenders = {row["user_id"]: row for row in ranked[:top]}
     zs: dict[tuple, list[float]] = defaultdict(list)
     amounts: dict[tuple, float] = defaultdict(float)
     for a in anomalies:
@@ -209,7 +221,7 @@ def dbt_env(tmp_path: Path, db_name: str, **extra: Any) -> dict[str, str]:
             "DBT_DUCKDB_PATH": str(tmp_path / "target" / "txn.duckdb"),
             "DBT_EXTERNAL_ROOT": str(tmp_path / "target"),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
-            # user_days and anomalies re-read at every build (not at most every 10 minutes)
+            # anomalies re-read at every build (not at most every 10 minutes)
             "DBT_SCAN_INTERVAL_SECONDS": "0",
             **{k: str(v) for k, v in extra.items()}}
 
@@ -287,7 +299,7 @@ def test_dbt_build_marts_equal_recomputation_incremental_equals_full_never_parti
     assert_never_partial(first_polls, None, first)
     assert_marts_equal(mongo_db, recompute(docs, anomalies))
     assert not [c for c in mongo_db.list_collection_names() if TMP_MARK in c]
-    sources = ("user_days", "merchant_days", "currency_days", "anomalies")
+    sources = ("users_by_day", "merchant_days", "currency_days", "anomalies")
     assert sorted(p.name for p in state.iterdir()) == sorted(
         [f"{mongo_db.name}.{c}.source.parquet" for c in sources]
         + [f"{mongo_db.name}.{m}.written.parquet" for m in MARTS])
@@ -397,6 +409,35 @@ def test_aggregates_off_the_rates_fail_the_build(mongo_db, tmp_path) -> None:
     assert revenue and not any(key.startswith(stale_day) for key in revenue)
 
 
+def test_top_spenders_keeps_the_biggest_and_drops_who_left_the_top(mongo_db, tmp_path) -> None:
+    """With TOP_SPENDERS_LIMIT=5 the mart holds the 5 biggest spenders of the recomputation
+    (dbt's reconciliation test passes on them); after a new day makes another user the
+    biggest, an incremental build holds the new top 5 and no one else, in MongoDB too."""
+    txns = seed(200, seed_value=11)
+    docs = aggregate_docs(txns)
+    write_aggregates(mongo_db, docs)
+    env = dbt_env(tmp_path, mongo_db.name, TOP_SPENDERS_LIMIT=5)
+    statuses = statuses_of(dbt(env, "build"))
+    assert set(statuses.values()) <= {"success", "pass"}, statuses
+    anomalies: list[dict] = []
+    want = recompute(docs, anomalies, top=5)["top_spenders"]
+    assert len(want) == 5
+    assert read_marts(mongo_db)["top_spenders"] == {
+        k: {"_id": k, **approx_doc(v)} for k, v in want.items()}
+
+    newcomer = seed(3, start=10_000, seed_value=12, day0=TODAY, days=1, user="newcomer")
+    for t in newcomer:  # in USD, so that the rates test holds
+        t["amount"] = t["amount_reporting"] = 20_000.0
+        t["currency"] = "USD"
+    docs = aggregate_docs(txns + newcomer)
+    write_aggregates(mongo_db, docs)
+    dbt(env, "build")
+    after = read_marts(mongo_db)["top_spenders"]
+    want = recompute(docs, anomalies, top=5)["top_spenders"]
+    assert "newcomer" in want and after == {k: {"_id": k, **approx_doc(v)}
+                                            for k, v in want.items()}
+
+
 def test_seed_documents_have_the_sinks_shape() -> None:
     """The aggregate documents these tests seed are those the sink builds from the same
     transactions (agents/sink/aggregates.py), but for the merchants' map keys (the sink's
@@ -412,8 +453,9 @@ def test_seed_documents_have_the_sinks_shape() -> None:
     def keyed(docs: dict) -> dict:
         out = json.loads(json.dumps(docs))
         for doc in out.values():
-            if "merchants" in doc:
-                doc["merchants"] = {m["id"]: m for m in doc["merchants"].values()}
+            for key in ("merchants", "users"):
+                if key in doc:
+                    doc[key] = {m["id"]: m for m in doc[key].values()}
         return out
 
     for name in AGGREGATES:

@@ -36,8 +36,8 @@ def test_source_fields_are_contract_fields() -> None:
     tables = {t["name"]: set(t["config"]["fields"]) - {"_id"}
               for t in sources["sources"][0]["tables"]}
     assert tables["anomalies"] <= set(ANOMALY_FIELDS)
-    assert set(tables) == {"anomalies", "user_days", "merchant_days", "currency_days"}
-    assert {"reporting_currency"} >= set().union(*(tables[name] for name in tables
+    assert set(tables) == {"anomalies", "users_by_day", "merchant_days", "currency_days"}
+    assert {"reporting_currency", "day"} >= set().union(*(tables[name] for name in tables
                                                    if name != "anomalies"))
 
 

@@ -1,9 +1,9 @@
--- Every user ranked by total spend in the reporting currency (rank 1 = the biggest spender;
--- ties broken by user_id), from the user_days aggregates. The totals are summed again over
--- every stored day in DuckDB (cheap: one row per user and day); the model is incremental in
--- what it changes: only the users whose row (totals or rank) differs from the last build are
--- replaced.
-{{ config(unique_key='user_id', incremental_strategy='delete+insert') }}
+-- The top_spenders_limit biggest spenders in the reporting currency (rank 1 = the biggest;
+-- ties broken by user_id), from the users_by_day aggregates. The totals are summed again over
+-- every stored day in DuckDB (cheap: one row per user and day). A table rebuilt at every
+-- build: its rows are few, and the mongo plugin writes only the rows that changed (and
+-- deletes those of users who left the top) into MongoDB.
+{{ config(materialized='table') }}
 with
 
 user_days as (
@@ -41,7 +41,4 @@ ranked as (
 )
 
 select * from ranked
-{% if is_incremental() %}
-except
-select * from {{ this }}
-{% endif %}
+where spend_rank <= {{ var('top_spenders_limit') }}

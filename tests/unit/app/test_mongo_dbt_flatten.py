@@ -8,6 +8,7 @@ from datetime import date
 import pyarrow as pa
 import pytest
 
+from agents.sink.aggregates import USER_GROUPS
 from app.mongo_arrow import MongoPluginError, flatten, unnest_schema, window_ids
 
 MERCHANTS = [{"map": "merchants", "key": "merchant_key",
@@ -71,3 +72,6 @@ def test_window_ids_days_and_hours() -> None:
         "2026-11-29", "2026-11-30", "2026-12-01"]
     hours = window_ids(date(2026, 11, 30), date(2026, 11, 30), "hour_ids")
     assert hours[0] == "2026-11-30T00" and hours[-1] == "2026-11-30T23" and len(hours) == 24
+    groups = window_ids(date(2026, 11, 30), date(2026, 12, 1), "day_group_ids")
+    assert groups[0] == "2026-11-30/00" and groups[-1] == f"2026-12-01/{USER_GROUPS - 1:02d}"
+    assert len(groups) == len(set(groups)) == 2 * USER_GROUPS

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -79,14 +81,14 @@ class Store:
     """The rollups' database calls, in memory (``$set``/``$unset`` of dotted paths, upsert);
     records the writes."""
 
-    def __init__(self, processed_at: dict[str, Any] | None = None) -> None:
-        self.processed_at = processed_at or {}
+    def __init__(self, txn: dict[str, Any] | None = None) -> None:
+        self.txn = txn or {}
         self.docs: dict[tuple[str, str], dict[str, Any]] = {}
         self.writes: list[AggregateWrite] = []
         self.acked: list[object] = []
 
-    async def stored_processed_at(self, ids: list[str]) -> dict[str, Any]:
-        return {i: self.processed_at[i] for i in ids if i in self.processed_at}
+    async def stored_txn(self, ids: list[str]) -> dict[str, Any]:
+        return {i: self.txn[i] for i in ids if i in self.txn}
 
     async def aggregate_docs(self, collection: str, ids: list[str],
                              projection: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -200,6 +202,28 @@ def test_an_item_touches_every_aggregate() -> None:
         "_id": "2026-11-25", "currencies": {"JPY": {"p3": [1, 150_000, 1005, 7]}}}
     assert built[agg.CURRENCY_HOURS, "2026-11-25T23"] == {
         "_id": "2026-11-25T23", "minutes": {"14": {"JPY": {"p3": [1, 150_000, 1005, 7]}}}}
+    group = f"2026-11-25/{zlib.crc32(b'alice') % agg.USER_GROUPS:02d}"
+    assert built[agg.USERS_BY_DAY, group] == {
+        "_id": group, "reporting_currency": "USD", "day": "2026-11-25",
+        "users": {"alice": {"id": "alice", "p3": [1, 1005, 1, 7]}}}
+
+
+@given(streams)
+def test_users_by_day_holds_the_numbers_of_user_days(stream: list) -> None:
+    """Grouped by day, the users' numbers are those of ``user_days``, each user in one group
+    of each day."""
+    built = agg.build(_items(stream))
+    by_user: dict[tuple[str, str], list[int]] = {}
+    for doc in built[agg.USERS_BY_DAY]:
+        day, group = doc["_id"].split("/")
+        assert doc["day"] == day
+        for key, user in doc["users"].items():
+            assert agg.unfield(key) == user["id"]
+            assert agg.user_group(user["id"]) == int(group)
+            assert (user["id"], day) not in by_user
+            by_user[user["id"], day] = list(agg.sum_parts(agg.parts_of(user)))
+    assert by_user == {(doc["_id"], day): part[:3] for doc in built[agg.USER_DAYS]
+                       for day, part in doc["days"].items()}
 
 
 async def test_old_days_of_a_user_are_dropped_when_the_document_is_written() -> None:
@@ -215,7 +239,7 @@ async def test_old_days_of_a_user_are_dropped_when_the_document_is_written() -> 
 
 def test_countable_counts_the_reporting_amount_and_the_original_one() -> None:
     value = next(e for e in ENRICHED if e["currency"] != "USD")
-    doc = docs.transaction_doc(dict(value))
+    _, doc = docs.transaction(orjson.dumps(value))
     counted = countable(doc, 3, 17)
     assert counted is not None and (counted.partition, counted.offset) == (3, 17)
     assert counted.cents == round(value["amount_reporting"] * 100) != \
@@ -256,7 +280,7 @@ def test_parts_far_behind_leave_the_cache() -> None:
         for doc, paths in state.missing([one]).items():
             state.load(doc, paths, None)
         state.commit(state.apply([one]))
-    assert len(state.parts) == 6  # the late day's and hour's parts left
+    assert len(state.parts) == len(agg.slots(now))  # the late day's and hour's parts left
     assert state.missing([late]) and not state.missing([now])
 
 
@@ -270,7 +294,12 @@ def test_rollup_writes_back_off_when_they_get_slow() -> None:
 
 # --- the rollup step --------------------------------------------------------------------------
 def stored(offsets: range) -> list[Entry]:
-    return [Entry(docs.transaction_doc(ENRICHED[o]), b"{}", "t", 1, o) for o in offsets]
+    entries = []
+    for o in offsets:
+        raw = orjson.dumps(ENRICHED[o])
+        doc, fields = docs.transaction(raw)
+        entries.append(Entry(doc, raw, "t", 1, o, fields=fields))
+    return entries
 
 
 async def test_acks_are_released_only_after_the_aggregate_write() -> None:
@@ -281,7 +310,7 @@ async def test_acks_are_released_only_after_the_aggregate_write() -> None:
     assert rollups.held == 3 and len(rollups.items) == 3 and not store.acked
     await rollups.flush()
     assert store.acked == ["e0", "e1", "e2"] and not rollups.items and rollups.held == 0
-    items = [countable(e.doc, 1, e.offset) for e in batch if e.doc is not None]
+    items = [countable(e.fields, 1, e.offset) for e in batch if e.fields is not None]
     assert store.docs == _expected([i for i in items if i is not None])
     reporting = sum(round(ENRICHED[o]["amount_reporting"] * 100) for o in range(3))
     hours = [d for (c, _), d in store.docs.items() if c == agg.VOLUME_HOURS]
@@ -300,12 +329,13 @@ async def test_too_many_held_events_flush_at_once() -> None:
 
 async def test_only_this_messages_documents_are_counted() -> None:
     batch = stored(range(4))
-    at = {e.doc["_id"]: e.doc["processed_at"] for e in batch if e.doc is not None}
+    at = {e.doc["_id"]: e.doc["txn"] for e in batch if e.doc is not None}
     ids = list(at)
-    # 0: stored by an earlier read of this message (same processed_at); 1: stored from another
-    # message (the processor emitted it again); 2: rejected by the database; 3: inserted now
-    store = Store({ids[0]: at[ids[0]], ids[1]: at[ids[1]] + timedelta(seconds=1),
-                   ids[3]: at[ids[3]]})
+    # 0: stored by an earlier read of this message (same text); 1: stored from another message
+    # (the processor emitted it again, a later processed_at); 2: rejected by the database;
+    # 3: inserted now
+    other = orjson.dumps({**orjson.loads(at[ids[1]]), "processed_at": "2026-12-01T00:00:00Z"})
+    store = Store({ids[0]: at[ids[0]], ids[1]: other.decode(), ids[3]: at[ids[3]]})
     rollups = Rollups(store)
     result = InsertResult(inserted=1, duplicates=2, rejected=[(batch[2], "refused")])
     assert [i.offset for i in await rollups.stored_here(batch, result)] == [0, 3]
@@ -315,14 +345,14 @@ async def test_a_flush_during_the_read_back_of_duplicates_loses_no_item() -> Non
     """``add`` waits for the read-back of a batch's duplicates (after a restart, or a write
     retried through an outage) while the rollup timer flushes: no item is lost."""
     first, second = stored(range(3)), stored(range(3, 6))
-    at = {e.doc["_id"]: e.doc["processed_at"] for e in second if e.doc is not None}
+    at = {e.doc["_id"]: e.doc["txn"] for e in second if e.doc is not None}
     reading, release = asyncio.Event(), asyncio.Event()
 
     class Slow(Store):
-        async def stored_processed_at(self, ids: list[str]) -> dict[str, Any]:
+        async def stored_txn(self, ids: list[str]) -> dict[str, Any]:
             reading.set()
             await release.wait()
-            return await super().stored_processed_at(ids)
+            return await super().stored_txn(ids)
 
     store = Slow(at)
     rollups = Rollups(store)
