@@ -93,8 +93,9 @@ def sink() -> Sink:
     return Sink(store, Rollups(store, Exclusive()))
 
 
-#: Makes a message's document from the message and its value (bytes).
-MakeDoc = Callable[[Any, bytes], dict[str, Any]]
+#: Makes a message's document from the message and its value (bytes); or the document and the
+#: fields the aggregates count, when the document does not hold them (``docs.transaction``).
+MakeDoc = Callable[[Any, bytes], dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]]
 
 
 def _entry(message: Any, make_doc: MakeDoc) -> Entry:
@@ -103,12 +104,13 @@ def _entry(message: Any, make_doc: MakeDoc) -> Entry:
     value = message.value
     raw = value if isinstance(value, bytes) else b"" if value is None else bytes(value)
     try:
-        return Entry(make_doc(message, raw), raw, message.topic, message.partition,
-                     message.offset)
+        made = make_doc(message, raw)
     except DATA_ERRORS as exc:
         reason = str(exc) if isinstance(exc, PoisonMessage) else \
             f"{type(exc).__name__}: {exc}"
         return Entry(None, raw, message.topic, message.partition, message.offset, reason)
+    doc, fields = made if isinstance(made, tuple) else (made, None)
+    return Entry(doc, raw, message.topic, message.partition, message.offset, fields=fields)
 
 
 async def _one_by_one(events: Any) -> AsyncIterator[tuple[list[Any], list[Any]]]:
@@ -162,8 +164,8 @@ async def _store(stream: StreamT[Any], collection: str, make_doc: MakeDoc,
 @crash_only
 async def store_transactions(stream: StreamT[Any]) -> None:
     """``transactions_enriched`` -> ``transactions`` (``_id`` = ``txn_id``), then rollups."""
-    await _store(stream, docs.TRANSACTIONS,
-                 lambda message, raw: docs.transaction_doc(docs.parse_json(raw)), count=True)
+    await _store(stream, docs.TRANSACTIONS, lambda message, raw: docs.transaction(raw),
+                 count=True)
 
 
 @sink_app.agent(anomalies_raw)

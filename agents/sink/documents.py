@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from agents.sink.exceptions import PoisonMessage
 from app.contract import (
     DLQ_FAILED_AT,
@@ -46,7 +48,9 @@ __all__ = [
     "rollup_numbers",
     "sum_parts",
     "to_date",
+    "transaction",
     "transaction_doc",
+    "unpack_transaction",
 ]
 
 # --- collection names (docs/data-model.md) --------------------------------------------------
@@ -119,11 +123,38 @@ def _with_buckets(value: dict[str, Any], dates: Iterable[str]) -> dict[str, Any]
     return doc
 
 
-def transaction_doc(value: dict[str, Any]) -> dict[str, Any]:
-    """A ``transactions`` document from an enriched transaction: every field as it came
-    (``amount`` in ``currency``, ``amount_reporting`` in ``reporting_currency``), plus
-    ``_id`` = ``txn_id``, ``timestamp``/``processed_at`` as dates, ``day`` and ``minute``."""
-    return _with_buckets(value, ("timestamp", "processed_at"))
+def _transaction(value: dict[str, Any], text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    fields = _with_buckets(value, ("timestamp", "processed_at"))
+    doc = {"_id": fields["_id"], "user_id": value.get("user_id"),
+           "timestamp": fields["timestamp"], "txn": text}
+    return doc, fields
+
+
+def transaction(raw: bytes | str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An enriched message (parsed once) as its ``transactions`` document and the fields the
+    aggregates count: every enriched field plus ``_id``, ``timestamp``/``processed_at`` as
+    dates, ``day`` and ``minute`` (the checks of :func:`transaction_doc`)."""
+    value = parse_json(raw)
+    # orjson accepted the bytes, so they are valid UTF-8: the text is the message, byte for byte.
+    return _transaction(value, raw if isinstance(raw, str) else raw.decode("utf-8"))
+
+
+def transaction_doc(value: dict[str, Any], text: str | None = None) -> dict[str, Any]:
+    """A ``transactions`` document: ``_id`` = ``txn_id``, ``user_id``, ``timestamp`` (a date)
+    and ``txn``, the enriched message's JSON ``text`` (by default ``value`` as JSON). A message
+    without a ``txn_id``, the reporting amount or valid dates is PoisonMessage. FerretDB's cost
+    is per field, so the other fields travel inside ``txn`` (docs/data-model.md)."""
+    if text is None:
+        text = orjson.dumps(value).decode("utf-8")
+    return _transaction(value, text)[0]
+
+
+def unpack_transaction(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The enriched transaction a stored ``transactions`` document holds (its ``txn``)."""
+    value = orjson.loads(doc["txn"])
+    if not isinstance(value, dict):
+        raise ValueError(f"transaction {doc.get('_id')!r}: txn is not a JSON object")
+    return value
 
 
 def anomaly_doc(value: dict[str, Any]) -> dict[str, Any]:
@@ -198,7 +229,8 @@ def dead_letter_doc(raw: bytes, reason: str, topic: str, partition: int,
 @dataclass(frozen=True)
 class Entry:
     """One message on its way to a collection: the document (None when the message is poison),
-    the original bytes and coordinates (for its dead-letter record), and why it is poison."""
+    the original bytes and coordinates (for its dead-letter record), why it is poison, and the
+    fields the aggregates count when the document does not hold them (a transaction's)."""
 
     doc: dict[str, Any] | None
     raw: bytes
@@ -206,6 +238,7 @@ class Entry:
     partition: int
     offset: int
     error: str = ""
+    fields: dict[str, Any] | None = None
 
     def dead_letter(self, reason: str) -> dict[str, Any]:
         return dead_letter_doc(self.raw, reason, self.topic, self.partition, self.offset)

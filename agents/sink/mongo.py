@@ -68,13 +68,11 @@ DUPLICATE_KEY = 11000
 #: Collections and their secondary indexes (made on MongoDB only: FerretDB 1.24 never uses
 #: them and keeps each one on every insert, docs/data-model.md). The API reads the aggregates
 #: by ``_id`` only; the anomalies' indexes serve its pagination on MongoDB; the transactions'
-#: serve ad-hoc queries and the retention.
+#: serve a user's history and time ranges (their only fields besides ``_id`` and ``txn``).
 INDEXES: dict[str, list[IndexModel]] = {
     docs.TRANSACTIONS: [
         IndexModel([("user_id", ASCENDING), ("timestamp", DESCENDING)]),
-        IndexModel([("merchant_id", ASCENDING), ("timestamp", DESCENDING)]),
         IndexModel([("timestamp", DESCENDING)]),
-        IndexModel([("day", ASCENDING)]),
     ],
     docs.ANOMALIES: [
         IndexModel([("timestamp", DESCENDING)]),
@@ -258,12 +256,13 @@ class MongoStore:
                 raise DeadLetterWriteError(
                     f"dead-letter records rejected: {str(other)[:500]}") from None
 
-    async def stored_processed_at(self, ids: list[str]) -> dict[str, Any]:
-        """``processed_at`` of the stored ``transactions`` with these ids (tells the sink which
-        duplicates were its own earlier write of the same message)."""
+    async def stored_txn(self, ids: list[str]) -> dict[str, Any]:
+        """``txn`` (the message's text) of the stored ``transactions`` with these ids: the
+        same text means the same message, so the sink tells its own earlier write of it from
+        another message's."""
         def read() -> dict[str, Any]:
-            return {row["_id"]: row.get("processed_at")
-                    for row in self._find_ids(docs.TRANSACTIONS, ids, {"processed_at": 1})}
+            return {row["_id"]: row.get("txn")
+                    for row in self._find_ids(docs.TRANSACTIONS, ids, {"txn": 1})}
         return await Retry(f"{len(ids)} stored transactions").run(read)
 
     async def aggregate_docs(self, collection: str, ids: list[str],

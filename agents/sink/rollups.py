@@ -219,13 +219,14 @@ class Rollups:
     async def stored_here(self, entries: Sequence[Entry],
                           result: InsertResult) -> list[Countable]:
         """The items of the entries whose ``transactions`` document is theirs: inserted now,
-        or by an earlier read of the same message (same ``processed_at``)."""
+        or by an earlier read of the same message (the same ``txn`` text)."""
         rejected = {id(e) for e, _ in result.rejected}
         kept = [(e, e.doc) for e in entries if e.doc is not None and id(e) not in rejected]
         if result.duplicates:
-            stored = await self.store.stored_processed_at([doc["_id"] for _, doc in kept])
-            kept = [(e, doc) for e, doc in kept if stored.get(doc["_id"]) == doc["processed_at"]]
-        items = (countable(doc, e.partition, e.offset) for e, doc in kept)
+            stored = await self.store.stored_txn([doc["_id"] for _, doc in kept])
+            kept = [(e, doc) for e, doc in kept
+                    if doc.get("txn") is not None and stored.get(doc["_id"]) == doc["txn"]]
+        items = (countable(e.fields or doc, e.partition, e.offset) for e, doc in kept)
         return [item for item in items if item is not None]
 
     async def flush(self) -> None:

@@ -107,10 +107,8 @@ def check_rollups(db: pymongo.database.Database,
     sums of each place's parts) equals a recomputation from the stored transactions (or from
     ``counted``, enriched messages); merchants carry their id and category."""
     if counted is None:
-        counted = list(db[docs.TRANSACTIONS].find(
-            {}, {"merchant_id": 1, "merchant_category": 1, "user_id": 1, "timestamp": 1,
-                 "amount": 1, "currency": 1, "amount_reporting": 1, "reporting_currency": 1,
-                 "is_anomaly": 1}))
+        counted = [docs.unpack_transaction(d)
+                   for d in db[docs.TRANSACTIONS].find({}, {"txn": 1})]
     expected: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for t in counted:
         ts = t["timestamp"]
@@ -136,12 +134,18 @@ def check_rollups(db: pymongo.database.Database,
 
 def assert_stored_as_sent(db: pymongo.database.Database, values: dict[str, dict[str, Any]],
                           collection: str = docs.TRANSACTIONS) -> None:
-    """Every value stored once (``_id`` = ``txn_id``), every field equal to the message."""
+    """Every value stored once (``_id`` = ``txn_id``), every field equal to the message (a
+    transaction's as its ``txn`` text, next to its ``user_id`` and ``timestamp`` date)."""
     stored = {d["_id"]: d for d in db[collection].find()}
     assert stored.keys() == values.keys()
     dates = ("timestamp", "processed_at", "detected_at")
     for txn_id, value in values.items():
         doc = stored[txn_id]
+        if collection == docs.TRANSACTIONS:
+            assert docs.unpack_transaction(doc) == value, (doc, value)
+            assert doc["user_id"] == value["user_id"]
+            assert doc["timestamp"].replace(tzinfo=UTC) == docs.to_date(value["timestamp"])
+            continue
         for name, want in value.items():
             got = doc[name]
             if name in dates:

@@ -64,8 +64,11 @@ async def test_insert_is_idempotent(store: MongoStore,
     assert len(after) == 300
     assert all(after[k] == v for k, v in stored.items())
     doc = after[ENRICHED[0]["txn_id"]]
+    # the compact layout: id, user, date and the message's text, which reads back as sent
+    assert doc.keys() == {"_id", "user_id", "timestamp", "txn"}
     assert doc["timestamp"].replace(tzinfo=UTC) == docs.to_date(ENRICHED[0]["timestamp"])
-    assert doc["amount"] == ENRICHED[0]["amount"] and doc["day"] == ENRICHED[0]["timestamp"][:10]
+    assert doc["user_id"] == ENRICHED[0]["user_id"]
+    assert docs.unpack_transaction(doc) == ENRICHED[0]
 
 
 async def test_poison_goes_to_dead_letters_and_the_rest_is_stored(

@@ -1,20 +1,25 @@
 """The aggregate writes of the sink on the real FerretDB (``agents/sink/mongo.py``:
-``write_aggregates``, ``aggregate_docs``, ``stored_processed_at``), driven by
-:meth:`agents.sink.rollups.Rollups.write`."""
+``write_aggregates``, ``aggregate_docs``, ``stored_txn``), driven by
+:meth:`agents.sink.rollups.Rollups.write`, and a redelivered batch through the insert and the
+rollups (stored once, counted once)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import orjson
 import pymongo
 import pytest
 
 from agents.sink import aggregates as agg
 from agents.sink import documents as docs
+from agents.sink.batch import Acks
+from agents.sink.documents import Entry
 from agents.sink.mongo import MongoStore, connect
-from agents.sink.rollups import Countable, Rollups
+from agents.sink.rollups import Countable, Rollups, countable
 from app.settings import settings
+from tests.sink_data import enriched_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -64,8 +69,50 @@ async def test_two_processes_share_documents_and_replays_change_nothing(
     assert merchant is not None and merchant["merchants"]["m%2E0"]["id"] == "m.0"
 
 
-async def test_stored_processed_at(store: MongoStore,
-                                   mongo_db: pymongo.database.Database) -> None:
-    at = datetime(2026, 11, 26, 1, 2, 3, 456000, tzinfo=UTC)
-    mongo_db[docs.TRANSACTIONS].insert_one({"_id": "t-1", "processed_at": at})
-    assert await store.stored_processed_at(["t-1", "t-2"]) == {"t-1": at}
+async def test_stored_txn(store: MongoStore, mongo_db: pymongo.database.Database) -> None:
+    mongo_db[docs.TRANSACTIONS].insert_one({"_id": "t-1", "txn": '{"a": 1}'})
+    assert await store.stored_txn(["t-1", "t-2"]) == {"t-1": '{"a": 1}'}
+
+
+async def test_a_redelivered_batch_is_stored_once_and_counted_once(
+        store: MongoStore, mongo_db: pymongo.database.Database) -> None:
+    """The sink's insert then rollups on FerretDB: the compact documents are stored; the same
+    messages read again (a redelivery) are duplicates and add nothing; a message the worker
+    emitted again (same ``txn_id``, a later ``processed_at``) is neither stored nor counted."""
+    enriched, _ = enriched_stream(300, seed=5)
+    raws = [orjson.dumps(e) for e in enriched]
+
+    def batch(values: list[bytes], first: int) -> list[Entry]:
+        return [Entry(*docs.transaction(raw)[:1], raw, "t", 0, first + i,
+                      fields=docs.transaction(raw)[1]) for i, raw in enumerate(values)]
+
+    acked: list[object] = []
+
+    async def ack(events: object) -> None:
+        acked.extend(events)  # type: ignore[call-overload]
+
+    rollups = Rollups(store)
+    first = batch(raws[:200], 0)
+    result = await store.insert(docs.TRANSACTIONS, first)
+    await rollups.add(first, result, Acks(ack, list(range(200))))
+    await rollups.flush()
+    # a restart: the last 100 read again, with the next 100 and 20 emitted again
+    again = [orjson.dumps({**e, "processed_at": "2026-12-01T00:00:00+00:00"})
+             for e in enriched[:20]]
+    second = batch(raws[100:] + again, 100)
+    result = await store.insert(docs.TRANSACTIONS, second)
+    assert (result.inserted, result.duplicates) == (100, 120)
+    restarted = Rollups(store)
+    await restarted.add(second, result, Acks(ack, list(range(200, 420))))
+    await restarted.flush()
+    assert len(acked) == 420
+
+    stored = {d["_id"]: d for d in mongo_db[docs.TRANSACTIONS].find()}
+    assert len(stored) == 300
+    assert all(d.keys() == {"_id", "user_id", "timestamp", "txn"} for d in stored.values())
+    assert [docs.unpack_transaction(stored[e["txn_id"]]) for e in enriched] == enriched
+    items = [countable(docs.transaction(raw)[1], 0, i) for i, raw in enumerate(raws)]
+    expected = agg.build([i for i in items if i is not None])
+    for name in agg.COLLECTIONS:
+        assert sorted(mongo_db[name].find(), key=lambda d: d["_id"]) == sorted(
+            expected[name], key=lambda d: d["_id"]), name

@@ -57,13 +57,16 @@ def message(value: bytes | None, key: bytes | None = b"user-1", offset: int = 7,
                    None)
 
 
-def transaction(m: Message, raw: bytes) -> dict[str, Any]:
-    return docs.transaction_doc(docs.parse_json(raw))
+def transaction(m: Message, raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    return docs.transaction(raw)
 
 
 def test_a_valid_message_becomes_its_document() -> None:
-    entry = agents._entry(message(orjson.dumps(ENRICHED[0])), transaction)
+    raw = orjson.dumps(ENRICHED[0])
+    entry = agents._entry(message(raw), transaction)
     assert entry.doc is not None and entry.doc["_id"] == ENRICHED[0]["txn_id"]
+    assert entry.doc["txn"].encode() == raw  # the compact document, and the counted fields
+    assert entry.fields is not None and entry.fields["merchant_id"] == ENRICHED[0]["merchant_id"]
     assert (entry.topic, entry.partition, entry.offset, entry.error) == \
         ("p-transactions_enriched", 2, 7, "")
 

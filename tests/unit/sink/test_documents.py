@@ -18,17 +18,57 @@ from tests.sink_data import enriched_stream
 ENRICHED, ANOMALIES = enriched_stream(400)
 
 
-def test_transaction_doc_has_id_dates_and_buckets() -> None:
+def test_transaction_doc_is_id_user_time_and_the_message_text() -> None:
     value = dict(ENRICHED[7], timestamp="2026-11-25T13:59:58.123456+02:00")
     doc = docs.transaction_doc(value)
-    assert doc["_id"] == value["txn_id"] == doc["txn_id"]
+    assert doc.keys() == {"_id", "user_id", "timestamp", "txn"}
+    assert doc["_id"] == value["txn_id"] and doc["user_id"] == value["user_id"]
     assert doc["timestamp"] == datetime(2026, 11, 25, 11, 59, 58, 123000, tzinfo=UTC)
-    assert doc["day"] == "2026-11-25"
-    assert doc["minute"] == datetime(2026, 11, 25, 11, 59, tzinfo=UTC)
-    assert isinstance(doc["processed_at"], datetime)
+    assert doc["txn"] == orjson.dumps(value).decode()
+    assert docs.unpack_transaction(doc) == value
+
+
+def test_transaction_keeps_the_message_bytes_and_the_counted_fields() -> None:
+    """The stored text is the message as the worker wrote it (spacing, key order, number
+    spelling), parsed once; the fields the aggregates count have dates, day and minute."""
+    value = dict(ENRICHED[7], timestamp="2026-11-25T13:59:58.123456+02:00")
+    raw = b'{ "note" : 1.50e1,\n' + orjson.dumps(value)[1:]
+    doc, fields = docs.transaction(raw)
+    assert doc["txn"].encode() == raw
+    assert docs.unpack_transaction(doc) == {**value, "note": 15.0}
+    assert fields["_id"] == value["txn_id"] and fields["day"] == "2026-11-25"
+    assert fields["minute"] == datetime(2026, 11, 25, 11, 59, tzinfo=UTC)
+    assert fields["timestamp"] == doc["timestamp"]
+    assert isinstance(fields["processed_at"], datetime)
     for field in ("amount", "user_txn_count", "user_running_mean", "z_score", "is_anomaly",
-                  "user_daily_spend", "location"):
-        assert doc[field] == value[field]
+                  "user_daily_spend", "location", "merchant_id", "currency"):
+        assert fields[field] == value[field]
+
+
+json_leaves = (st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1)
+               | st.floats(allow_nan=False, allow_infinity=False)
+               | st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20))
+json_values = st.recursive(json_leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.text(max_size=6), inner, max_size=3), max_leaves=6)
+
+
+@given(base=st.sampled_from(ENRICHED[:50]),
+       extra=st.dictionaries(st.text(max_size=12), json_values, max_size=4),
+       user=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30),
+       amount=st.floats(0, 1e6, allow_nan=False), when=st.datetimes(
+           min_value=datetime(1971, 1, 1), max_value=datetime(9998, 1, 1), timezones=st.just(UTC)))
+def test_enriched_dict_to_document_and_back(base: dict, extra: dict, user: str, amount: float,
+                                            when: datetime) -> None:
+    value = {**extra, **base, "user_id": user, "amount_reporting": amount,
+             "timestamp": when.isoformat()}
+    doc = docs.transaction_doc(value)
+    assert docs.unpack_transaction(doc) == value
+    assert doc["timestamp"] == docs.to_date(value["timestamp"])
+    raw = orjson.dumps(value, option=orjson.OPT_INDENT_2)
+    stored, fields = docs.transaction(raw)
+    assert stored["txn"].encode() == raw and docs.unpack_transaction(stored) == value
+    assert {k: fields[k] for k in value if k not in ("timestamp", "processed_at")} == \
+        {k: v for k, v in value.items() if k not in ("timestamp", "processed_at")}
 
 
 def test_anomaly_doc() -> None:
@@ -75,7 +115,7 @@ def test_a_message_without_the_reporting_amount_is_poison(make: object, field: s
 
 def test_documents_keep_both_amounts() -> None:
     value = next(e for e in ENRICHED if e["currency"] == "JPY")
-    doc = docs.transaction_doc(dict(value))
+    doc = docs.unpack_transaction(docs.transaction_doc(dict(value)))
     assert (doc["amount"], doc["currency"]) == (value["amount"], "JPY")
     assert (doc["amount_reporting"], doc["reporting_currency"]) == (
         value["amount_reporting"], "USD")
@@ -88,6 +128,13 @@ def test_documents_keep_both_amounts() -> None:
 def test_messages_round_trip_through_json() -> None:
     raw = orjson.dumps(ENRICHED[3])
     assert docs.transaction_doc(docs.parse_json(raw))["_id"] == ENRICHED[3]["txn_id"]
+    assert docs.transaction(raw)[0]["_id"] == ENRICHED[3]["txn_id"]
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1]", b'{"txn_id": 3}', b"\xff{}"])
+def test_transaction_of_poison_raises(raw: bytes) -> None:
+    with pytest.raises(PoisonMessage):
+        docs.transaction(raw)
 
 
 def test_dlq_doc_uses_the_original_coordinates() -> None:

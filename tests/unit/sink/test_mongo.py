@@ -100,3 +100,56 @@ async def test_a_refused_dead_letter_is_raised(monkeypatch: pytest.MonkeyPatch) 
     store, _ = fake_store(monkeypatch, {}, dlq=RefusingDlq({}))
     with pytest.raises(DeadLetterWriteError):
         await store.insert(docs.TRANSACTIONS, [Entry(None, b"x", "t", 0, 1, "not JSON")])
+
+
+# --- collections and indexes on MongoDB --------------------------------------------------------
+class IndexedCollection:
+    def __init__(self) -> None:
+        self.indexes: list[dict[str, Any]] = [{"name": "_id_", "key": {"_id": 1}}]
+
+    def list_indexes(self) -> list[dict[str, Any]]:
+        return list(self.indexes)
+
+    def create_indexes(self, models: list[Any]) -> None:
+        self.indexes += [{"name": m.document["name"], "key": dict(m.document["key"])}
+                         for m in models]
+
+
+class MongoDb(dict[str, IndexedCollection]):
+    """A MongoDB 7 database as ``ensure_collections`` sees it."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client = self
+        self.admin = self
+
+    def command(self, name: str) -> dict[str, Any]:
+        assert name == "buildInfo"
+        return {"version": "7.0.14", "versionArray": [7, 0, 14, 0]}
+
+    def list_collection_names(self) -> list[str]:
+        return list(self)
+
+    def create_collection(self, name: str, **options: Any) -> None:
+        self[name] = IndexedCollection()
+
+    def __missing__(self, name: str) -> IndexedCollection:
+        return self.setdefault(name, IndexedCollection())
+
+
+def test_mongodb_gets_the_transactions_indexes_on_their_stored_fields() -> None:
+    """The compact ``transactions`` documents hold ``_id``, ``user_id``, ``timestamp`` and
+    ``txn``: the indexes are on those fields only, made once."""
+    db = MongoDb()
+    assert mongo.ensure_collections(db) == "time-series"  # type: ignore[arg-type]
+    keys = [list(i["key"].items()) for i in db[docs.TRANSACTIONS].indexes]
+    assert keys == [[("_id", 1)], [("user_id", 1), ("timestamp", -1)], [("timestamp", -1)]]
+    stored = set(docs.transaction_doc(docs.parse_json(
+        b'{"txn_id": "t", "user_id": "u", "timestamp": "2026-11-25T10:00:00Z", '
+        b'"processed_at": "2026-11-25T10:00:01Z", "amount_reporting": 1.0, '
+        b'"reporting_currency": "USD"}')))
+    assert {k for i in db[docs.TRANSACTIONS].indexes for k in i["key"]} <= stored
+    mongo.ensure_collections(db)  # type: ignore[arg-type]
+    assert len(db[docs.TRANSACTIONS].indexes) == 3
