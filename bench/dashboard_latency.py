@@ -42,6 +42,7 @@ from tests.browser.seed import (  # noqa: E402
     anomaly_doc,
     message,  # noqa: E402
     seed,
+    stored,
     transaction,
 )
 from tests.procs import wait_for  # noqa: E402
@@ -93,7 +94,7 @@ def measure(stack: Stack, loads: int, anomalies: int) -> dict[str, Any]:
             user = f"bench-{i}-{uuid.uuid4().hex[:6]}"
             txn = transaction(user, 5000.0 + i, datetime.now(UTC).replace(microsecond=0),
                               "m-alpha", "electronics", z_score=20.0, is_anomaly=True)
-            stack.db.transactions.insert_one(txn)
+            stack.db.transactions.insert_one(stored(txn))
             stack.db.anomalies.insert_one(anomaly_doc(txn, 20.0, 50.0, 10.0, 40))
             start = time.perf_counter()
             table.get_by_text(user).wait_for(timeout=30_000)

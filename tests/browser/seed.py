@@ -15,10 +15,11 @@ import orjson
 from pymongo.database import Database
 
 from agents.sink import aggregates as agg
+from agents.sink.documents import transaction_doc
 from app.producer import make_txn_id
 
 __all__ = ["REPORTING", "USD_PER_UNIT", "Seed", "aggregates", "anomaly_doc", "message", "seed",
-           "transaction"]
+           "stored", "transaction"]
 
 #: The reporting currency (the settings' default) and the seed's rates.
 REPORTING = "USD"
@@ -42,7 +43,8 @@ def message(user_id: str, amount: float, when: datetime, merchant_id: str,
 def transaction(user_id: str, amount: float, when: datetime, merchant_id: str,
                 category: str, z_score: float | None = None, is_anomaly: bool = False,
                 currency: str = "EUR") -> dict[str, Any]:
-    """An enriched transaction document as the sink stores it."""
+    """An enriched transaction with the sink's date, ``day`` and ``minute`` fields (what its
+    aggregates count; :func:`stored` is its ``transactions`` document)."""
     txn = message(user_id, amount, when, merchant_id, category, currency)
     reporting = round(amount * USD_PER_UNIT[currency], 2)
     return {**txn, "amount_reporting": reporting, "reporting_currency": REPORTING,
@@ -50,6 +52,14 @@ def transaction(user_id: str, amount: float, when: datetime, merchant_id: str,
             "minute": when.replace(second=0, microsecond=0), "user_txn_count": 1,
             "user_running_mean": reporting, "user_running_std": 0.0, "z_score": z_score,
             "is_anomaly": is_anomaly, "user_daily_spend": reporting, "processed_at": when}
+
+
+def stored(txn: dict[str, Any]) -> dict[str, Any]:
+    """The ``transactions`` document the sink stores for :func:`transaction`'s ``txn``: its
+    enriched message (dates as ISO text) in ``txn``, with ``_id``, ``user_id`` and ``timestamp``."""
+    value = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in txn.items()
+             if k not in ("_id", "day", "minute")}
+    return transaction_doc(value)
 
 
 def anomaly_doc(txn: dict[str, Any], z_score: float, mean_prev: float, std_prev: float,
@@ -129,7 +139,7 @@ def seed(db: Database, now: datetime | None = None) -> Seed:
     s.dlq = [{"_id": f"transactions:{p}:{p * 10}", "reason": "not valid JSON", "topic":
               "transactions", "partition": p, "offset": p * 10, "failed_at": now,
               "original": "{oops"} for p in range(2)]
-    db.transactions.insert_many(s.transactions)
+    db.transactions.insert_many([stored(t) for t in s.transactions])
     db.anomalies.insert_many(s.anomalies)
     for name, docs in aggregates(s.transactions).items():
         if docs:

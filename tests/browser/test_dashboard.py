@@ -33,7 +33,7 @@ from tests.browser.harness import (  # noqa: E402
     expect_kpis,
     wait_up,
 )
-from tests.browser.seed import Seed, anomaly_doc, seed, transaction  # noqa: E402
+from tests.browser.seed import Seed, anomaly_doc, seed, stored, transaction  # noqa: E402
 from tests.procs import ROOT, free_port, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -177,7 +177,7 @@ def test_new_anomaly_appears_without_reload(stack: Stack, seeded: Seed, page: An
     expect(table).to_contain_text("user-2", timeout=WAIT_MS)
     txn = transaction("user-new", 1234.5, datetime.now(UTC).replace(microsecond=0), "m-alpha",
                       "electronics", z_score=11.5, is_anomaly=True)
-    stack.db.transactions.insert_one(txn)
+    stack.db.transactions.insert_one(stored(txn))
     stack.db.anomalies.insert_one(anomaly_doc(txn, 11.5, 40.0, 100.0, 30))
     inserted = time.monotonic()
     expect(table).to_contain_text("user-new", timeout=WAIT_MS)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from agents.sink.documents import unpack_transaction
 from app.contract import TRANSACTIONS
 from app.producer import TransactionFactory, ensure_topic, send
 from app.settings import load, settings
@@ -52,9 +53,7 @@ def test_api_reads_what_the_pipeline_writes(tmp_path: Path, unique: str, mongo_c
 
             wait_for(stored, timeout=240, interval=2,
                      message=f"the sink to store everything:\n{sink.log()}")
-            txns = list(db.transactions.find({}, {"user_id": 1, "merchant_id": 1, "amount": 1,
-                                                  "currency": 1, "amount_reporting": 1,
-                                                  "is_anomaly": 1, "day": 1}))
+            txns = [unpack_transaction(d) for d in db.transactions.find({}, {"txn": 1})]
             app = create_app(load({**os.environ, "MONGO_DB": db.name, "API_RATE_LIMIT": "0",
                                    "WORKER_URL": f"http://localhost:{port}"}), cache_seconds=0)
             with TestClient(app) as client:
