@@ -102,6 +102,11 @@ def spawn(name: str, cmd: list[str], cwd: Path | None = None) -> int:
         cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         cwd=cwd or ROOT, start_new_session=True,
     )
+    # Until the child has exec'ed, its command line is this script's: not "ours" yet, and a
+    # check then (wait_until) would drop the pid file of a service that is starting.
+    deadline = time.monotonic() + 10
+    while proc.poll() is None and not is_ours(proc.pid, name) and time.monotonic() < deadline:
+        time.sleep(0.01)
     pid_file(name).write_text(str(proc.pid))
     return proc.pid
 
