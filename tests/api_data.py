@@ -15,6 +15,7 @@ from typing import Any
 from pymongo.database import Database
 
 from agents.sink import aggregates as agg
+from agents.sink import anomaly_index
 from app.contract import CATEGORIES
 
 #: User ids that look like MongoDB operators or are otherwise awkward: stored as plain strings.
@@ -60,6 +61,9 @@ class Seed:
         for name, docs in self.aggregates.items():
             if docs:
                 db[name].insert_many([dict(d) for d in docs])
+        for name, docs in anomaly_index.index_documents(self.anomalies).items():
+            if docs:
+                db[name].insert_many(docs)
 
     def counted(self) -> list[dict[str, Any]]:
         """The transactions the aggregates count: those in the reporting currency."""
@@ -197,6 +201,13 @@ def make_seed(now: datetime | None = None, seed: int = 7, n_txns: int = 600) -> 
                       "topic": "transactions", "partition": 0, "offset": i, "failed_at": now,
                       "original": "{oops"})
     return s
+
+
+def add_anomalies(db: Database, anomalies: list[dict[str, Any]]) -> None:
+    """Store anomalies as the sink does: the documents, then the upserts of their time index."""
+    db.anomalies.insert_many([dict(a) for a in anomalies])
+    for collection, _id, fields, _ in anomaly_index.index_writes(anomalies):
+        db[collection].update_one({"_id": _id}, {"$set": fields}, upsert=True)
 
 
 def parse_iso(value: str) -> datetime:

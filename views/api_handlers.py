@@ -86,12 +86,14 @@ async def anomalies(request: Request) -> Response:
             p.fail("cursor", f"is invalid: {exc}")
     p.check()
     api = _api(request)
-    db = api.db
+    db, keep_days = api.db, api.settings.anomaly_retention_days
+    ahead = api.settings.future_event_tolerance_seconds
     # Pages after the first change only when an anomaly arrives late with an older timestamp,
     # so they are kept longer and deep pagination does not keep the database busy.
     items, next_cursor = await _cached(
         request, ("anomalies", limit, cursor, category, min_z, since),
-        lambda: queries.anomalies(db, limit, cursor, category, min_z, since),
+        lambda: queries.anomalies(db, limit, cursor, category, min_z, since,
+                                  keep_days=keep_days, ahead_seconds=ahead),
         ttl=CURSOR_PAGE_SECONDS if cursor else None)
     return JSON({"currency": api.currency, "items": items, "next_cursor": next_cursor})
 

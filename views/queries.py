@@ -1,10 +1,11 @@
 """The API's MongoDB reads: plain functions over a pymongo ``Database`` (no web framework here).
 
 Collections and fields are those of ``docs/data-model.md``. FerretDB 1.24 answers only an
-``_id`` equality without reading the whole collection, so every endpoint but ``/anomalies``
-reads a bounded number of aggregate documents by ``_id`` (``find_one({"_id": ...})``), whatever
-the history stored: ``user_days`` (one), ``merchant_hours``/``merchant_days`` (2, 25 or 8),
-``volume_hours`` and ``currency_hours`` (one per hour of the window). Their parts (one per
+``_id`` equality without reading the whole collection, so every endpoint reads a bounded number
+of documents by ``_id`` (``find_one({"_id": ...})``), whatever the history stored: month, day
+and minute documents of the anomalies' time index (:mod:`views.anomaly_pages`), ``user_days``
+(one), ``merchant_hours``/``merchant_days`` (2, 25 or 8), ``volume_hours`` and
+``currency_hours`` (one per hour of the window). Their parts (one per
 partition of the enriched topic) are summed here in integer cents, so sums are exact.
 
 Every money figure is in one reporting currency (the ``currency`` argument, the API's
@@ -29,8 +30,9 @@ from typing import Any, TypeAlias
 import orjson
 from pymongo.database import Database
 
-from app.contract import ANOMALY_FIELDS, minute_of
+from app.contract import minute_of
 from app.settings import settings
+from views import anomaly_pages
 
 __all__ = [
     "WINDOWS",
@@ -131,76 +133,57 @@ def trends(db: Db, user_id: str, days: int, now: datetime,
 
 
 # --- /anomalies ---------------------------------------------------------------------------------
-def encode_cursor(timestamp: datetime, txn_id: str) -> str:
-    """An opaque cursor: the (timestamp, txn_id) of the last item of a page."""
-    raw = orjson.dumps([iso(timestamp), txn_id])
+def encode_cursor(timestamp: datetime, txn_id: str | None) -> str:
+    """An opaque cursor: the (timestamp, txn_id) of the last item of a page, or (when a page
+    stopped at its reading budget) the instant before which the next page starts."""
+    raw = orjson.dumps([iso(timestamp)] if txn_id is None else [iso(timestamp), txn_id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (timestamp, txn_id) in a cursor made by :func:`encode_cursor`, or CursorError."""
+def decode_cursor(cursor: str) -> tuple[datetime, str | None]:
+    """The (timestamp, txn_id or None) in a cursor made by :func:`encode_cursor`, or
+    CursorError."""
     try:
         if not cursor or len(cursor) > 400:
             raise ValueError("bad length")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = orjson.loads(raw)
-        if (not isinstance(value, list) or len(value) != 2
+        if (not isinstance(value, list) or len(value) not in (1, 2)
                 or not all(isinstance(v, str) for v in value)):
-            raise ValueError("not a pair of strings")
+            raise ValueError("not one or two strings")
         ts = datetime.fromisoformat(value[0])
-        if ts.tzinfo is None or not value[1] or len(value[1]) > 128:
+        txn_id = value[1] if len(value) == 2 else None
+        if ts.tzinfo is None or (txn_id is not None and (not txn_id or len(txn_id) > 128)):
             raise ValueError("bad values")
-        value[1].encode("utf-8")
+        if txn_id is not None:
+            txn_id.encode("utf-8")
         # Inside the try: a date at the edge of the range with an offset (year 1 at +01:00,
         # year 9999 at -01:00) has no UTC equivalent (OverflowError).
-        return ts.astimezone(UTC), value[1]
+        return ts.astimezone(UTC), txn_id
     except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeError,
             orjson.JSONDecodeError):
         raise CursorError("cursor is not a cursor returned by this API") from None
 
 
-#: An anomaly's fields in the API: the contract's, with the amount in the reporting currency
-#: after ``currency``.
-_ANOMALY_OUT = tuple(dict.fromkeys([
-    *ANOMALY_FIELDS[:ANOMALY_FIELDS.index("currency") + 1], "amount_reporting",
-    "reporting_currency", *ANOMALY_FIELDS[ANOMALY_FIELDS.index("currency") + 1:]]))
-
-
-def _anomaly(doc: dict[str, Any]) -> dict[str, Any]:
-    out = {f: iso(doc.get(f)) for f in _ANOMALY_OUT}
-    if out["txn_id"] is None:
-        out["txn_id"] = doc.get("_id")
-    return out
-
-
 def anomalies(db: Db, limit: int, cursor: str | None = None, category: str | None = None,
               min_z: float | None = None, since: datetime | None = None,
+              now: datetime | None = None, keep_days: int = settings.anomaly_retention_days,
+              ahead_seconds: float = settings.future_event_tolerance_seconds,
               ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of anomalies, newest first (``timestamp`` desc, then ``txn_id`` desc), and the
-    cursor of the next page (None on the last page).
+    cursor of the next page (None on the last page), read from the anomalies' time index
+    (:mod:`views.anomaly_pages`: a bounded number of ``_id`` lookups).
 
-    Keyset pagination: the next page holds the anomalies strictly after the last item of this
-    one in that order, so anomalies arriving meanwhile (newer ones go to the top) never shift
-    the pages: no item is repeated or skipped."""
-    clauses: list[dict[str, Any]] = []
-    if category is not None:
-        clauses.append({"merchant_category": category})
-    if min_z is not None:
-        clauses.append({"z_score": {"$gte": min_z}})
-    if since is not None:
-        clauses.append({"timestamp": {"$gte": since}})
-    if cursor is not None:
-        ts, txn_id = decode_cursor(cursor)
-        clauses.append({"$or": [{"timestamp": {"$lt": ts}},
-                                {"timestamp": ts, "_id": {"$lt": txn_id}}]})
-    query = {"$and": clauses} if clauses else {}
-    docs = list(db.anomalies.find(query).sort([("timestamp", -1), ("_id", -1)]).limit(limit + 1))
-    page = docs[:limit]
-    items = [_anomaly(d) for d in page]
-    next_cursor = None
-    if len(docs) > limit and isinstance(page[-1].get("timestamp"), datetime):
-        next_cursor = encode_cursor(page[-1]["timestamp"], str(page[-1]["_id"]))
-    return items, next_cursor
+    Keyset pagination: the next page holds the anomalies strictly after this one's position in
+    that order, so anomalies arriving meanwhile (newer ones go to the top) never shift the
+    pages: no item is repeated or skipped. The walk goes back to ``keep_days`` before ``now``
+    at most; the first page starts ``ahead_seconds`` after ``now`` (event times run ahead of
+    the clock up to ``FUTURE_EVENT_TOLERANCE_SECONDS``)."""
+    after = decode_cursor(cursor) if cursor is not None else None
+    items, position = anomaly_pages.page(
+        db, limit, after, category, min_z, since, now or datetime.now(UTC), keep_days,
+        ahead_seconds)
+    return items, None if position is None else encode_cursor(*position)
 
 
 # --- aggregates: /merchants/top, /volume, /summary ------------------------------------------

@@ -1,8 +1,8 @@
 """The sink's agents and tasks on the sink app (``app.main.sink_app``; ``txn sink -l info``):
 ``transactions_enriched`` -> ``transactions`` (then the rollups), ``anomalies`` ->
-``anomalies``, ``transactions_dlq`` -> ``dlq``. Only wiring: each agent turns its messages into
-:class:`~agents.sink.documents.Entry` items and adds them, with the events to ack, to its
-:class:`~agents.sink.writer.MongoSink`.
+``anomalies`` (then their time index), ``transactions_dlq`` -> ``dlq``. Only wiring: each
+agent turns its messages into :class:`~agents.sink.documents.Entry` items and adds them, with
+the events to ack, to its :class:`~agents.sink.writer.MongoSink`.
 
 A message whose conversion fails on its data (:data:`~agents.sink.exceptions.DATA_ERRORS`)
 becomes an entry without a document, written as a dead-letter record with its reason and
@@ -28,6 +28,7 @@ from faust import StreamT
 
 from agents.sink import documents as docs
 from agents.sink import metrics
+from agents.sink.anomaly_index import AnomalyIndex
 from agents.sink.batch import Ack
 from agents.sink.crash import crash_only
 from agents.sink.documents import Entry
@@ -144,12 +145,12 @@ def _source(stream: StreamT[Any], direct: bool
 
 
 async def _store(stream: StreamT[Any], collection: str, make_doc: MakeDoc,
-                 count: bool = False) -> None:
+                 count: bool = False, after: AfterWrite | None = None) -> None:
     """Store every message of ``stream`` into ``collection`` (``count``: the rollups take
-    each stored batch and its acks)."""
+    each stored batch and its acks; ``after``: this step does)."""
     parts = sink()
     source, ack = _source(stream, direct=count)
-    after_write: AfterWrite = parts.rollups.add if count else release
+    after_write: AfterWrite = after or (parts.rollups.add if count else release)
     writer = MongoSink(parts.store, collection, ack, max_size=settings.sink_batch_size,
                        max_seconds=settings.sink_batch_seconds, after_write=after_write)
     parts.writers.append(writer)
@@ -171,9 +172,10 @@ async def store_transactions(stream: StreamT[Any]) -> None:
 @sink_app.agent(anomalies_raw)
 @crash_only
 async def store_anomalies(stream: StreamT[Any]) -> None:
-    """``anomalies`` -> ``anomalies`` (``_id`` = ``txn_id``)."""
+    """``anomalies`` -> ``anomalies`` (``_id`` = ``txn_id``), then their time index."""
     await _store(stream, docs.ANOMALIES,
-                 lambda message, raw: docs.anomaly_doc(docs.parse_json(raw)))
+                 lambda message, raw: docs.anomaly_doc(docs.parse_json(raw)),
+                 after=AnomalyIndex(sink().store))
 
 
 def _dlq_doc(message: Any, raw: bytes) -> dict[str, Any]:

@@ -6,7 +6,10 @@ For ``transactions``, ``anomalies`` and ``dlq`` it walks the expired hours of th
 calendar, oldest first; per hour it reads the directory, then each manifest, deletes the listed
 ids (``DeleteOne`` by ``_id``, :data:`DELETES_PER_CALL` per call), then the manifest. For the
 aggregates it walks the expired whole days of the ``aggregates`` calendar and deletes their
-documents by the ids made of the day and its hours. An hour is retired last: its
+documents by the ids made of the day and its hours. Before the anomalies, it deletes their time
+index (``anomaly_index.py``) of the anomalies' expired hours: the minute documents that each
+expired day's ``anomaly_days`` document lists, then the day (and month) document once it lists
+nothing. An hour is retired last: its
 entries are pulled from its directory and the hour from its calendar; the directory is then
 read again, and if a sink listed something there meanwhile (a late event), the hour goes back on
 the calendar for the next run, else the empty directory is deleted.
@@ -28,15 +31,19 @@ from pymongo import DeleteOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from agents.sink import anomaly_index as index
 from agents.sink import documents as docs
 from agents.sink import retention as ret
 from agents.sink.manifests import upsert
 from app.settings import Settings
 
-__all__ = ["DELETES_PER_CALL", "Counts", "Pruner", "Report", "prune", "retention_days"]
+__all__ = ["ANOMALY_INDEX", "DELETES_PER_CALL", "Counts", "Pruner", "Report", "prune",
+           "retention_days"]
 
 #: ``DeleteOne`` statements per ``bulk_write`` call.
 DELETES_PER_CALL = 1000
+#: The report of the anomalies' time index (``anomaly_index.py``).
+ANOMALY_INDEX = "anomaly_index"
 #: What the directory of a kind of hour lists.
 MANIFEST_FIELDS = ("manifests",)
 
@@ -119,8 +126,11 @@ class Pruner:
     def run(self, now: datetime | None = None) -> list[Report]:
         """Prune everything expired at ``now`` (default: the current time)."""
         now = now or datetime.now(UTC)
-        reports = [self.prune_collection(c, now) for c in (docs.TRANSACTIONS, docs.ANOMALIES,
-                                                            docs.DLQ)]
+        # The anomalies' index first: it finds its expired days from the anomalies' calendar,
+        # which the anomalies' prune then empties.
+        reports = [self.prune_collection(docs.TRANSACTIONS, now), self.prune_anomaly_index(now),
+                   self.prune_collection(docs.ANOMALIES, now),
+                   self.prune_collection(docs.DLQ, now)]
         reports.append(self.prune_aggregates(now))
         self._update(ret.STATE_ID, {"$set": {
             "at": now, "finished_at": datetime.now(UTC),
@@ -159,6 +169,46 @@ class Pruner:
                           f"{listed:,} listed deleted in {time.monotonic() - hour_started:.2f} s")
         report.seconds = time.monotonic() - started
         return report
+
+    def prune_anomaly_index(self, now: datetime) -> Report:
+        """The ``anomaly_minutes`` of the anomalies' expired hours (listed by their day's
+        ``anomaly_days`` document), then those minutes off their day, and a day (and month)
+        document once it lists nothing."""
+        started = time.monotonic()
+        days = self.days[docs.ANOMALIES]
+        report = Report(ANOMALY_INDEX, days, ret.cutoff_hour(now, days),
+                        deleted={index.MINUTES: 0, index.DAYS: 0})
+        expired: dict[str, set[str]] = {}
+        for hour in ret.expired_hours(self._calendar(docs.ANOMALIES), now, days):
+            expired.setdefault(ret.day_of(hour), set()).add(hour[11:13])
+        for day, hours in expired.items():
+            self.counts.reads += 1
+            stored = self.db[index.DAYS].find_one({"_id": day})
+            listed = index.listed(stored, "minutes", 4)
+            gone = [m for m in listed if m[:2] in hours]
+            report.listed += len(gone)
+            report.deleted[index.MINUTES] += self._delete(
+                index.MINUTES, [f"{day}T{m[:2]}:{m[2:]}" for m in gone])
+            if gone:
+                self._update_index(day, {"$unset": {f"minutes.{m}": "" for m in gone}})
+            emptied = len(gone) == len(listed) and self._delete_empty(day, "minutes")
+            report.deleted[index.DAYS] += emptied
+            if emptied or stored is None:  # stored None: deleted by a run that then stopped
+                self._update_index(day[:7], {"$unset": {f"days.{day[8:]}": ""}})
+                self._delete_empty(day[:7], "days")
+            report.hours += sorted(f"{day}T{h}" for h in hours)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _update_index(self, _id: str, update: dict[str, Any]) -> None:
+        self.counts.updates += 1
+        self.db[index.DAYS].update_one({"_id": _id}, update)
+
+    def _delete_empty(self, _id: str, field: str) -> bool:
+        """Delete the ``anomaly_days`` document ``_id`` if its ``field`` lists nothing (a sink
+        may have listed a late anomaly meanwhile)."""
+        self.counts.delete_calls += 1
+        return self.db[index.DAYS].delete_one({"_id": _id, field: {}}).deleted_count > 0
 
     def prune_aggregates(self, now: datetime) -> Report:
         started = time.monotonic()

@@ -20,7 +20,16 @@ from starlette.testclient import TestClient
 
 from app.contract import CATEGORIES
 from app.settings import load
-from tests.api_data import ODD_USERS, REPORTING, STALE, USERS, Seed, make_seed, parse_iso
+from tests.api_data import (
+    ODD_USERS,
+    REPORTING,
+    STALE,
+    USERS,
+    Seed,
+    add_anomalies,
+    make_seed,
+    parse_iso,
+)
 from tests.procs import free_port
 from tests.unit.views.cursor_strategies import cursors
 from views import queries
@@ -152,7 +161,7 @@ def _walk_while_inserting(client: TestClient, seeded: Seed, mongo_db: Any) -> No
     new = [{**seeded.anomalies[0], "_id": f"new{i}", "txn_id": f"new{i}",
             "timestamp": seeded.now + timedelta(seconds=i + 1)} for i in range(5)]
     new.append({**seeded.anomalies[0], "_id": "0" * 64, "txn_id": "0" * 64, "timestamp": last_ts})
-    mongo_db.anomalies.insert_many(new)
+    add_anomalies(mongo_db, new)
     cursor = body["next_cursor"]
     while cursor:
         body = client.get("/anomalies", params={"limit": 10, "cursor": cursor}).json()
@@ -425,15 +434,15 @@ def test_cached_answers_refresh(mongo_db, fresh) -> None:
     """An anomaly page (stale-while-revalidate): fresh for the cache's 0.3 s, then answered
     stale at once while one background thread recomputes it."""
     with _client(mongo_db.name, cache_seconds=0.3) as c:
-        before = c.get("/anomalies?limit=200").json()["items"]
+        before = c.get("/anomalies?limit=10").json()["items"]
         new = {**fresh.anomalies[0], "_id": "late", "txn_id": "late",
                "timestamp": datetime.now(UTC) + timedelta(seconds=1)}
-        mongo_db.anomalies.insert_one(new)
-        assert c.get("/anomalies?limit=200").json()["items"] == before  # fresh for 0.3 s
+        add_anomalies(mongo_db, [new])
+        assert c.get("/anomalies?limit=10").json()["items"] == before  # fresh for 0.3 s
         time.sleep(0.4)
-        c.get("/anomalies?limit=200")  # stale: answered at once, refreshed in the background
+        c.get("/anomalies?limit=10")  # stale: answered at once, refreshed in the background
         deadline = time.monotonic() + 5
-        while c.get("/anomalies?limit=200").json()["items"][0]["txn_id"] != "late":
+        while c.get("/anomalies?limit=10").json()["items"][0]["txn_id"] != "late":
             assert time.monotonic() < deadline
             time.sleep(0.05)
 

@@ -32,20 +32,30 @@ def test_random_text_is_never_a_valid_cursor_or_an_error(raw: str) -> None:
         ts, txn_id = queries.decode_cursor(raw)
     except queries.CursorError:
         return
-    assert ts.tzinfo is not None and isinstance(txn_id, str)
+    assert ts.tzinfo is not None and (txn_id is None or isinstance(txn_id, str))
 
 
 @settings(max_examples=500)
 @given(cursors)
 def test_any_cursor_decodes_or_is_a_cursor_error(raw: str) -> None:
     """Text, base64 of random bytes or JSON, of dates out of range or with an offset at the
-    edge, wrong types: decode_cursor answers a usable pair or CursorError, nothing else."""
+    edge, wrong types: decode_cursor answers a usable pair (txn_id None: a position) or
+    CursorError, nothing else."""
     try:
         ts, txn_id = queries.decode_cursor(raw)
     except queries.CursorError:
         return
-    assert ts.utcoffset() == timedelta(0) and isinstance(txn_id, str) and txn_id
-    bson.encode({"timestamp": ts, "_id": txn_id})  # the query can carry both
+    assert ts.utcoffset() == timedelta(0) and (txn_id is None or isinstance(txn_id, str)
+                                               and txn_id)
+    bson.encode({"timestamp": ts, "_id": txn_id})  # a document can carry both
+
+
+def test_a_position_cursor_round_trips() -> None:
+    """A page that stopped at its reading budget continues from an instant: a one-item cursor."""
+    ts = datetime(2026, 11, 30, 10, 5, tzinfo=UTC)
+    cursor = queries.encode_cursor(ts, None)
+    assert queries.decode_cursor(cursor) == (ts, None)
+    assert cursor == b64(b'["2026-11-30T10:05:00.000+00:00"]')
 
 
 #: The cursor of the bug report (base64 of ["0001-01-01T00:00:00+01:00","x"]): was a 500.
