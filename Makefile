@@ -109,6 +109,10 @@ dashboard: $(RUNTIME_STAMP) ## the Panel dashboard (http://localhost:5006/live),
 	$(VENV)/bin/panel serve dashboards/live.py --address $${BIND_HOST:-127.0.0.1} \
 	  --port $${DASHBOARD_PORT:-5006} --allow-websocket-origin localhost:$${DASHBOARD_PORT:-5006}
 
+.PHONY: longrun
+longrun: $(TEST_STAMP) ## 60 min at 1k/s on a 10M history with its own services (LONGRUN_ARGS; docs/longrun.md)
+	$(PY) bench/longrun.py $(LONGRUN_ARGS)
+
 bench: $(TEST_STAMP) ## end-to-end benchmark vs a raw Kafka hop (needs make services; docs/benchmarks.md)
 	$(PY) bench/bench_pipeline.py $(BENCH_ARGS)
 

@@ -1,0 +1,330 @@
+"""Load a history of transactions into MongoDB through the product's own write path, fast: the
+long-run benchmark's seed (``bench/longrun.py``), usable alone.
+
+    .venv/bin/python bench/seed_history.py --mongo-url mongodb://127.0.0.1:27018 \\
+        --db txn_analytics --transactions 10000000 --days 7
+
+What it writes is what the pipeline would have written, made by the same code:
+
+- the transactions come from the producer's factory (``app.producer.TransactionFactory``, the
+  demo's seed, users and merchants), their event times spread evenly over the ``--days`` days
+  before ``--end`` (default: the start of the current UTC day, so the live run's aggregate
+  parts never meet the seed's: its topics start at offset 0 again);
+- each is enriched as the worker does (:func:`agents.enrich.enrich` over per-user statistics
+  and day spend, partition by murmur2 of the key as the producer places it);
+- the sink's code stores them: ``Entry`` items made as ``agents/sink/agents.py`` makes them,
+  :meth:`MongoStore.insert` in batches of ``SINK_BATCH_SIZE``, :meth:`Manifests.record` for the
+  retention, and every ``--fold`` transactions :meth:`Rollups.write` of the stored items, so
+  each aggregate document is written a few times, not once per transaction.
+
+``--processes 2`` splits the partitions between two processes (each one a sink of its
+partitions: an aggregate part has one writer); each process generates every message and keeps
+its own. Progress (count, rate, ETA) every few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agents.enrich import enrich  # noqa: E402
+from agents.sink import documents as docs  # noqa: E402
+from agents.sink.documents import Entry  # noqa: E402
+from agents.sink.manifests import Manifests  # noqa: E402
+from agents.sink.mongo import MongoStore, connect, ensure_collections  # noqa: E402
+from agents.sink.rollups import Rollups  # noqa: E402
+from app import contract  # noqa: E402
+from app.producer import TransactionFactory  # noqa: E402
+from app.producer.kafka import Partitions  # noqa: E402
+from app.settings import settings  # noqa: E402
+from tables.welford import EMPTY, Welford  # noqa: E402
+
+__all__ = ["Enricher", "History", "SeedStats", "anomaly_entry", "seed", "transaction_entry"]
+
+#: Transactions generated and enriched per step (then inserted in the sink's batch size).
+STEP = 20_000
+#: Transactions folded into the aggregates per write (each document is written once per fold).
+FOLD = 1_000_000
+PROGRESS_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class History:
+    """Which history: the factory's arguments and the event-time span."""
+
+    transactions: int
+    days: float = 7.0
+    end_ms: int = 0  # 0: the start of the current UTC day
+    seed: int = 42
+    users: int = 10_000
+    merchants: int = 1_000
+    anomaly_rate: float = 0.002
+
+    def resolved_end_ms(self) -> int:
+        if self.end_ms:
+            return self.end_ms
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return int(today.timestamp() * 1000)
+
+    def factory(self) -> TransactionFactory:
+        span_us = int(self.days * 86_400_000_000)
+        step_us = max(1, span_us // max(1, self.transactions))
+        start_ms = self.resolved_end_ms() - self.transactions * step_us // 1000
+        return TransactionFactory(seed=self.seed, users=self.users, merchants=self.merchants,
+                                  anomaly_rate=self.anomaly_rate, start_ms=start_ms,
+                                  step_us=step_us)
+
+
+def transaction_entry(raw: bytes, partition: int, offset: int) -> Entry:
+    """A ``transactions_enriched`` message's entry, as the sink's ``store_transactions`` makes
+    it: the document and the fields the aggregates count (``documents.transaction``), or, with
+    a sink whose document holds every field, the document alone."""
+    topic = settings.topic(contract.ENRICHED)
+    made = docs.transaction(raw) if hasattr(docs, "transaction") else \
+        docs.transaction_doc(docs.parse_json(raw))
+    if isinstance(made, tuple):
+        doc, fields = made
+        return Entry(doc, raw, topic, partition, offset, fields=fields)  # type: ignore[call-arg]
+    return Entry(made, raw, topic, partition, offset)
+
+
+def anomaly_entry(raw: bytes, partition: int, offset: int) -> Entry:
+    """An ``anomalies`` message's entry, as the sink's ``store_anomalies``."""
+    return Entry(docs.anomaly_doc(docs.parse_json(raw)), raw,
+                 settings.topic(contract.ANOMALIES), partition, offset)
+
+
+class Enricher:
+    """The worker's per-user state for a history read in order: statistics, the spend of the
+    current UTC day, and the next offset of each output partition."""
+
+    def __init__(self, partitions: int) -> None:
+        self.users: dict[str, tuple[Welford, int, int]] = {}  # user -> stats, day, day cents
+        self.partition_of = Partitions(partitions)
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.threshold = settings.anomaly_z_threshold
+        self.min_history = settings.anomaly_min_history
+
+    def next_offset(self, topic: str, partition: int) -> int:
+        offset = self.offsets.get((topic, partition), 0)
+        self.offsets[(topic, partition)] = offset + 1
+        return offset
+
+    def one(self, value: bytes, key: bytes, timestamp_ms: int
+            ) -> tuple[int, bytes, bytes | None]:
+        """The partition, enriched message and anomaly message (or None) of one transaction;
+        ``processed_at`` is its event time plus a tenth of a second."""
+        import orjson
+
+        txn = orjson.loads(value)
+        stats, day, day_cents = self.users.get(txn["user_id"], (EMPTY, -1, 0))
+        today = timestamp_ms // 86_400_000
+        if today != day:
+            day, day_cents = today, 0
+        now = datetime.fromtimestamp((timestamp_ms + 100) / 1000, UTC).isoformat()
+        done = enrich(txn, stats, day_cents, now, self.threshold, self.min_history)
+        self.users[txn["user_id"]] = (done.stats, day, day_cents + done.amount_cents)
+        anomaly = None if done.anomaly is None else orjson.dumps(done.anomaly)
+        return self.partition_of[key], orjson.dumps(done.value), anomaly
+
+
+@dataclass
+class SeedStats:
+    transactions: int = 0
+    anomalies: int = 0
+    seconds: float = 0.0
+
+
+Progress = Callable[[str], None]
+
+
+def _batches(history: History, enricher: Enricher, mine: frozenset[int], first: int,
+             count: int) -> Iterator[tuple[list[Entry], list[Entry]]]:
+    """Entries of this process's partitions, a step of the history at a time."""
+    factory = history.factory()
+    enriched_topic, anomaly_topic = contract.ENRICHED, contract.ANOMALIES
+    for lo in range(first, first + count, STEP):
+        txns: list[Entry] = []
+        anomalies: list[Entry] = []
+        for msg in factory.messages(lo, min(STEP, first + count - lo)):
+            if enricher.partition_of[msg.key] not in mine:
+                continue
+            partition, raw, anomaly = enricher.one(msg.value, msg.key, msg.timestamp_ms)
+            txns.append(transaction_entry(
+                raw, partition, enricher.next_offset(enriched_topic, partition)))
+            if anomaly is not None:
+                anomalies.append(anomaly_entry(
+                    anomaly, partition, enricher.next_offset(anomaly_topic, partition)))
+        yield txns, anomalies
+
+
+class MirrorStore:
+    """The store the seed's rollups use: writes go to MongoDB and are mirrored here, and reads
+    of aggregate documents are answered from the mirror. Exact for a seed: it starts from an
+    empty database and each part has one writer, so MongoDB holds of this process's parts what
+    it wrote; it saves a round trip per document (about 10 ms on FerretDB) at every fold."""
+
+    def __init__(self, store: MongoStore) -> None:
+        self.store = store
+        self.docs: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def aggregate_docs(self, collection: str, ids: list[str],
+                             projection: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {i: self.docs[(collection, i)] for i in ids if (collection, i) in self.docs}
+
+    async def write_aggregates(self, writes: list[Any]) -> None:
+        await self.store.write_aggregates(writes)
+        for collection, _id, fields, unset in writes:
+            doc = self.docs.setdefault((collection, _id), {"_id": _id})
+            for path, value in fields.items():
+                *parents, last = path.split(".")
+                node = doc
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node[last] = list(value) if isinstance(value, list) else value
+            for path in unset:
+                *parents, last = path.split(".")
+                node = doc
+                for key in parents:
+                    node = node.get(key, {})
+                node.pop(last, None)
+
+
+class Writer:
+    """The sink's writes of one process: inserts and manifests per batch, aggregates per
+    fold (``after_anomalies``: a further step after each ``anomalies`` insert, if the sink has
+    one)."""
+
+    def __init__(self, db: Any) -> None:
+        self.store = MongoStore(db)
+        self.manifests = Manifests(db)
+        self.rollups = Rollups(MirrorStore(self.store))  # type: ignore[arg-type]
+        self.items: list[Any] = []
+
+    async def insert(self, collection: str, entries: list[Entry]) -> list[Any]:
+        size = settings.sink_batch_size
+        items: list[Any] = []
+        for start in range(0, len(entries), size):
+            batch = entries[start:start + size]
+            result = await self.store.insert(collection, batch)
+            await self.manifests.record(collection, batch, result)
+            if collection == docs.TRANSACTIONS:
+                items += await self.rollups.stored_here(batch, result)
+        return items
+
+    async def fold(self) -> None:
+        items, self.items = self.items, []
+        if items:
+            await self.rollups.write(items)
+
+
+async def _seed_part(mongo_url: str, db_name: str, history: History, mine: frozenset[int],
+                     progress: Progress | None, share: float) -> SeedStats:
+    db = connect(mongo_url)[db_name]
+    writer = Writer(db)
+    await writer.store.ready()
+    enricher = Enricher(settings.topic_partitions)
+    stats = SeedStats()
+    started = last = time.monotonic()
+    pending: asyncio.Future[Any] | None = None
+    total = history.transactions
+    done_seq = 0
+    for txns, anomalies in _batches(history, enricher, mine, 0, total):
+        if pending is not None:  # this step was computed while the previous one was written
+            writer.items += await pending
+        pending = asyncio.ensure_future(_write_step(writer, txns, anomalies))
+        await asyncio.sleep(0)
+        stats.transactions += len(txns)
+        stats.anomalies += len(anomalies)
+        done_seq = min(total, done_seq + STEP)
+        if len(writer.items) >= FOLD * share:
+            writer.items += await pending
+            pending = None
+            await writer.fold()
+        now = time.monotonic()
+        if progress is not None and now - last >= PROGRESS_SECONDS:
+            last = now
+            rate = done_seq / (now - started)
+            eta = (total - done_seq) / rate if rate else 0.0
+            progress(f"{done_seq:,}/{total:,} transactions ({rate:,.0f}/s, ETA {eta:,.0f} s)")
+    if pending is not None:
+        writer.items += await pending
+    await writer.fold()
+    stats.seconds = time.monotonic() - started
+    db.client.close()
+    return stats
+
+
+async def _write_step(writer: Writer, txns: list[Entry], anomalies: list[Entry]) -> list[Any]:
+    items = await writer.insert(docs.TRANSACTIONS, txns)
+    await writer.insert(docs.ANOMALIES, anomalies)
+    return items
+
+
+def _part_main(args: tuple[str, str, History, frozenset[int], bool, float]) -> SeedStats:
+    mongo_url, db_name, history, mine, talk, share = args
+    name = f"partitions {','.join(map(str, sorted(mine)))}"
+    progress = (lambda text: print(f"[seed] {name}: {text}", flush=True)) if talk else None
+    return asyncio.run(_seed_part(mongo_url, db_name, history, mine, progress, share))
+
+
+def seed(mongo_url: str, db_name: str, history: History, processes: int = 1,
+         progress: Progress | None = None) -> SeedStats:
+    """Seed ``history`` into ``db_name`` (added to what is there); returns what was written.
+    ``processes``: 1 or 2 (each a sink of half of the partitions)."""
+    partitions = settings.topic_partitions
+    history = History(**{**history.__dict__, "end_ms": history.resolved_end_ms()})
+    started = time.monotonic()
+    client = connect(mongo_url)
+    ensure_collections(client[db_name])  # once, before two processes would race to make them
+    client.close()
+    if processes <= 1:
+        result = asyncio.run(_seed_part(mongo_url, db_name, history,
+                                        frozenset(range(partitions)), progress, 1.0))
+    else:
+        groups = [frozenset(p for p in range(partitions) if p % processes == i)
+                  for i in range(processes)]
+        jobs = [(mongo_url, db_name, history, g, progress is not None, 1 / processes)
+                for g in groups]
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            parts = pool.map(_part_main, jobs)
+        result = SeedStats(sum(p.transactions for p in parts), sum(p.anomalies for p in parts))
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mongo-url", default=settings.mongo_url)
+    parser.add_argument("--db", default=settings.mongo_db)
+    parser.add_argument("--transactions", type=int, default=200_000)
+    parser.add_argument("--days", type=float, default=7.0)
+    parser.add_argument("--end", type=int, default=0, help="end of the history, epoch ms "
+                        "(default: the start of the current UTC day)")
+    parser.add_argument("--processes", type=int, default=1, choices=(1, 2))
+    args = parser.parse_args(argv)
+    history = History(args.transactions, args.days, args.end)
+    stats = seed(args.mongo_url, args.db, history, args.processes,
+                 lambda text: print(f"[seed] {text}", flush=True))
+    print(f"[seed] {stats.transactions:,} transactions ({stats.anomalies:,} anomalies) in "
+          f"{stats.seconds:,.1f} s: {stats.transactions / max(stats.seconds, 1e-9):,.0f}/s",
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
