@@ -14,8 +14,9 @@ What it writes is what the pipeline would have written, made by the same code:
   and day spend, partition by murmur2 of the key as the producer places it);
 - the sink's code stores them: ``Entry`` items made as ``agents/sink/agents.py`` makes them,
   :meth:`MongoStore.insert` in batches of ``SINK_BATCH_SIZE``, :meth:`Manifests.record` for the
-  retention, and every ``--fold`` transactions :meth:`Rollups.write` of the stored items, so
-  each aggregate document is written a few times, not once per transaction.
+  retention, the anomalies' time index (:class:`AnomalyIndex`) after each ``anomalies`` batch,
+  and every :data:`FOLD` transactions :meth:`Rollups.write` of the stored items, so each
+  aggregate document is written a few times, not once per transaction.
 
 ``--processes 2`` splits the partitions between two processes (each one a sink of its
 partitions: an aggregate part has one writer); each process generates every message and keeps
@@ -40,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from agents.enrich import enrich  # noqa: E402
 from agents.sink import documents as docs  # noqa: E402
+from agents.sink.anomaly_index import AnomalyIndex  # noqa: E402
+from agents.sink.batch import Acks  # noqa: E402
 from agents.sink.documents import Entry  # noqa: E402
 from agents.sink.manifests import Manifests  # noqa: E402
 from agents.sink.mongo import MongoStore, connect, ensure_collections  # noqa: E402
@@ -88,15 +91,9 @@ class History:
 
 def transaction_entry(raw: bytes, partition: int, offset: int) -> Entry:
     """A ``transactions_enriched`` message's entry, as the sink's ``store_transactions`` makes
-    it: the document and the fields the aggregates count (``documents.transaction``), or, with
-    a sink whose document holds every field, the document alone."""
-    topic = settings.topic(contract.ENRICHED)
-    made = docs.transaction(raw) if hasattr(docs, "transaction") else \
-        docs.transaction_doc(docs.parse_json(raw))
-    if isinstance(made, tuple):
-        doc, fields = made
-        return Entry(doc, raw, topic, partition, offset, fields=fields)  # type: ignore[call-arg]
-    return Entry(made, raw, topic, partition, offset)
+    it: the document and the fields the aggregates count (``documents.transaction``)."""
+    doc, fields = docs.transaction(raw)
+    return Entry(doc, raw, settings.topic(contract.ENRICHED), partition, offset, fields=fields)
 
 
 def anomaly_entry(raw: bytes, partition: int, offset: int) -> Entry:
@@ -169,6 +166,10 @@ def _batches(history: History, enricher: Enricher, mine: frozenset[int], first: 
         yield txns, anomalies
 
 
+async def _no_ack(events: Any) -> None:
+    """The seed reads no Kafka events: nothing to ack."""
+
+
 class MirrorStore:
     """The store the seed's rollups use: writes go to MongoDB and are mirrored here, and reads
     of aggregate documents are answered from the mirror. Exact for a seed: it starts from an
@@ -213,6 +214,7 @@ class Writer:
         self.store = MongoStore(db)
         self.manifests = Manifests(db)
         self.rollups = Rollups(MirrorStore(self.store))  # type: ignore[arg-type]
+        self.anomaly_index = AnomalyIndex(self.store)
         self.items: list[Any] = []
 
     async def insert(self, collection: str, entries: list[Entry]) -> list[Any]:
@@ -224,6 +226,8 @@ class Writer:
             await self.manifests.record(collection, batch, result)
             if collection == docs.TRANSACTIONS:
                 items += await self.rollups.stored_here(batch, result)
+            else:  # the anomalies' time index, the sink's step after their insert
+                await self.anomaly_index(batch, result, Acks(_no_ack, ()))
         return items
 
     async def fold(self) -> None:

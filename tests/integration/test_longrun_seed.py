@@ -1,7 +1,7 @@
 """The long-run benchmark's seed (bench/seed_history.py) against the real FerretDB: a small
 history writes the aggregate documents the sink's own builder makes from the same stored
-transactions, the anomalies and the retention manifests, and the API answers a seeded user's
-trends from it."""
+transactions, the anomalies with their time index and the retention manifests, and the API
+answers a seeded user's trends from it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from agents.sink import aggregates as agg
+from agents.sink.anomaly_index import index_documents
 from agents.sink.rollups import countable
 from app.settings import load, settings
 from tests.procs import free_port
@@ -51,6 +52,10 @@ def test_a_small_seed_is_what_the_sink_writes(mongo_client: Any, unique: str) ->
             stored = {d["_id"]: _normal(d) for d in db[collection].find()}
             assert stored == {d["_id"]: _normal(d) for d in expected[collection]}, collection
         assert db.retention.count_documents({}) > 0
+        # The anomalies' time index: what the sink's step makes of the stored anomalies.
+        for collection, expected_docs in index_documents(list(db.anomalies.find())).items():
+            stored = {d["_id"]: _normal(d) for d in db[collection].find()}
+            assert stored == {d["_id"]: _normal(d) for d in expected_docs}, collection
         user = next(d["_id"] for d in db.user_days.find().limit(1))
         client = TestClient(create_app(load({**os.environ, "MONGO_DB": name,
                                              "API_RATE_LIMIT": "0",
