@@ -3,13 +3,18 @@
     .venv/bin/python bench/ferretdb_insert.py                      # 12k documents per variant
     .venv/bin/python bench/ferretdb_insert.py --count 20000 --variants baseline,product
     .venv/bin/python bench/ferretdb_insert.py --profile product    # + a Go CPU profile
+    .venv/bin/python bench/ferretdb_insert.py --count 16000 \\
+        --variants product-full,product,product-merchant          # the layouts side by side
 
 Every variant gets its own private FerretDB (``.cache/bin/ferretdb-local``, data in a temporary
 directory, never the shared one), all started at once, so the variants are compared side by
 side in one run on the same (shared, noisy) machine: the documents are inserted in rounds of
 ``--round`` documents, each round into every variant in turn (the order rotates every round).
-The documents are shaped exactly like the sink's (``agents.sink.documents.transaction_doc`` of
-enriched transactions from ``tests/sink_data.py``), inserted with the sink's client
+The documents are shaped exactly like the sink's (``agents.sink.documents.transaction`` of
+enriched transactions from ``tests/sink_data.py``), in the variant's layout: ``compact`` (the
+sink's: ``_id``, ``user_id``, ``timestamp``, ``txn``), ``compact+merchant`` (the same plus a
+top-level ``merchant_id``) or ``full`` (every enriched field, the dates, ``day`` and ``minute``:
+the layout before ``txn``); inserted with the sink's client
 settings (``agents.sink.mongo.connect``) and call (``insert_many(ordered=False)``) in batches of
 the variant's size. A variant sets: the secondary indexes (``agents.sink.mongo.INDEXES``, or
 none), the query parameters of FerretDB's SQLite URL (``--sqlite-params`` of
@@ -44,6 +49,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import bson
+import orjson
 import psutil
 import pymongo
 from pymongo import UpdateOne
@@ -70,6 +77,7 @@ class Variant:
     batch: int
     note: str
     binary: Path = FERRETDB
+    layout: str = "compact"  # compact, compact+merchant or full (LAYOUTS)
 
 
 B = settings.sink_batch_size
@@ -87,7 +95,22 @@ VARIANTS: dict[str, Variant] = {
     "product-b5000": Variant(False, True, SYNC_NORMAL, 5000, "product, batch 5000"),
     "product-cache": Variant(False, True, SYNC_NORMAL + "&_pragma=cache_size(-65536)", B,
                              "product, 64 MiB page cache"),
+    "product-full": Variant(False, True, SYNC_NORMAL, B, "product, every field (before txn)",
+                            layout="full"),
+    "product-merchant": Variant(False, True, SYNC_NORMAL, B, "product, + merchant_id",
+                                layout="compact+merchant"),
 }
+LAYOUTS = ("compact", "compact+merchant", "full")
+
+
+def layout_docs(raw: bytes, layout: str) -> dict[str, Any]:
+    """A ``transactions`` document of the enriched message ``raw`` in ``layout``."""
+    doc, fields = docs.transaction(raw)
+    if layout == "full":
+        return fields
+    if layout == "compact+merchant":
+        return {**doc, "merchant_id": fields.get("merchant_id")}
+    return doc
 
 
 @dataclass
@@ -137,7 +160,7 @@ def start(name: str, variant: Variant, tmp: Path, profile: bool,
             db.create_collection(docs.MERCHANT_MINUTE)
             if variant.indexes:
                 for coll in (docs.TRANSACTIONS, docs.MERCHANT_MINUTE):
-                    for index in INDEXES[coll]:
+                    for index in INDEXES.get(coll, []):
                         db[coll].create_indexes([index])
             db[docs.MERCHANT_MINUTE].insert_many(rollup_rows)
         if variant.id_index:  # wait for ferretdb-local to add its index (checks every second)
@@ -259,8 +282,10 @@ def main() -> None:
 
     enriched, _ = enriched_stream(args.count + max(v.batch for v in variants.values())
                                   * args.replay_batches, users=10_000, merchants=500)
-    all_docs = [docs.transaction_doc(v) for v in enriched]
-    main_docs, spare = all_docs[:args.count], all_docs[args.count:]
+    raws = [orjson.dumps(v) for v in enriched]
+    by_layout = {layout: [layout_docs(raw, layout) for raw in raws]
+                 for layout in {v.layout for v in variants.values()}}
+    count = args.count
     tmp = Path(tempfile.mkdtemp(prefix="txn-ferretdb-bench-"))
     print(f"FerretDB logs and data in {tmp}", flush=True)
     t0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -272,14 +297,15 @@ def main() -> None:
         for n in names:
             runs.append(start(n, variants[n], tmp, n == args.profile, history))
             clients[n] = connect(runs[-1].url)
-        rounds = [main_docs[i:i + args.round] for i in range(0, len(main_docs), args.round)]
+        rounds = [(i, min(i + args.round, count)) for i in range(0, count, args.round)]
         if args.profile in names:
             run = next(r for r in runs if r.name == args.profile)
-            guess = max(10, int(len(main_docs) / 1000 * len(runs)))  # ~1 ms/doc/variant
+            guess = max(10, int(count / 1000 * len(runs)))  # ~1 ms/doc/variant
             threads.append(profile(run, guess, RESULTS / f"ferretdb-profile-{run.name}.txt"))
-        for k, chunk in enumerate(rounds):
+        for k, (lo, hi) in enumerate(rounds):
             order = runs[k % len(runs):] + runs[:k % len(runs)]
             for run in order:
+                chunk = by_layout[run.variant.layout][lo:hi]
                 seconds, cpu, stored = insert(run, clients[run.name], chunk)
                 run.seconds += seconds
                 run.cpu += cpu
@@ -303,6 +329,8 @@ def main() -> None:
         # replay: every batch holds one document that is already stored
         for run in runs:
             size = run.variant.batch
+            main_docs, spare = (by_layout[run.variant.layout][:count],
+                                by_layout[run.variant.layout][count:])
             for b in range(args.replay_batches):
                 batch = [main_docs[b]] + spare[b * size:(b + 1) * size - 1]
                 seconds, cpu, stored = insert(run, clients[run.name], batch)
@@ -322,7 +350,11 @@ def main() -> None:
         size = sum(p.stat().st_size for p in run.data.rglob("*") if p.is_file())
         rp = run.replay
         results.append({
-            "variant": run.name, "note": run.variant.note, "indexes": run.variant.indexes,
+            "variant": run.name, "note": run.variant.note, "layout": run.variant.layout,
+            "indexes": run.variant.indexes,
+            "fields": len(by_layout[run.variant.layout][0]),
+            "bson_bytes": round(sum(len(bson.encode(d)) for d in by_layout[run.variant.layout])
+                                / len(by_layout[run.variant.layout])),
             "sqlite_params": run.variant.params, "batch": run.variant.batch,
             "documents": run.documents, "seconds": round(run.seconds, 2),
             "docs_per_second": round(run.documents / run.seconds),
