@@ -195,6 +195,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--transactions", type=int, default=1_000_000)
     p.add_argument("--hours", type=float, default=2.0)
+    p.add_argument("--anomaly-rate", type=float, default=0.003,
+                   help="share of the seeded transactions that are anomalies")
     p.add_argument("--users", type=int, default=200, help="Locust users, 1 request/s each")
     p.add_argument("--duration", type=int, default=60, help="seconds of load")
     p.add_argument("--trends-weight", type=int, default=0, help="share of user trends requests")
@@ -229,7 +231,7 @@ def main() -> int:
                 "volume_hours", "currency_hours", "dlq")}
             seeded["hours"] = args.hours
         else:
-            seeded = seed(db, args.transactions, args.hours)
+            seeded = seed(db, args.transactions, args.hours, anomaly_rate=args.anomaly_rate)
         cold = cold_costs(db, args.trends_samples, args.repeat)
 
         api_port = free_port()

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pymongo
 
+from agents.sink import anomaly_index
 from agents.sink.aggregates import COLLECTIONS, Builder, countable
 from agents.sink.documents import transaction_doc
 from app.contract import CATEGORIES, PAYMENT_METHODS, STATUSES
@@ -54,9 +55,11 @@ def seed(db: Any, transactions: int, hours: float, users: int = 10_000, merchant
     offsets: dict[int, int] = defaultdict(int)
     started = time.monotonic()
     for name in ("transactions", "anomalies", "merchant_minute", "volume_minute",
-                 "currency_minute", "dlq", *COLLECTIONS):
+                 "currency_minute", "dlq", anomaly_index.MINUTES, anomaly_index.DAYS,
+                 *COLLECTIONS):
         db[name].drop()
     written = 0
+    all_anomalies: list[dict[str, Any]] = []
     for lo in range(0, transactions, BATCH):
         docs, anomalies = [], []
         for i in range(lo, min(lo + BATCH, transactions)):
@@ -92,11 +95,14 @@ def seed(db: Any, transactions: int, hours: float, users: int = 10_000, merchant
         db.transactions.insert_many([stored(d) for d in docs], ordered=False)
         if anomalies:
             db.anomalies.insert_many(anomalies, ordered=False)
+            all_anomalies += anomalies
         written += len(docs)
         if lo % (BATCH * 10) == 0:
             rate = written / max(time.monotonic() - started, 1e-9)
             print(f"[seed] {written:,} transactions ({rate:,.0f}/s)", file=log, flush=True)
     built = aggregates.documents()
+    # The anomalies' time index, as the sink writes it (``agents/sink/anomaly_index.py``).
+    built.update(anomaly_index.index_documents(all_anomalies))
     for name, documents in built.items():
         for lo in range(0, len(documents), 1000):
             db[name].insert_many(documents[lo:lo + 1000], ordered=False)
@@ -124,9 +130,11 @@ def main() -> int:
     parser.add_argument("--db", default="bench_api")
     parser.add_argument("--transactions", type=int, default=1_000_000)
     parser.add_argument("--hours", type=float, default=2.0)
+    parser.add_argument("--anomaly-rate", type=float, default=0.003,
+                        help="share of the transactions that are anomalies")
     args = parser.parse_args()
     client: pymongo.MongoClient = pymongo.MongoClient(args.mongo_url)
-    seed(client[args.db], args.transactions, args.hours)
+    seed(client[args.db], args.transactions, args.hours, anomaly_rate=args.anomaly_rate)
     return 0
 
 

@@ -126,10 +126,12 @@ class Pruner:
     def run(self, now: datetime | None = None) -> list[Report]:
         """Prune everything expired at ``now`` (default: the current time)."""
         now = now or datetime.now(UTC)
-        # The anomalies' index first: it finds its expired days from the anomalies' calendar,
-        # which the anomalies' prune then empties.
-        reports = [self.prune_collection(docs.TRANSACTIONS, now), self.prune_anomaly_index(now),
-                   self.prune_collection(docs.ANOMALIES, now),
+        # The anomalies' index first: it finds its expired days from the anomalies' calendar
+        # (read once for both), which the anomalies' prune then empties.
+        anomaly_hours = self._calendar(docs.ANOMALIES)
+        reports = [self.prune_collection(docs.TRANSACTIONS, now),
+                   self.prune_anomaly_index(now, anomaly_hours),
+                   self.prune_collection(docs.ANOMALIES, now, anomaly_hours),
                    self.prune_collection(docs.DLQ, now)]
         reports.append(self.prune_aggregates(now))
         self._update(ret.STATE_ID, {"$set": {
@@ -145,11 +147,14 @@ class Pruner:
         calendar = self._read(ret.calendar_id(collection)) or {}
         return [h for h in calendar.get("hours") or [] if isinstance(h, str)]
 
-    def prune_collection(self, collection: str, now: datetime) -> Report:
+    def prune_collection(self, collection: str, now: datetime,
+                         calendar: list[str] | None = None) -> Report:
+        """``calendar``: the collection's hours, when already read."""
         started = time.monotonic()
         days = self.days[collection]
         report = Report(collection, days, ret.cutoff_hour(now, days), deleted={collection: 0})
-        for hour in ret.expired_hours(self._calendar(collection), now, days):
+        hours = self._calendar(collection) if calendar is None else calendar
+        for hour in ret.expired_hours(hours, now, days):
             hour_started = time.monotonic()
             directory = ret.directory_id(collection, hour)
             names = [n for n in (self._read(directory) or {}).get("manifests") or []
@@ -170,7 +175,7 @@ class Pruner:
         report.seconds = time.monotonic() - started
         return report
 
-    def prune_anomaly_index(self, now: datetime) -> Report:
+    def prune_anomaly_index(self, now: datetime, calendar: list[str] | None = None) -> Report:
         """The ``anomaly_minutes`` of the anomalies' expired hours (listed by their day's
         ``anomaly_days`` document), then those minutes off their day, and a day (and month)
         document once it lists nothing."""
@@ -179,13 +184,14 @@ class Pruner:
         report = Report(ANOMALY_INDEX, days, ret.cutoff_hour(now, days),
                         deleted={index.MINUTES: 0, index.DAYS: 0})
         expired: dict[str, set[str]] = {}
-        for hour in ret.expired_hours(self._calendar(docs.ANOMALIES), now, days):
+        hours = self._calendar(docs.ANOMALIES) if calendar is None else calendar
+        for hour in ret.expired_hours(hours, now, days):
             expired.setdefault(ret.day_of(hour), set()).add(hour[11:13])
-        for day, hours in expired.items():
+        for day, day_hours in expired.items():
             self.counts.reads += 1
             stored = self.db[index.DAYS].find_one({"_id": day})
             listed = index.listed(stored, "minutes", 4)
-            gone = [m for m in listed if m[:2] in hours]
+            gone = [m for m in listed if m[:2] in day_hours]
             report.listed += len(gone)
             report.deleted[index.MINUTES] += self._delete(
                 index.MINUTES, [f"{day}T{m[:2]}:{m[2:]}" for m in gone])
@@ -196,7 +202,7 @@ class Pruner:
             if emptied or stored is None:  # stored None: deleted by a run that then stopped
                 self._update_index(day[:7], {"$unset": {f"days.{day[8:]}": ""}})
                 self._delete_empty(day[:7], "days")
-            report.hours += sorted(f"{day}T{h}" for h in hours)
+            report.hours += sorted(f"{day}T{h}" for h in day_hours)
         report.seconds = time.monotonic() - started
         return report
 

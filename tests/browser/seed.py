@@ -1,8 +1,9 @@
 """Known documents for the dashboard's browser tests, written the way the sink writes them
 (docs/data-model.md): transactions (in euros and yen, with their amount in US dollars),
-anomalies, the aggregates the API reads (user_days, merchant_days/hours, volume_hours,
-currency_days/hours: built from the transactions by the sink's own code,
-``agents.sink.aggregates.build``) and the DLQ, so every number on the page can be checked."""
+anomalies and their time index (``agents.sink.anomaly_index``), the aggregates the API reads
+(user_days, merchant_days/hours, volume_hours, currency_days/hours: built from the transactions
+by the sink's own code, ``agents.sink.aggregates.build``) and the DLQ, so every number on the
+page can be checked."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ import orjson
 from pymongo.database import Database
 
 from agents.sink import aggregates as agg
+from agents.sink import anomaly_index
 from agents.sink.documents import transaction_doc
 from app.producer import make_txn_id
 
-__all__ = ["REPORTING", "USD_PER_UNIT", "Seed", "aggregates", "anomaly_doc", "message", "seed",
-           "stored", "transaction"]
+__all__ = ["REPORTING", "USD_PER_UNIT", "Seed", "add_anomalies", "aggregates", "anomaly_doc",
+           "message", "seed", "stored", "transaction"]
 
 #: The reporting currency (the settings' default) and the seed's rates.
 REPORTING = "USD"
@@ -140,9 +142,16 @@ def seed(db: Database, now: datetime | None = None) -> Seed:
               "transactions", "partition": p, "offset": p * 10, "failed_at": now,
               "original": "{oops"} for p in range(2)]
     db.transactions.insert_many([stored(t) for t in s.transactions])
-    db.anomalies.insert_many(s.anomalies)
+    add_anomalies(db, s.anomalies)
     for name, docs in aggregates(s.transactions).items():
         if docs:
             db[name].insert_many(docs)
     db.dlq.insert_many(s.dlq)
     return s
+
+
+def add_anomalies(db: Database, anomalies: list[dict[str, Any]]) -> None:
+    """Store anomalies as the sink does: the documents, then the upserts of their time index."""
+    db.anomalies.insert_many([dict(a) for a in anomalies])
+    for collection, _id, fields, _ in anomaly_index.index_writes(anomalies):
+        db[collection].update_one({"_id": _id}, {"$set": fields}, upsert=True)

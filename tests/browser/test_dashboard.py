@@ -33,7 +33,14 @@ from tests.browser.harness import (  # noqa: E402
     expect_kpis,
     wait_up,
 )
-from tests.browser.seed import Seed, anomaly_doc, seed, stored, transaction  # noqa: E402
+from tests.browser.seed import (  # noqa: E402
+    Seed,
+    add_anomalies,
+    anomaly_doc,
+    seed,
+    stored,
+    transaction,
+)
 from tests.procs import ROOT, free_port, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -178,7 +185,7 @@ def test_new_anomaly_appears_without_reload(stack: Stack, seeded: Seed, page: An
     txn = transaction("user-new", 1234.5, datetime.now(UTC).replace(microsecond=0), "m-alpha",
                       "electronics", z_score=11.5, is_anomaly=True)
     stack.db.transactions.insert_one(stored(txn))
-    stack.db.anomalies.insert_one(anomaly_doc(txn, 11.5, 40.0, 100.0, 30))
+    add_anomalies(stack.db, [anomaly_doc(txn, 11.5, 40.0, 100.0, 30)])
     inserted = time.monotonic()
     expect(table).to_contain_text("user-new", timeout=WAIT_MS)
     print(f"new anomaly on the page after {time.monotonic() - inserted:.2f} s")
