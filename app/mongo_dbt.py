@@ -63,6 +63,8 @@ __all__ = ["ARROW_TYPES", "MongoPluginError", "Plugin", "arrow_schema", "flatten
            "to_documents"]
 
 WRITE_CHUNK = 50  # statements per update command (see _sync)
+#: Window settings that say how often a source is read, not what: a change keeps the mirror.
+HOW_OFTEN = ("refresh_seconds", "recent_days", "deep_refresh_seconds")
 TMP_MARK = "__tmp_"
 NOT_IMPLEMENTED = 238  # MongoDB error code that FerretDB returns for `dropTarget: true`
 
@@ -118,12 +120,13 @@ class Mirror:
                  config: Mapping[str, Any]) -> None:
         self.path = state_dir / f"{db}.{collection}.source.parquet"
         window = {k: v for k, v in (config.get("window") or {}).items()
-                  if k != "refresh_seconds"}  # how often to read: not what was read
+                  if k not in HOW_OFTEN}  # how often to read: not what was read
         self.config = json.dumps({"fields": config.get("fields"), "unnest": config.get("unnest"),
                                   "window": window}, sort_keys=True, default=str)
 
-    def read(self) -> tuple[pa.Table, str | None] | None:
-        """The mirrored rows and their last day, or None (no mirror, another config)."""
+    def read(self) -> tuple[pa.Table, str | None, float] | None:
+        """The mirrored rows, their last day and when the whole lookback window was last read
+        (a Unix time), or None (no mirror, another config)."""
         try:
             table = pq.read_table(self.path)
         except (OSError, pa.ArrowInvalid):
@@ -131,7 +134,8 @@ class Mirror:
         meta = json.loads((table.schema.metadata or {}).get(b"mongo_dbt", b"{}"))
         if meta.get("config") != self.config:
             return None
-        return table.replace_schema_metadata(None), meta.get("last_day")
+        return (table.replace_schema_metadata(None), meta.get("last_day"),
+                float(meta.get("deep_at") or 0))
 
     def age(self) -> float:
         """Seconds since the mirror was written (read from MongoDB)."""
@@ -140,9 +144,10 @@ class Mirror:
         except OSError:
             return float("inf")
 
-    def write(self, table: pa.Table, last_day: str | None) -> None:
+    def write(self, table: pa.Table, last_day: str | None, deep_at: float) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        meta = json.dumps({"config": self.config, "last_day": last_day}).encode()
+        meta = json.dumps({"config": self.config, "last_day": last_day,
+                           "deep_at": deep_at}).encode()
         tmp = self.path.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
         pq.write_table(table.replace_schema_metadata({b"mongo_dbt": meta}), tmp)
         os.replace(tmp, self.path)
@@ -157,9 +162,12 @@ def load_windowed(collection: Any, config: Mapping[str, Any], state_dir: Path,
     read. Otherwise the days from (the mirror's last day - ``lookback_days``) to (the later
     of today and that last day) + 1 are read (:func:`read_window`) and replace those days in
     the mirror; older days come from the mirror unchanged (``window.by: all``: everything is
-    read again). With ``window.refresh_seconds`` a mirror younger than that is used as it is,
-    without reading (for the collections FerretDB can only scan). Returns the table and what
-    was read (``{"first": day, or None for everything, or "kept", "docs": n, "rows": n}``).
+    read again). With ``window.recent_days`` only that many days before the last day are read,
+    and the whole ``lookback_days`` at most every ``window.deep_refresh_seconds`` (late events
+    change old days rarely; the recent ones change all the time). With
+    ``window.refresh_seconds`` a mirror younger than that is used as it is, without reading
+    (for the collections FerretDB can only scan). Returns the table and what was read
+    (``{"first": day, or None for everything, or "kept", "docs": n, "rows": n}``).
     """
     window: Mapping[str, Any] = config["window"]
     column = str(window["day_column"])
@@ -169,19 +177,26 @@ def load_windowed(collection: Any, config: Mapping[str, Any], state_dir: Path,
     refresh = float(window.get("refresh_seconds") or 0)
     if saved is not None and refresh > 0 and mirror.age() < refresh:
         return saved[0], {"first": "kept", "docs": 0, "rows": saved[0].num_rows}
+    now = time.time()
     if saved is None or saved[1] is None or window.get("by") == "all":
         table, n = read_window(collection, config, None, today)
-        first = None
+        first, deep_at = None, now
     else:
-        old, last_day = saved
+        old, last_day, deep_at = saved
+        back = lookback_days
+        recent = window.get("recent_days")
+        if recent is not None and now - deep_at < float(window.get("deep_refresh_seconds") or 0):
+            back = min(int(recent), lookback_days)
+        else:
+            deep_at = now
         last = date.fromisoformat(str(last_day))
-        first = last - timedelta(days=lookback_days)
+        first = last - timedelta(days=back)
         fresh, n = read_window(collection, config, first, max(today, last) + timedelta(days=1))
         keep = old.filter(pc.less(days_of(old, column), day_id(first)))
         table = pa.concat_tables([keep, fresh.cast(keep.schema)])
     days = days_of(table, column)
     last_day = pc.max(days).as_py() if table.num_rows else None
-    mirror.write(table, last_day)
+    mirror.write(table, last_day, deep_at)
     return table, {"first": first and day_id(first), "docs": n, "rows": table.num_rows}
 
 

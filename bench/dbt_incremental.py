@@ -1,8 +1,8 @@
 """What a `dbt build` of the marts costs over the sink's aggregate collections (needs the
 local FerretDB; uses a database of its own, dropped afterwards unless --keep).
 
-Seeds user_days, merchant_days, volume_hours, currency_days and anomalies for a history of
---txns transactions (default 10M: 10,000 users x 60 days, 500 merchants, 24 h x 60 days),
+Seeds user_days, users_by_day, merchant_days, volume_hours, currency_days and anomalies for a
+history of --txns transactions (default 10M: 10,000 users x 60 days, 500 merchants, 24 h x 60 days),
 written directly in the sink's schema, with consistent totals (every aggregate counts the
 same transactions per day; converted cents follow app/fx_rates.csv), so every dbt test passes.
 Then times, each a real `dbt build` subprocess in dbt/:
@@ -10,12 +10,12 @@ Then times, each a real `dbt build` subprocess in dbt/:
 1. the first build (`--full-refresh`, nothing kept: every document read, marts created);
 2. an incremental build after one new minute of data at the history's average rate (today's
    merchant_days, volume_hours and currency_days documents and the users of that minute
-   touched, as the sink does), user_days and anomalies read less than 600 s ago (not due);
+   touched, as the sink does), anomalies read less than 600 s ago (not due);
 3. an incremental build with nothing new;
-4. the same as 2 when user_days and anomalies are due (DBT_SCAN_INTERVAL_SECONDS=0: the
-   collections FerretDB can only scan are read; by default that happens every 600 s);
+4. the same as 2 when anomalies are due (DBT_SCAN_INTERVAL_SECONDS=0: the collection
+   FerretDB can only scan is read; by default that happens every 600 s);
 5. an incremental build after a busy minute (--busy-txns, default 60,000: every user touched,
-   so every top_spenders row changes rank or totals), scans due;
+   so every user's totals change), scans due;
 6. a full refresh on the existing marts (every document read again, the marts synced);
 
 and, outside dbt, what the plugin's reads cost per collection (all documents vs the window).
@@ -46,6 +46,7 @@ import pymongo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agents.sink.aggregates import user_group, users_by_day_id  # noqa: E402
 from app.contract import CATEGORIES  # noqa: E402
 from app.mongo_dbt import read_window  # noqa: E402
 from app.rates import USD_PER_UNIT  # noqa: E402
@@ -208,12 +209,27 @@ class History:
         counts = self.user_counts(users, txns)
         self.add(self.today, counts, hour=now.hour, minute=now.minute)
         day = self.today.isoformat()
-        return {"user_days": set(counts), "merchant_days": {day},
+        return {"user_days": set(counts),
+                "users_by_day": {users_by_day_id(day, user_group(u)) for u in counts},
+                "merchant_days": {day},
                 "volume_hours": {f"{day}T{now.hour:02d}"}, "currency_days": {day},
                 "anomalies": {a["_id"] for a in self.anomalies[before:]}}
 
+    def users_by_day(self) -> dict[str, dict[str, Any]]:
+        """user_days grouped per day and user group, as the sink writes them (one partition
+        part per user: a user's transactions come from one partition)."""
+        out: dict[str, dict[str, Any]] = {}
+        for user, doc in self.user_days.items():
+            group = user_group(user)
+            for day, part in doc["days"].items():
+                key = users_by_day_id(day, group)
+                out.setdefault(key, {"_id": key, "reporting_currency": "USD", "day": day,
+                                     "users": {}})["users"][user] = {"id": user, "p0": part}
+        return out
+
     def collections(self) -> dict[str, dict[str, dict[str, Any]]]:
-        return {"user_days": self.user_days, "merchant_days": self.merchant_days,
+        return {"user_days": self.user_days, "users_by_day": self.users_by_day(),
+                "merchant_days": self.merchant_days,
                 "volume_hours": self.volume_hours, "currency_days": self.currency_days}
 
     def txn_count(self) -> int:
@@ -344,11 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         step("first build (--full-refresh, nothing kept)", "--full-refresh")
         minute_txns = max(1, round(args.txns / (args.days * 1440)))
         n = write_touched(db, history, history.minute(minute_txns))
-        step(f"incremental, one new minute ({minute_txns} txns); user_days and anomalies "
+        step(f"incremental, one new minute ({minute_txns} txns); anomalies "
              "not due (read < 600 s ago)", touched=n)
         step("incremental, nothing new; scans not due")
         n = write_touched(db, history, history.minute(minute_txns))
-        step(f"incremental, one new minute ({minute_txns} txns); user_days and anomalies "
+        step(f"incremental, one new minute ({minute_txns} txns); anomalies "
              "due (scanned)", touched=n, scan=True)
         if args.busy_txns:
             n = write_touched(db, history, history.minute(args.busy_txns))

@@ -1,6 +1,7 @@
 -- The sink's aggregates count the same transactions: per UTC day, merchant_days,
--- user_days and currency_days have the same transaction count and revenue
--- (reporting-currency cents), and merchant_days and user_days the same anomaly count. A warning, not an error: the sink writes each collection separately, so a live
+-- users_by_day and currency_days have the same transaction count and revenue
+-- (reporting-currency cents), and merchant_days and users_by_day the same anomaly count.
+-- A warning, not an error: the sink writes each collection separately, so a live
 -- snapshot can hold one a few seconds ahead of another; tests/integration/test_dbt.py
 -- requires it to pass on its static data. Returns a row per day and mismatch.
 {{ config(severity='warn') }}
@@ -14,7 +15,7 @@ per_source as (
 
     union all
 
-    select 'user_days', day, sum(txn_count), sum(revenue_cents), sum(anomaly_count)
+    select 'users_by_day', day, sum(txn_count), sum(revenue_cents), sum(anomaly_count)
     from {{ ref('stg_user_days') }} group by all
 
     union all

@@ -229,6 +229,32 @@ def test_load_windowed_reads_all_then_only_the_recent_days(mongo_db, tmp_path) -
     assert read["first"] is None
 
 
+def test_load_windowed_recent_days_then_the_whole_lookback_when_due(mongo_db, tmp_path) -> None:
+    """With ``recent_days`` only the last days are read while the deep read is not due; a
+    change to an older day inside the lookback is read once it is due."""
+    from datetime import timedelta
+
+    from app.mongo_dbt import load_windowed
+
+    today = date(2026, 11, 30)
+    days = [today - timedelta(days=i) for i in range(6)]
+    mongo_db.merchant_days.insert_many([merchant_day(d, 1) for d in days])
+    config = {**MERCHANT_DAYS, "window": {**MERCHANT_DAYS["window"], "recent_days": 1,
+                                          "deep_refresh_seconds": "3600"}}
+    _, read = load_windowed(mongo_db.merchant_days, config, tmp_path, 4, today=today)
+    assert read["first"] is None
+    for day, count in ((days[3], 7), (days[1], 2)):
+        mongo_db.merchant_days.replace_one({"_id": day.isoformat()}, merchant_day(day, count))
+    table, read = load_windowed(mongo_db.merchant_days, config, tmp_path, 4, today=today)
+    # not due: yesterday .. tomorrow (3 lookups, 2 found); the day 3 days back is the copy's
+    assert read == {"first": "2026-11-29", "docs": 2, "rows": 6}
+    assert counts(table)["2026-11-29"] == 2 and counts(table)[days[3].isoformat()] == 1
+    config["window"]["deep_refresh_seconds"] = 0  # due (how often: the same copy)
+    table, read = load_windowed(mongo_db.merchant_days, config, tmp_path, 4, today=today)
+    assert read == {"first": "2026-11-26", "docs": 5, "rows": 6}
+    assert counts(table)[days[3].isoformat()] == 7
+
+
 def test_load_windowed_all_since_and_refresh_seconds(mongo_db, tmp_path) -> None:
     from app.mongo_dbt import load_windowed
 

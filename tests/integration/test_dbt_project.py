@@ -21,7 +21,8 @@ def test_value_lists_equal_the_contract() -> None:
                                "payment_methods": list(PAYMENT_METHODS),
                                "reporting_currency": project["vars"]["reporting_currency"],
                                "fx_rates_path": project["vars"]["fx_rates_path"],
-                               "lookback_days": project["vars"]["lookback_days"]}
+                               "lookback_days": project["vars"]["lookback_days"],
+                               "top_spenders_limit": project["vars"]["top_spenders_limit"]}
     assert project["flags"]["send_anonymous_usage_stats"] is False
 
 
