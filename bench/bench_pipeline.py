@@ -522,7 +522,7 @@ def run_case(mode: str, rate: int, duration: float, warmup: float, run_id: str,
             _wait_log(worker, "[^Worker]: Ready", 120)
             if with_sink:
                 _wait_log(sink, "sink ready", 120)
-                _wait_log(sink, "[^Worker]: Ready", 120)
+                _wait_log(sink, "[^SinkWorker]: Ready", 120)  # the sink's own worker class
         else:
             kafka.create([source, output], partitions)
             passthrough = Proc("passthrough", [PY, str(ROOT / "bench" / "passthrough.py"),
