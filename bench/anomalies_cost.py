@@ -4,7 +4,9 @@ rare filter; p50/p99 milliseconds over ``--repeat`` runs, and the ``find`` comma
 
     .venv/bin/python bench/anomalies_cost.py --mongo-url mongodb://127.0.0.1:PORT --db bench_api
 
-Seed the database first (``bench/seed_mongo.py``, ``--anomaly-rate`` for more anomalies). Runs
+Seed the database first (``bench/seed_mongo.py``, ``--anomaly-rate`` for more anomalies;
+``--add-anomalies N`` here adds N older ones, spread over the days before, with their index as
+the sink writes it, to see how the cost grows with the history). Runs
 the code of the tree it is started from, so the same database can be measured with two
 versions (``PYTHONPATH=<other tree> python <other tree>/bench/anomalies_cost.py ...``).
 """
@@ -24,6 +26,26 @@ from pymongo import monitoring
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from views import queries  # noqa: E402
+
+
+def add_anomalies(db: Any, n: int) -> None:
+    """``n`` anomalies in the 9 days before the oldest stored, and their time index."""
+    from datetime import timedelta
+
+    from agents.sink import anomaly_index
+
+    oldest = next(db.anomalies.find({}, {"timestamp": 1}).sort("timestamp", 1).limit(1))
+    template = db.anomalies.find_one({"_id": oldest["_id"]})
+    step = timedelta(days=9) / n
+    added = [{**template, "_id": f"older-{i:07d}", "txn_id": f"older-{i:07d}",
+              "timestamp": oldest["timestamp"] - (i + 1) * step} for i in range(n)]
+    for lo in range(0, n, 10_000):
+        db.anomalies.insert_many(added[lo:lo + 10_000], ordered=False)
+    for collection, made in anomaly_index.index_documents(added).items():
+        for doc in made:  # merged into the seed's day and month documents, as upserts would
+            paths = {f"{k}.{key}": v for k, m in doc.items() if k != "_id"
+                     for key, v in m.items()}
+            db[collection].update_one({"_id": doc["_id"]}, {"$set": paths}, upsert=True)
 
 
 class Finds(monitoring.CommandListener):
@@ -48,11 +70,15 @@ def main() -> int:
     p.add_argument("--db", default="bench_api")
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--label", default=str(ROOT))
+    p.add_argument("--add-anomalies", type=int, default=0,
+                   help="first add this many older anomalies and their index")
     args = p.parse_args()
     finds = Finds()
     client: pymongo.MongoClient = pymongo.MongoClient(args.mongo_url, tz_aware=True,
                                                       event_listeners=[finds])
     db = client[args.db]
+    if args.add_anomalies:
+        add_anomalies(db, args.add_anomalies)
     _, cursor = queries.anomalies(db, 50)
     deep = cursor
     for _ in range(19):

@@ -178,9 +178,9 @@ def openapi_schema(secured: bool, rate_limited: bool = False) -> dict[str, Any]:
         "/anomalies": _get(
             "Anomalies, newest first, cursor-paginated",
             "Ordered by timestamp then txn_id, both descending. `next_cursor` (null on the last "
-            "page) fetches the next page; pages stay stable while new anomalies arrive. The "
-            "one endpoint that sorts a collection: on FerretDB its cost grows with the number "
-            "of anomalies stored.",
+            "page) fetches the next page; pages stay stable while new anomalies arrive. Each "
+            "request reads a bounded number of documents: with a rare filter a page may hold "
+            "fewer than `limit` items (or none) and still have a `next_cursor`.",
             _json(_ref("AnomalyPage"), "a page"),
             [_capped("limit", 50, LIMITS["anomalies"], "page size"),
              {"name": "cursor", "in": "query", "required": False,
