@@ -77,7 +77,7 @@ class Variant:
     batch: int
     note: str
     binary: Path = FERRETDB
-    layout: str = "compact"  # compact, compact+merchant or full (LAYOUTS)
+    layout: str = "compact"  # compact, compact+merchant or full (layout_docs)
 
 
 B = settings.sink_batch_size
@@ -100,17 +100,13 @@ VARIANTS: dict[str, Variant] = {
     "product-merchant": Variant(False, True, SYNC_NORMAL, B, "product, + merchant_id",
                                 layout="compact+merchant"),
 }
-LAYOUTS = ("compact", "compact+merchant", "full")
 
 
 def layout_docs(raw: bytes, layout: str) -> dict[str, Any]:
     """A ``transactions`` document of the enriched message ``raw`` in ``layout``."""
     doc, fields = docs.transaction(raw)
-    if layout == "full":
-        return fields
-    if layout == "compact+merchant":
-        return {**doc, "merchant_id": fields.get("merchant_id")}
-    return doc
+    extra = {"merchant_id": fields.get("merchant_id")} if layout == "compact+merchant" else {}
+    return fields if layout == "full" else {**doc, **extra}
 
 
 @dataclass
