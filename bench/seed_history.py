@@ -14,9 +14,10 @@ What it writes is what the pipeline would have written, made by the same code:
   and day spend, partition by murmur2 of the key as the producer places it);
 - the sink's code stores them: ``Entry`` items made as ``agents/sink/agents.py`` makes them,
   :meth:`MongoStore.insert` in batches of ``SINK_BATCH_SIZE``, :meth:`Manifests.record` for the
-  retention, the anomalies' time index (:class:`AnomalyIndex`) after each ``anomalies`` batch,
-  and every :data:`FOLD` transactions :meth:`Rollups.write` of the stored items, so each
-  aggregate document is written a few times, not once per transaction.
+  retention, the anomalies' time index (:class:`AnomalyIndex`) after each ``anomalies`` batch;
+  the items the sink counts (:meth:`Rollups.stored_here`) are folded by the sink's
+  :class:`~agents.sink.aggregates.Builder` and each aggregate document is inserted once, at
+  the end, as the sink's writes would have left it.
 
 ``--processes 2`` splits the partitions between two processes (each one a sink of its
 partitions: an aggregate part has one writer); each process generates every message and keeps
@@ -30,7 +31,7 @@ import asyncio
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from agents.enrich import enrich  # noqa: E402
 from agents.sink import documents as docs  # noqa: E402
+from agents.sink.aggregates import Builder  # noqa: E402
 from agents.sink.anomaly_index import AnomalyIndex  # noqa: E402
 from agents.sink.batch import Acks  # noqa: E402
 from agents.sink.documents import Entry  # noqa: E402
@@ -53,15 +55,14 @@ from app.producer.kafka import Partitions  # noqa: E402
 from app.settings import settings  # noqa: E402
 from tables.welford import EMPTY, Welford  # noqa: E402
 
-__all__ = ["Enricher", "History", "SeedStats", "anomaly_entry", "seed", "transaction_entry"]
+__all__ = ["Enricher", "History", "SeedStats", "anomaly_entry", "merge", "seed",
+           "transaction_entry", "write_aggregates"]
 
 #: Transactions generated and enriched per step (then inserted in the sink's batch size).
 STEP = 20_000
-#: Transactions folded into the aggregates per write (each document is written once per fold).
-FOLD = 1_000_000
 PROGRESS_SECONDS = 5.0
-#: At most about this many ``$set`` paths per aggregate write call (see MirrorStore).
-PATHS_PER_CALL = 4_000
+#: Aggregate documents per insert (an hour of 1,000 merchants is a few hundred KB).
+AGGREGATES_PER_INSERT = 20
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,12 @@ class SeedStats:
     transactions: int = 0
     anomalies: int = 0
     seconds: float = 0.0
+    aggregates: int = 0  # aggregate documents written
 
 
 Progress = Callable[[str], None]
+#: The aggregate documents one process built: ``(collection, _id)`` -> document.
+Aggregates = dict[tuple[str, str], dict[str, Any]]
 
 
 def _batches(history: History, enricher: Enricher, mine: frozenset[int], first: int,
@@ -172,85 +176,37 @@ async def _no_ack(events: Any) -> None:
     """The seed reads no Kafka events: nothing to ack."""
 
 
-class MirrorStore:
-    """The store the seed's rollups use: writes go to MongoDB and are mirrored here, and reads
-    of aggregate documents are answered from the mirror. Exact for a seed: it starts from an
-    empty database and each part has one writer, so MongoDB holds of this process's parts what
-    it wrote; it saves a round trip per document (about 10 ms on FerretDB) at every fold."""
-
-    def __init__(self, store: MongoStore) -> None:
-        self.store = store
-        self.docs: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
-
-    async def aggregate_docs(self, collection: str, ids: list[str],
-                             projection: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return {i: self.docs[(collection, i)] for i in ids if (collection, i) in self.docs}
-
-    async def write_aggregates(self, writes: list[Any]) -> None:
-        # The same updates, fewer per command: a fold's hourly merchant documents carry
-        # thousands of paths each, and 40 of them in one command outlast the socket timeout.
-        group: list[Any] = []
-        paths = 0
-        for write in writes:
-            if group and paths + len(write[2]) > PATHS_PER_CALL:
-                await self.store.write_aggregates(group)
-                group, paths = [], 0
-            group.append(write)
-            paths += len(write[2])
-        if group:
-            await self.store.write_aggregates(group)
-        for collection, _id, fields, unset in writes:
-            doc = self.docs.setdefault((collection, _id), {"_id": _id})
-            for path, value in fields.items():
-                *parents, last = path.split(".")
-                node = doc
-                for key in parents:
-                    node = node.setdefault(key, {})
-                node[last] = list(value) if isinstance(value, list) else value
-            for path in unset:
-                *parents, last = path.split(".")
-                node = doc
-                for key in parents:
-                    node = node.get(key, {})
-                node.pop(last, None)
-
-
 class Writer:
-    """The sink's writes of one process: inserts and manifests per batch, aggregates per
-    fold (``after_anomalies``: a further step after each ``anomalies`` insert, if the sink has
-    one)."""
+    """The sink's writes of one process: inserts, manifests and the anomalies' time index per
+    batch, as the sink makes them; the aggregates are folded in memory by the sink's own
+    :class:`~agents.sink.aggregates.Builder` from the items the sink counts
+    (:meth:`Rollups.stored_here`) and written once at the end (:func:`write_aggregates`).
+    The sink's ``$set`` writes of absolute parts converge to exactly these documents (its
+    tests compare the two), and one insert of each document costs FerretDB far less than
+    thousands of upserts of thousands of paths."""
 
     def __init__(self, db: Any) -> None:
         self.store = MongoStore(db)
         self.manifests = Manifests(db)
-        self.rollups = Rollups(MirrorStore(self.store))  # type: ignore[arg-type]
+        self.rollups = Rollups(self.store)
         self.anomaly_index = AnomalyIndex(self.store)
-        self.items: list[Any] = []
+        self.builder = Builder()
 
-    async def insert(self, collection: str, entries: list[Entry]) -> list[Any]:
+    async def insert(self, collection: str, entries: list[Entry]) -> None:
         size = settings.sink_batch_size
-        items: list[Any] = []
         for start in range(0, len(entries), size):
             batch = entries[start:start + size]
             result = await self.store.insert(collection, batch)
             await self.manifests.record(collection, batch, result)
             if collection == docs.TRANSACTIONS:
-                items += await self.rollups.stored_here(batch, result)
+                for item in await self.rollups.stored_here(batch, result):
+                    self.builder.add(item)
             else:  # the anomalies' time index, the sink's step after their insert
                 await self.anomaly_index(batch, result, Acks(_no_ack, ()))
-        return items
-
-    async def fold(self) -> None:
-        items, self.items = self.items, []
-        if items:
-            await self.rollups.write(items)
 
 
 async def _seed_part(mongo_url: str, db_name: str, history: History, mine: frozenset[int],
-                     progress: Progress | None, share: float) -> SeedStats:
+                     progress: Progress | None) -> tuple[SeedStats, Aggregates]:
     db = connect(mongo_url)[db_name]
     writer = Writer(db)
     await writer.store.ready()
@@ -262,16 +218,12 @@ async def _seed_part(mongo_url: str, db_name: str, history: History, mine: froze
     done_seq = 0
     for txns, anomalies in _batches(history, enricher, mine, 0, total):
         if pending is not None:  # this step was computed while the previous one was written
-            writer.items += await pending
+            await pending
         pending = asyncio.ensure_future(_write_step(writer, txns, anomalies))
         await asyncio.sleep(0)
         stats.transactions += len(txns)
         stats.anomalies += len(anomalies)
         done_seq = min(total, done_seq + STEP)
-        if len(writer.items) >= FOLD * share:
-            writer.items += await pending
-            pending = None
-            await writer.fold()
         now = time.monotonic()
         if progress is not None and now - last >= PROGRESS_SECONDS:
             last = now
@@ -279,24 +231,55 @@ async def _seed_part(mongo_url: str, db_name: str, history: History, mine: froze
             eta = (total - done_seq) / rate if rate else 0.0
             progress(f"{done_seq:,}/{total:,} transactions ({rate:,.0f}/s, ETA {eta:,.0f} s)")
     if pending is not None:
-        writer.items += await pending
-    await writer.fold()
+        await pending
     stats.seconds = time.monotonic() - started
     db.client.close()
-    return stats
+    return stats, writer.builder.docs
 
 
-async def _write_step(writer: Writer, txns: list[Entry], anomalies: list[Entry]) -> list[Any]:
-    items = await writer.insert(docs.TRANSACTIONS, txns)
+async def _write_step(writer: Writer, txns: list[Entry], anomalies: list[Entry]) -> None:
+    await writer.insert(docs.TRANSACTIONS, txns)
     await writer.insert(docs.ANOMALIES, anomalies)
-    return items
 
 
-def _part_main(args: tuple[str, str, History, frozenset[int], bool, float]) -> SeedStats:
-    mongo_url, db_name, history, mine, talk, share = args
+def merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    """Merge the aggregate document ``other`` into ``into``: two processes hold disjoint parts
+    (each partition has one writer) under the same labels."""
+    for key, value in other.items():
+        mine = into.get(key)
+        if isinstance(mine, dict) and isinstance(value, Mapping):
+            merge(mine, value)
+        elif mine is None:
+            into[key] = value
+        elif mine != value:
+            raise ValueError(f"two processes wrote {key!r}: {mine!r} and {value!r}")
+
+
+def write_aggregates(db: Any, parts: list[Aggregates]) -> int:
+    """Insert the aggregate documents of every process (merged); returns how many."""
+    merged: Aggregates = {}
+    for part in parts:
+        for key, doc in part.items():
+            if key in merged:
+                merge(merged[key], doc)
+            else:
+                merged[key] = doc
+    by_collection: dict[str, list[dict[str, Any]]] = {}
+    for (collection, _), doc in merged.items():
+        by_collection.setdefault(collection, []).append(doc)
+    for collection, documents in by_collection.items():
+        for start in range(0, len(documents), AGGREGATES_PER_INSERT):
+            db[collection].insert_many(documents[start:start + AGGREGATES_PER_INSERT],
+                                       ordered=False)
+    return len(merged)
+
+
+def _part_main(args: tuple[str, str, History, frozenset[int], bool]
+               ) -> tuple[SeedStats, Aggregates]:
+    mongo_url, db_name, history, mine, talk = args
     name = f"partitions {','.join(map(str, sorted(mine)))}"
     progress = (lambda text: print(f"[seed] {name}: {text}", flush=True)) if talk else None
-    return asyncio.run(_seed_part(mongo_url, db_name, history, mine, progress, share))
+    return asyncio.run(_seed_part(mongo_url, db_name, history, mine, progress))
 
 
 def seed(mongo_url: str, db_name: str, history: History, processes: int = 1,
@@ -310,16 +293,20 @@ def seed(mongo_url: str, db_name: str, history: History, processes: int = 1,
     ensure_collections(client[db_name])  # once, before two processes would race to make them
     client.close()
     if processes <= 1:
-        result = asyncio.run(_seed_part(mongo_url, db_name, history,
-                                        frozenset(range(partitions)), progress, 1.0))
+        parts = [asyncio.run(_seed_part(mongo_url, db_name, history,
+                                        frozenset(range(partitions)), progress))]
     else:
         groups = [frozenset(p for p in range(partitions) if p % processes == i)
                   for i in range(processes)]
-        jobs = [(mongo_url, db_name, history, g, progress is not None, 1 / processes)
-                for g in groups]
+        jobs = [(mongo_url, db_name, history, g, progress is not None) for g in groups]
         with multiprocessing.get_context("spawn").Pool(processes) as pool:
             parts = pool.map(_part_main, jobs)
-        result = SeedStats(sum(p.transactions for p in parts), sum(p.anomalies for p in parts))
+    result = SeedStats(sum(p.transactions for p, _ in parts), sum(p.anomalies for p, _ in parts))
+    if progress is not None:
+        progress("writing the aggregate documents")
+    client = connect(mongo_url)
+    result.aggregates = write_aggregates(client[db_name], [docs_ for _, docs_ in parts])
+    client.close()
     result.seconds = time.monotonic() - started
     return result
 

@@ -29,11 +29,15 @@ def _normal(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: _normal(v) if isinstance(v, dict) else v for k, v in sorted(doc.items())}
 
 
-def test_a_small_seed_is_what_the_sink_writes(mongo_client: Any, unique: str) -> None:
-    name = f"test_seed_{unique}"
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_small_seed_is_what_the_sink_writes(mongo_client: Any, unique: str,
+                                              processes: int) -> None:
+    """Also with two processes, each the sink of half of the partitions: their aggregate
+    documents merge into those of one."""
+    name = f"test_seed_{unique}_{processes}"
     history = seed_history.History(2000, days=1)
     try:
-        stats = seed_history.seed(settings.mongo_url, name, history, processes=1)
+        stats = seed_history.seed(settings.mongo_url, name, history, processes=processes)
         db = mongo_client[name]
         assert stats.transactions == 2000
         assert db.transactions.count_documents({}) == 2000
