@@ -267,13 +267,14 @@ def test_poison_is_skipped_to_dead_letters(tmp_path: Path, unique: str,
                                            db: pymongo.database.Database) -> None:
     prefix = f"sink-{unique}"
     enriched, _ = enriched_stream(500, seed=3)
-    rejected = {**enriched[0], "txn_id": "f" * 64, "location": {"$where": "x"}}  # by the server
-    too_big = {**enriched[1], "txn_id": "e" * 64, "user_txn_count": 0}  # BSON cannot hold it
+    # What the database cannot store: a field of the document (``user_id``; the other fields
+    # are text inside ``txn``) the server refuses, or one BSON cannot hold.
+    rejected = {**enriched[0], "txn_id": "f" * 64, "user_id": {"$where": "x"}}
+    too_big = {**enriched[1], "txn_id": "e" * 64, "user_id": 0}
     poison: list[dict[str, Any] | bytes] = [
         b"not json at all",
         rejected,
-        orjson.dumps(too_big).replace(b'"user_txn_count":0',
-                                      b'"user_txn_count":18446744073709551615'),
+        orjson.dumps(too_big).replace(b'"user_id":0', b'"user_id":18446744073709551615'),
         {**enriched[2], "txn_id": "d" * 64, "timestamp": "yesterday"},  # no date
     ]
     produce(BOOTSTRAP, f"{prefix}-{ENRICHED}", [*enriched[:250], *poison, *enriched[250:]],
