@@ -19,6 +19,7 @@ from app.settings import Settings
 from views import queries
 from views.api_cache import ResultCache
 from views.api_errors import describe, log
+from views.settled import SettledDocs
 
 __all__ = ["QUERY_TIMEOUT_MS", "SUMMARY_KEY", "WORKER_TIMEOUT", "Api", "merchants_key"]
 
@@ -37,6 +38,9 @@ class Api:
     def __init__(self, settings: Settings, cache_seconds: float) -> None:
         self.settings = settings
         self.cache = ResultCache(ttl=cache_seconds)
+        # Merchant documents of ended hours and days, re-read now and then (views/settled.py);
+        # none when the cache is off, so that every call reads everything.
+        self.settled: SettledDocs[Any] | None = SettledDocs() if cache_seconds > 0 else None
         # The expensive answers everybody asks for: refreshed in the background (start()),
         # never computed by a request once warm. /merchants/top ranks one window's totals per
         # request (cheap), so every `by` and `limit` share its key.
@@ -167,7 +171,8 @@ class Api:
         """(as_of, (since, every merchant's totals)) of ``window`` now."""
         now = datetime.now(UTC)
         return queries.iso(now), (queries.iso(queries.since(window, now)),
-                                  queries.merchant_totals(self.db, window, now, self.currency))
+                                  queries.merchant_totals(self.db, window, now, self.currency,
+                                                          self.settled))
 
 
 def merchants_key(window: str) -> tuple[str, str]:

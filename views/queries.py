@@ -33,6 +33,7 @@ from pymongo.database import Database
 from app.contract import minute_of
 from app.settings import settings
 from views import anomaly_pages
+from views.settled import SettledDocs
 
 __all__ = [
     "WINDOWS",
@@ -212,22 +213,35 @@ def _window_ids(window: str, now: datetime) -> tuple[str, list[str]]:
     return collection, [(start + timedelta(days=i)).strftime("%Y-%m-%d") for i in range(count)]
 
 
-def merchant_totals(db: Db, window: str, now: datetime,
-                    currency: str = REPORTING) -> list[dict[str, Any]]:
+def _merchant_sums(doc: Mapping[str, Any] | None) -> dict[str, tuple[Any, int, int, int]]:
+    """merchant -> (category, count, cents, anomalies) of one merchant aggregate document."""
+    merchants = doc.get("merchants") if doc is not None else None
+    if not isinstance(merchants, Mapping):
+        return {}
+    out: dict[str, tuple[Any, int, int, int]] = {}
+    for entry in merchants.values():
+        if isinstance(entry, Mapping) and isinstance(entry.get("id"), str):
+            out[entry["id"]] = (entry.get("category"), *_summed(entry))
+    return out
+
+
+def merchant_totals(db: Db, window: str, now: datetime, currency: str = REPORTING,
+                    settled: SettledDocs[dict[str, tuple[Any, int, int, int]]] | None = None
+                    ) -> list[dict[str, Any]]:
     """Revenue (in ``currency``), count and anomalies of every merchant in ``window`` (see
-    :func:`since`), summed from 2 or 25 ``merchant_hours`` or 8 ``merchant_days`` documents."""
+    :func:`since`), summed from 2 or 25 ``merchant_hours`` or 8 ``merchant_days`` documents
+    (with ``settled``: those of ended hours and days re-read only now and then)."""
     collection, ids = _window_ids(window, now)
+    step = timedelta(hours=1) if collection == "merchant_hours" else timedelta(days=1)
+    start = since(window, now)
     totals: dict[str, list[Any]] = {}  # merchant -> [category, count, cents, anomalies]
-    for _id in ids:
-        doc = _doc(db, collection, _id, currency)
-        merchants = doc.get("merchants") if doc is not None else None
-        if not isinstance(merchants, Mapping):
-            continue
-        for entry in merchants.values():
-            if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), str):
-                continue
-            count, cents, anomalies = _summed(entry)
-            row = totals.setdefault(entry["id"], [entry.get("category"), 0, 0, 0])
+    for i, _id in enumerate(ids):
+        def read(_id: str = _id) -> dict[str, tuple[Any, int, int, int]]:
+            return _merchant_sums(_doc(db, collection, _id, currency))
+        sums = read() if settled is None else settled.get(
+            (collection, _id, currency), start + step * (i + 1), now, read)
+        for merchant, (category, count, cents, anomalies) in sums.items():
+            row = totals.setdefault(merchant, [category, 0, 0, 0])
             row[1] += count
             row[2] += cents
             row[3] += anomalies

@@ -254,7 +254,7 @@ def test_summary_and_merchants_top_answer_from_the_background_refresh(monkeypatc
 
     monkeypatch.setattr(queries, "summary", lambda db, now, currency: slow(
         {"count_1h": 1, "as_of": queries.iso(now)}))
-    monkeypatch.setattr(queries, "merchant_totals", lambda db, window, now, currency: slow(
+    monkeypatch.setattr(queries, "merchant_totals", lambda db, window, now, currency, settled: slow(
         [{"merchant_id": "m1", "merchant_category": "travel", "revenue": 2.5, "count": 3,
           "anomalies": 0}, {"merchant_id": "m2", "merchant_category": "travel",
                             "revenue": 9.0, "count": 1, "anomalies": 0}]))

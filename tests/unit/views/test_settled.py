@@ -1,0 +1,70 @@
+"""SettledDocs: documents of ended periods are re-read at most every settled_seconds, those
+of the open period (and just after its end) at every call."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from views.settled import OPEN_GRACE, SettledDocs
+
+NOW = datetime(2026, 11, 30, 15, 30, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def reader(log: list[str], value: str):  # type: ignore[no-untyped-def]
+    def read() -> str:
+        log.append(value)
+        return value
+    return read
+
+
+def test_an_open_period_is_read_every_time() -> None:
+    docs: SettledDocs[str] = SettledDocs(600, clock=Clock())
+    reads: list[str] = []
+    ends = NOW + timedelta(minutes=30)  # the current hour
+    assert [docs.get("h", ends, NOW, reader(reads, v)) for v in "ab"] == ["a", "b"]
+    assert reads == ["a", "b"]
+    just_ended = NOW - OPEN_GRACE / 2  # its last aggregates may still be on their way
+    assert docs.get("g", just_ended, NOW, reader(reads, "c")) == "c"
+    assert docs.get("g", just_ended, NOW, reader(reads, "d")) == "d"
+
+
+def test_an_ended_period_is_read_again_only_after_settled_seconds() -> None:
+    clock = Clock()
+    docs: SettledDocs[str] = SettledDocs(600, clock=clock)
+    reads: list[str] = []
+    ends = NOW - timedelta(hours=3)
+    assert docs.get("h", ends, NOW, reader(reads, "a")) == "a"
+    clock.t += 599
+    assert docs.get("h", ends, NOW, reader(reads, "late")) == "a"  # kept
+    clock.t += 2
+    assert docs.get("h", ends, NOW, reader(reads, "late")) == "late"  # a late event shows
+    assert reads == ["a", "late"]
+
+
+def test_a_value_read_while_open_is_read_again_once_ended() -> None:
+    """The value read during the period may miss its last transactions: the first call after
+    the grace reads again whatever the age of the kept value, and that one is kept."""
+    clock = Clock()
+    docs: SettledDocs[str] = SettledDocs(600, clock=clock)
+    reads: list[str] = []
+    ends = NOW + timedelta(seconds=10)
+    docs.get("h", ends, NOW, reader(reads, "partial"))
+    later = ends + OPEN_GRACE + timedelta(seconds=1)
+    assert docs.get("h", ends, later, reader(reads, "final")) == "final"
+    assert docs.get("h", ends, later, reader(reads, "again")) == "final"
+    assert reads == ["partial", "final"]
+
+
+def test_old_periods_are_forgotten() -> None:
+    docs: SettledDocs[str] = SettledDocs(600, forget_after=timedelta(days=9), clock=Clock())
+    docs.get("old", NOW - timedelta(days=10), NOW - timedelta(days=1), lambda: "x")
+    docs.get("new", NOW - timedelta(hours=1), NOW, lambda: "y")
+    assert len(docs) == 1

@@ -1,0 +1,64 @@
+"""What the API keeps of aggregate documents whose hour or day has ended.
+
+A ``merchant_hours`` or ``merchant_days`` document of 1,000 merchants holds tens of thousands
+of values and takes FerretDB a large part of a second to read, and the 24-hour and 7-day
+rankings sum 25 and 8 of them. Once its hour or day is over, such a document changes only
+when a late event arrives (up to ``LATE_EVENT_GRACE_DAYS`` late, rare), so the background
+refresh of ``/merchants/top`` re-reads it at most every ``settled_seconds`` and reads the
+current period's documents every time. A late event for a closed period therefore shows within
+``settled_seconds``; everything else as soon as the sink has written it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from datetime import datetime, timedelta
+from typing import Generic, TypeVar
+
+__all__ = ["OPEN_GRACE", "SettledDocs"]
+
+T = TypeVar("T")
+
+#: A period counts as open this long after its end: the sink writes its aggregates a few
+#: seconds after the transactions (docs/sink.md), so the last ones of an hour land after it.
+OPEN_GRACE = timedelta(minutes=2)
+
+
+class SettledDocs(Generic[T]):
+    """Values read from documents, by key: read again at every :meth:`get` while the period
+    is open, at most every ``settled_seconds`` after (thread-safe; a key whose period ended
+    more than ``forget_after`` ago is dropped)."""
+
+    def __init__(self, settled_seconds: float = 600.0,
+                 forget_after: timedelta = timedelta(days=9),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settled_seconds = settled_seconds
+        self.forget_after = forget_after
+        self.clock = clock
+        # key -> (value, clock() when read, the period's end, ``now`` when read)
+        self._values: dict[Hashable, tuple[T, float, datetime, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, ends: datetime, now: datetime, read: Callable[[], T]) -> T:
+        """The value of ``key``, whose period ends at ``ends``: ``read()`` now, or the value
+        read less than ``settled_seconds`` ago if the period was already over then (a value
+        read while it was open may miss its last transactions, so it is never kept)."""
+        with self._lock:
+            kept = self._values.get(key)
+        if kept is not None and kept[3] >= ends + OPEN_GRACE \
+                and self.clock() - kept[1] < self.settled_seconds:
+            return kept[0]
+        started = self.clock()
+        value = read()
+        with self._lock:
+            self._values[key] = (value, started, ends, now)
+            for old in [k for k, (_, _, end, _) in self._values.items()
+                        if end < now - self.forget_after]:
+                del self._values[old]
+        return value
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._values)
