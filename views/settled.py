@@ -44,7 +44,8 @@ class SettledDocs(Generic[T]):
     def get(self, key: Hashable, ends: datetime, now: datetime, read: Callable[[], T]) -> T:
         """The value of ``key``, whose period ends at ``ends``: ``read()`` now, or the value
         read less than ``settled_seconds`` ago if the period was already over then (a value
-        read while it was open may miss its last transactions, so it is never kept)."""
+        read while it was open may miss its last transactions, and an empty one may be a
+        document not written yet, so neither is kept)."""
         with self._lock:
             kept = self._values.get(key)
         if kept is not None and kept[3] >= ends + OPEN_GRACE \
@@ -53,6 +54,9 @@ class SettledDocs(Generic[T]):
         started = self.clock()
         value = read()
         with self._lock:
+            if not value:  # no document yet (e.g. a backlog being stored): read it next time
+                self._values.pop(key, None)
+                return value
             self._values[key] = (value, started, ends, now)
             for old in [k for k, (_, _, end, _) in self._values.items()
                         if end < now - self.forget_after]:

@@ -68,3 +68,13 @@ def test_old_periods_are_forgotten() -> None:
     docs.get("old", NOW - timedelta(days=10), NOW - timedelta(days=1), lambda: "x")
     docs.get("new", NOW - timedelta(hours=1), NOW, lambda: "y")
     assert len(docs) == 1
+
+
+def test_an_empty_value_is_never_kept() -> None:
+    """An ended hour without a document yet (the sink storing a backlog, a restore) is read
+    again at every call until it has one."""
+    docs: SettledDocs[dict[str, int]] = SettledDocs(600, clock=Clock())
+    ends = NOW - timedelta(hours=3)
+    assert docs.get("h", ends, NOW, lambda: {}) == {}
+    assert docs.get("h", ends, NOW, lambda: {"m": 1}) == {"m": 1}
+    assert docs.get("h", ends, NOW, lambda: {"m": 2}) == {"m": 1}
