@@ -60,8 +60,11 @@ def set_topic_configs(bootstrap: str, configs: Mapping[str, Mapping[str, str]]) 
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="txn-topics")
     try:
+        # raise_on_unknown=False: kafka-python refuses keys the topic has not set yet (it
+        # checks them against the topic's own settings), which is every key of a topic created
+        # with the broker's defaults: exactly the topic this is for.
         admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(config))
-                             for topic, config in configs.items()])
+                             for topic, config in configs.items()], raise_on_unknown=False)
     finally:
         admin.close()
 

@@ -126,3 +126,18 @@ def test_topic_config_keeps_a_backfill_that_time_retention_deletes(
         consumer.close()
     records = read_all(bootstrap, kept, 2 * BATCH)
     assert [r.timestamp for r in records] == sent  # every record, with its event time
+
+
+def test_the_contract_config_is_set_on_a_topic_made_with_the_broker_defaults(
+        admin: KafkaAdminClient, bootstrap: str, topics: tuple[str, str]) -> None:
+    """A topic created without any config of its own (as a producer's or a consumer's first
+    use creates it) gets every key of TOPIC_CONFIG from ``set_topic_configs``: the keys are
+    new to the topic, which kafka-python's check of known keys would refuse."""
+    from app.producer.kafka import set_topic_configs
+
+    name = topics[0]
+    admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
+    set_topic_configs(bootstrap, {name: TOPIC_CONFIG})
+    configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)],
+                                     config_filter="dynamic")
+    assert {k: v["value"] for k, v in configs["topic"][name].items()} == dict(TOPIC_CONFIG)
