@@ -255,8 +255,12 @@ async def _changelog_acknowledged(sent: Sequence[Sent], n_messages: int,
 def _not_durable(n_messages: int, what: str = "could not be made durable") -> NoReturn:
     # Acking this batch now would commit offsets of messages whose results are not in Kafka.
     # Crash instead: the restarted worker replays it (and skips what is already done).
-    log.critical("batch of %d messages %s: exiting without acking it", n_messages, what,
-                 exc_info=True)
+    _crash(f"batch of {n_messages} messages {what}: exiting without acking it")
+
+
+def _crash(what: str) -> NoReturn:
+    """Log ``what`` with the exception being handled and end the process (exit 70)."""
+    log.critical("%s", what, exc_info=True)
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(70)
@@ -322,7 +326,12 @@ async def process(stream: Any) -> None:
     for one produce round trip, not two. Sends stay in order in every partition, and at most
     two batches are in flight.
     """
-    await declare_outputs()
+    try:
+        await declare_outputs()
+    except Exception:
+        # Faust's supervisor would restart the agent, which then waits for nothing: the worker
+        # would run without processing. Crash-only: exit, so it starts again from scratch.
+        _crash("the output topics could not be declared or configured")
     # Faust's many long-lived objects out of the garbage collector's way, and fewer young
     # collections: the collector was a large share of the batch code's CPU.
     gc.collect()

@@ -207,6 +207,29 @@ async def test_a_batch_that_cannot_be_made_durable_ends_the_process(
     assert exits == [70]
 
 
+async def test_outputs_that_cannot_be_declared_end_the_process(
+        recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure to declare or configure the output topics at start is not about one message:
+    the worker exits (Faust's supervisor would restart an agent that then processes nothing)."""
+    exits: list[int] = []
+
+    async def broken() -> None:
+        raise ValueError("Unrecognized configs: {'retention.ms'}")
+
+    def exit_(code: int) -> None:  # os._exit does not return: neither does this
+        exits.append(code)
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(processor, "declare_outputs", broken)
+    monkeypatch.setattr(processor.os, "_exit", exit_)
+    async with processor.process.test_context():
+        for _ in range(100):
+            if exits:
+                break
+            await asyncio.sleep(0.02)
+    assert exits == [70]
+
+
 async def test_user_cache_is_dropped_on_a_new_consumer_generation(recorder: Recorder) -> None:
     """The worker caches user states; after a rebalance (new generation) it reads the store
     again, which Faust's recovery may have changed."""
