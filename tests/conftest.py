@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pymongo
 import pytest
 
 from app.settings import settings
+from tests.mongo_finds import Finds
 
 
 @pytest.fixture
@@ -40,3 +42,13 @@ def mongo_db(mongo_client: pymongo.MongoClient, unique: str) -> Iterator[pymongo
     name = f"test_{unique}"
     yield mongo_client[name]
     mongo_client.drop_database(name)
+
+
+@pytest.fixture
+def counted(mongo_db: pymongo.database.Database) -> Iterator[tuple[Any, Finds]]:
+    """``mongo_db`` through a client that records every ``find`` it sends (``Finds``)."""
+    finds = Finds()
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        settings.mongo_url, event_listeners=[finds], tz_aware=True)
+    yield client[mongo_db.name], finds
+    client.close()

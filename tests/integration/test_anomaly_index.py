@@ -5,14 +5,13 @@ bounded number of ``find`` commands whatever the number of anomalies stored."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pymongo
 import pytest
-from pymongo import monitoring
 
 from agents.sink import anomaly_index as ai
 from agents.sink import documents as docs
@@ -21,6 +20,7 @@ from agents.sink.mongo import MongoStore, connect
 from agents.sink.prune import ANOMALY_INDEX, Pruner
 from agents.sink.writer import MongoSink
 from app.settings import settings
+from tests.mongo_finds import Finds
 from views import anomaly_pages, queries
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -114,28 +114,6 @@ async def test_prune_deletes_the_expired_index_with_the_anomalies(
     assert mongo_db[ai.DAYS].find_one({"_id": ai.day_id(edge)})["minutes"] == {"1300": 1}
     again = {r.collection: r for r in prune.run(now)}
     assert again[ANOMALY_INDEX].deleted == {ai.MINUTES: 0, ai.DAYS: 0}
-
-
-class Finds(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.filters: list[Any] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find":
-            self.filters.append(event.command.get("filter"))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
-
-
-@pytest.fixture
-def counted(mongo_db: pymongo.database.Database) -> Iterator[tuple[Any, Finds]]:
-    finds = Finds()
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-        settings.mongo_url, event_listeners=[finds], tz_aware=True)
-    yield client[mongo_db.name], finds
-    client.close()
 
 
 def seed(db: pymongo.database.Database, start: int, n: int, first: datetime,

@@ -4,44 +4,19 @@ a late event in an ended hour shows once settled_seconds have passed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pymongo
 import pytest
-from pymongo import monitoring
 
 from agents.sink import aggregates as agg
-from app.settings import settings
+from tests.mongo_finds import Finds
 from views import queries
 from views.settled import SettledDocs
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 30, 15, 30, tzinfo=UTC)
-
-
-class Finds(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.ids: list[Any] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find":
-            self.ids.append((event.command.get("filter") or {}).get("_id"))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
-
-
-@pytest.fixture
-def counted(mongo_db: pymongo.database.Database) -> Iterator[tuple[Any, Finds]]:
-    finds = Finds()
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-        settings.mongo_url, event_listeners=[finds], tz_aware=True)
-    yield client[mongo_db.name], finds
-    client.close()
 
 
 def items(offset: int, hours_back: range, merchant: str = "m1") -> list[agg.Countable]:
@@ -65,9 +40,9 @@ def test_ended_hours_are_read_again_only_when_settled(counted: tuple[Any, Finds]
     plain = queries.merchant_totals(db, "24h", NOW)
     assert queries.merchant_totals(db, "24h", NOW, settled=settled) == plain
     assert plain[0]["count"] == 25  # the current hour and the 24 before it
-    finds.ids.clear()
+    finds.filters.clear()
     assert queries.merchant_totals(db, "24h", NOW, settled=settled) == plain
-    assert finds.ids == [NOW.strftime("%Y-%m-%dT%H")]  # only the open hour again
+    assert finds.filters == [{"_id": NOW.strftime("%Y-%m-%dT%H")}]  # only the open hour again
 
     # A late event in an hour that ended long ago: seen once settled_seconds have passed.
     store(db, history + items(100, range(5, 6)))
