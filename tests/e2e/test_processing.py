@@ -179,8 +179,18 @@ class Pipeline:
         assert summary.errors == 0 and summary.bad > 0 and summary.anomalies > 0, summary
 
     def wait_processed(self, timeout: float = 240) -> None:
-        wait_for(lambda: committed_everything(self.group, self.topic), timeout=timeout,
-                 interval=2, message="the worker to commit every transaction")
+        def done() -> bool:
+            last = self.workers[-1][0]
+            # a worker that exited will never commit: fail now, with its log
+            assert last.alive, f"{last.name} exited ({last.proc and last.proc.returncode}):\n" \
+                               f"{last.log(120)}"
+            return committed_everything(self.group, self.topic)
+
+        def log() -> str:
+            last = self.workers[-1][0]
+            return f"the worker to commit every transaction; {last.name}'s log:\n{last.log(120)}"
+
+        wait_for(done, timeout=timeout, interval=2, message=log)
 
     def check_topics(self, once: bool = False) -> Expected:
         """Every output against the recomputation; ``once``: no enriched message twice (no
