@@ -1,67 +1,69 @@
 """The stream-maintained aggregates: what each stored transaction adds, and where. Pure (no I/O).
 
 Every aggregate is a document read by its ``_id`` (FerretDB serves only ``_id`` lookups without
-a full scan), holding **parts**: ``[a, b, c, offset]`` lists, one per partition of
-``transactions_enriched`` (``"p<partition>"``), where ``offset`` is the source offset of the
-last transaction of that partition folded in. A transaction whose offset is not above its
-part's is already counted, so a redelivery or a replay never counts twice; each part has one
-writer (the process that reads its partition) and a reader sums the parts.
+a full scan). Its numbers are **packed**: one field per partition of ``transactions_enriched``,
+``p<partition>``, holding the JSON text ``[offset, {key: [a, b, c(, label)]}]``, where
+``offset`` is the source offset of the last transaction of that partition folded into the
+document, and the object holds that partition's numbers per key (a merchant, a minute, a user).
+A transaction whose offset is not above its document's partition offset is already counted, so
+a redelivery or a replay never counts twice; each partition field has one writer (the process
+that reads the partition), which rewrites it whole, and a reader sums the partitions
+(:func:`totals`).
 
-========================  =====================  =================================================
-collection                ``_id``                part paths (``[a, b, c, offset]``)
-========================  =====================  =================================================
-``user_days``             user id                ``days.<YYYY-MM-DD>``: count, cents, anomalies
-``users_by_day``          ``YYYY-MM-DD/NN``      ``users.<field>.p<n>``: count, cents, anomalies
-``merchant_days``         ``YYYY-MM-DD``         ``merchants.<field>.p<n>``: count, cents, anomalies
-``merchant_hours``        ``YYYY-MM-DDTHH``      ``merchants.<field>.p<n>``: same
-``volume_hours``          ``YYYY-MM-DDTHH``      ``minutes.<MM>.p<n>``: count, cents, anomalies
-``currency_days``         ``YYYY-MM-DD``         ``currencies.<CUR>.p<n>``: count, original cents,
-                                                 reporting cents
-``currency_hours``        ``YYYY-MM-DDTHH``      ``minutes.<MM>.<CUR>.p<n>``: same
-========================  =====================  =================================================
+Packed, because FerretDB's cost is per stored value: a merchant day of 1,000 merchants as
+nested ``[a, b, c, offset]`` lists per partition is ~34,000 values (~0.2 s to read, ~0.3 s to
+update), and the same numbers as 8 JSON texts take ~10 ms either way (docs/data-model.md).
 
-``cents`` are integer cents of ``amount_reporting`` (the document's ``reporting_currency``);
-original cents are of ``amount`` in that currency. Days, hours and minutes are UTC, of the
-transaction's event time (``timestamp``). A user's transactions all come from one partition
-(the topic is keyed by user), so ``user_days`` has one part per day, without a ``p<n>`` level.
-``<field>`` is :func:`field_name` of the merchant id (each merchant also has ``id`` and
-``category`` next to its parts) or of the user id (each user also has ``id``).
+========================  =====================  ==============================================
+collection                ``_id``                key: ``[a, b, c(, label)]``
+========================  =====================  ==============================================
+``users_by_day``          ``YYYY-MM-DD/NN``      user id: count, cents, anomalies
+``merchant_days``         ``YYYY-MM-DD``         merchant id: count, cents, anomalies, category
+``merchant_hours``        ``YYYY-MM-DDTHH``      same
+``volume_hours``          ``YYYY-MM-DDTHH``      ``MM`` (minute): count, cents, anomalies
+``currency_days``         ``YYYY-MM-DD``         currency: count, original cents, reporting cents
+``currency_hours``        ``YYYY-MM-DDTHH``      ``MM/<currency>``: same
+========================  =====================  ==============================================
 
-``users_by_day`` holds the same numbers as ``user_days``, grouped the other way: per UTC day,
-the users of one of :data:`USER_GROUPS` groups (``NN``, :func:`user_group`). ``user_days``
-serves one user's history with one lookup (the API); ``users_by_day`` serves every user's
-recent days with a few lookups per day (dbt), since nothing keyed by user tells which users
-changed without reading them all.
+``cents`` are integer cents of ``amount_reporting`` (the document's ``reporting_currency``,
+a plain field next to the parts); original cents are of ``amount`` in that currency. Days,
+hours and minutes are UTC, of the transaction's event time (``timestamp``).
+
+``users_by_day`` holds the users of one of :data:`USER_GROUPS` groups (``NN``,
+:func:`user_group`) for one UTC day: a user's history is one lookup per day (the API's trends),
+and every user's recent days a few lookups per day (dbt), with a constant number of documents
+written per flush whatever the number of users.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 from urllib.parse import unquote
+
+import orjson
 
 from app.contract import MAX_AMOUNT, cents
 
 __all__ = ["COLLECTIONS", "CURRENCY_DAYS", "CURRENCY_HOURS", "EMPTY_OFFSET",
            "MAX_REPORTING_AMOUNT", "MERCHANT_DAYS", "MERCHANT_HOURS", "USERS_BY_DAY",
-           "USER_DAYS", "USER_GROUPS", "VOLUME_HOURS", "Builder", "Countable", "Part", "Slot",
-           "as_part", "at_path", "build", "countable", "day_id", "field_name", "fold",
-           "hour_id", "parts_of", "slots", "sum_parts", "unfield", "user_group",
-           "users_by_day_id"]
+           "USER_GROUPS", "VOLUME_HOURS", "Builder", "Countable", "Packed", "Slot", "Total",
+           "build", "countable", "day_id", "field_name", "hour_id", "pack", "packed", "slots",
+           "totals", "unfield", "unpack", "user_group", "users_by_day_id"]
 
-USER_DAYS = "user_days"
 MERCHANT_DAYS = "merchant_days"
 MERCHANT_HOURS = "merchant_hours"
 VOLUME_HOURS = "volume_hours"
 CURRENCY_DAYS = "currency_days"
 CURRENCY_HOURS = "currency_hours"
 USERS_BY_DAY = "users_by_day"
-COLLECTIONS = (USER_DAYS, MERCHANT_DAYS, MERCHANT_HOURS, VOLUME_HOURS, CURRENCY_DAYS,
-               CURRENCY_HOURS, USERS_BY_DAY)
+COLLECTIONS = (MERCHANT_DAYS, MERCHANT_HOURS, VOLUME_HOURS, CURRENCY_DAYS, CURRENCY_HOURS,
+               USERS_BY_DAY)
 #: Groups of users per day in ``users_by_day``: enough that a document stays small (10,000
 #: users: ~160 per document), few enough that reading a day costs a few dozen lookups.
 USER_GROUPS = 64
@@ -70,8 +72,7 @@ USER_GROUPS = 64
 #: of cents stay exact for 90 million of these).
 MAX_REPORTING_AMOUNT = 1_000_000_000
 
-#: ``[a, b, c, offset]`` of one partition's transactions in one place of an aggregate.
-Part = list[int]
+#: The offset of a partition that counted nothing yet.
 EMPTY_OFFSET = -1
 
 #: Characters :func:`field_name` percent-encodes besides ``%``: a field name with a ``.`` is a
@@ -80,10 +81,10 @@ _UNSAFE = frozenset(".$%") | frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
 
 
 def field_name(value: str) -> str:
-    """``value`` (a merchant id, a currency code) made safe as a MongoDB field name: ``%``,
-    ``.``, ``$``, whitespace and unprintable characters become ``%XX`` (UTF-8, upper-case hex,
-    as in URLs); everything else stays. The empty string, which FerretDB refuses as a field
-    name, is ``%`` (never the result of encoding anything else). :func:`unfield` reverses it."""
+    """``value`` (a transaction id) made safe as a MongoDB field name: ``%``, ``.``, ``$``,
+    whitespace and unprintable characters become ``%XX`` (UTF-8, upper-case hex, as in URLs);
+    everything else stays. The empty string, which FerretDB refuses as a field name, is ``%``
+    (never the result of encoding anything else). :func:`unfield` reverses it."""
     if not value:
         return "%"
     return "".join("".join(f"%{b:02X}" for b in ch.encode()) if _unsafe(ch) else ch
@@ -167,15 +168,17 @@ def countable(doc: Mapping[str, Any], partition: int, offset: int,
 
 @dataclass(frozen=True, slots=True)
 class Slot:
-    """One part an item adds to: where (``collection``, ``_id``, dotted ``path``), the three
-    numbers it adds, the labels to ``$set`` with it, and the end of its time bucket (the cache
-    forgets a slot some time after)."""
+    """One place an item adds to: the document (``collection``, ``_id``), the ``key`` in its
+    partition's object, the three numbers it adds, the entry's ``label`` (a merchant's
+    category) if any, the plain fields to ``$set`` with the document, and the end of its time
+    bucket (the cache forgets a document some time after)."""
 
     collection: str
     id: str
-    path: str
+    key: str
     add: tuple[int, int, int]
-    labels: tuple[tuple[str, Any], ...]
+    label: str | None
+    fields: tuple[tuple[str, Any], ...]
     ends: datetime
 
 
@@ -187,81 +190,118 @@ def _end(start: datetime, step: timedelta) -> datetime:
 
 
 def slots(item: Countable) -> list[Slot]:
-    """Every part ``item`` adds to."""
+    """Every place ``item`` adds to."""
     minute = item.minute.astimezone(UTC)
     day, hour, mm = day_id(minute), hour_id(minute), minute.strftime("%M")
     hour_start = minute.replace(minute=0)
     day_end = _end(hour_start.replace(hour=0), timedelta(days=1))
     hour_end = _end(hour_start, timedelta(hours=1))
-    p, cur = f"p{item.partition}", field_name(item.currency)
     reporting = (("reporting_currency", item.reporting_currency),)
     counts = (1, item.cents, item.anomaly)
-    merchant = field_name(item.merchant_id)
-    labels = (*reporting, (f"merchants.{merchant}.id", item.merchant_id),
-              (f"merchants.{merchant}.category", item.category))
+    money = (1, item.amount_cents, item.cents)
     out = [
-        Slot(MERCHANT_DAYS, day, f"merchants.{merchant}.{p}", counts, labels, day_end),
-        Slot(MERCHANT_HOURS, hour, f"merchants.{merchant}.{p}", counts, labels, hour_end),
-        Slot(VOLUME_HOURS, hour, f"minutes.{mm}.{p}", counts, reporting, hour_end),
-        Slot(CURRENCY_DAYS, day, f"currencies.{cur}.{p}",
-             (1, item.amount_cents, item.cents), (), day_end),
-        Slot(CURRENCY_HOURS, hour, f"minutes.{mm}.{cur}.{p}",
-             (1, item.amount_cents, item.cents), (), hour_end),
+        Slot(MERCHANT_DAYS, day, item.merchant_id, counts, item.category, reporting, day_end),
+        Slot(MERCHANT_HOURS, hour, item.merchant_id, counts, item.category, reporting,
+             hour_end),
+        Slot(VOLUME_HOURS, hour, mm, counts, None, reporting, hour_end),
+        Slot(CURRENCY_DAYS, day, item.currency, money, None, reporting, day_end),
+        Slot(CURRENCY_HOURS, hour, f"{mm}/{item.currency}", money, None, reporting, hour_end),
     ]
     if item.user_id is not None:
-        out.append(Slot(USER_DAYS, item.user_id, f"days.{day}", counts, reporting, day_end))
-        user = field_name(item.user_id)
         out.append(Slot(USERS_BY_DAY, users_by_day_id(day, user_group(item.user_id)),
-                        f"users.{user}.{p}", counts,
-                        (*reporting, ("day", day), (f"users.{user}.id", item.user_id)),
-                        day_end))
+                        item.user_id, counts, None, (*reporting, ("day", day)), day_end))
     return out
 
 
-def fold(part: Part, add: tuple[int, int, int], offset: int) -> bool:
-    """Add an item at ``offset`` to ``part`` in place; False (nothing changed) when the part
-    already counts it (its offset is not above the part's)."""
-    if offset <= part[3]:
-        return False
-    part[0] += add[0]
-    part[1] += add[1]
-    part[2] += add[2]
-    part[3] = offset
-    return True
+@dataclass(slots=True)
+class Packed:
+    """One partition's numbers in one document: the offset of the last transaction folded in
+    and ``[a, b, c(, label)]`` per key."""
+
+    offset: int = EMPTY_OFFSET
+    places: dict[str, list[Any]] = field(default_factory=dict)
+
+    def copy(self) -> Packed:
+        return Packed(self.offset, {k: list(v) for k, v in self.places.items()})
+
+    def fold(self, slot: Slot, offset: int) -> bool:
+        """Add the item at ``offset`` to ``slot``'s key; False (nothing changed) when this
+        partition of the document already counts it (its offset is not above the document's).
+        """
+        if offset <= self.offset:
+            return False
+        entry = self.places.get(slot.key)
+        if entry is None:
+            entry = self.places[slot.key] = [0, 0, 0] if slot.label is None \
+                else [0, 0, 0, slot.label]
+        entry[0] += slot.add[0]
+        entry[1] += slot.add[1]
+        entry[2] += slot.add[2]
+        self.offset = offset
+        return True
 
 
-def at_path(doc: Mapping[str, Any] | None, path: str) -> Any:
-    """The value at a dotted ``path`` of a document (None when absent)."""
-    value: Any = doc
-    for key in path.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
+def pack(part: Packed) -> str:
+    """The stored text of a partition's numbers."""
+    try:
+        return orjson.dumps([part.offset, part.places]).decode()
+    except TypeError:  # a key with a lone surrogate, which orjson refuses: escaped JSON
+        return json.dumps([part.offset, part.places], separators=(",", ":"))
 
 
-def as_part(raw: Any) -> Part:
-    """A stored part as a list of 4 ints (an empty part when it is not one)."""
-    if isinstance(raw, list) and len(raw) == 4 and all(
-            isinstance(x, int | float) and not isinstance(x, bool) for x in raw):
-        return [int(x) for x in raw]
-    return [0, 0, 0, EMPTY_OFFSET]
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def parts_of(value: Any) -> list[Part]:
-    """The parts (``p<n>`` keys) of a stored map of parts."""
-    if not isinstance(value, Mapping):
-        return []
-    return [as_part(v) for k, v in value.items()
-            if isinstance(k, str) and k[:1] == "p" and k[1:].isdigit()]
+def unpack(raw: Any) -> Packed:
+    """A stored partition's numbers (empty when ``raw`` is not one: nothing is counted from a
+    value this code did not write)."""
+    try:
+        value = orjson.loads(raw) if isinstance(raw, str | bytes) else None
+    except orjson.JSONDecodeError:
+        value = None
+    if not (isinstance(value, list) and len(value) == 2 and _number(value[0])
+            and isinstance(value[1], dict)):
+        return Packed()
+    places: dict[str, list[Any]] = {}
+    for key, entry in value[1].items():
+        if isinstance(entry, list) and len(entry) in (3, 4) and all(map(_number, entry[:3])):
+            places[key] = [int(entry[0]), int(entry[1]), int(entry[2]), *entry[3:]]
+    return Packed(int(value[0]), places)
 
 
-def sum_parts(parts: Iterable[Part]) -> tuple[int, int, int]:
-    """The three numbers of a place: the sum of its parts."""
-    a = b = c = 0
-    for part in parts:
-        a, b, c = a + part[0], b + part[1], c + part[2]
-    return a, b, c
+def packed(doc: Mapping[str, Any] | None) -> dict[int, Packed]:
+    """partition -> its numbers, of a stored aggregate document (the ``p<n>`` fields)."""
+    if doc is None:
+        return {}
+    return {int(k[1:]): unpack(v) for k, v in doc.items()
+            if isinstance(k, str) and k[:1] == "p" and k[1:].isdigit()}
+
+
+@dataclass(slots=True)
+class Total:
+    """A key's numbers summed over the partitions, and its label (None when it has none)."""
+
+    a: int = 0
+    b: int = 0
+    c: int = 0
+    label: Any = None
+
+
+def totals(doc: Mapping[str, Any] | None) -> dict[str, Total]:
+    """key -> its numbers summed over every partition of a stored aggregate document."""
+    out: dict[str, Total] = {}
+    for part in packed(doc).values():
+        for key, entry in part.places.items():
+            total = out.get(key)
+            if total is None:
+                total = out[key] = Total()
+            total.a += entry[0]
+            total.b += entry[1]
+            total.c += entry[2]
+            if total.label is None and len(entry) > 3:
+                total.label = entry[3]
+    return out
 
 
 class Builder:
@@ -269,26 +309,23 @@ class Builder:
     the sink writes them: for seeding a database (benchmarks, tests)."""
 
     def __init__(self) -> None:
-        self.docs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.fields: dict[tuple[str, str], dict[str, Any]] = {}
+        self.parts: dict[tuple[str, str], dict[int, Packed]] = {}
 
     def add(self, item: Countable) -> None:
         for slot in slots(item):
-            doc = self.docs.setdefault((slot.collection, slot.id), {"_id": slot.id})
-            for path, value in (*slot.labels, (slot.path, None)):
-                *parents, last = path.split(".")
-                node = doc
-                for key in parents:
-                    node = node.setdefault(key, {})
-                if value is not None:
-                    node[last] = value
-                else:
-                    fold(node.setdefault(last, [0, 0, 0, EMPTY_OFFSET]), slot.add, item.offset)
+            doc = (slot.collection, slot.id)
+            self.fields.setdefault(doc, {}).update(slot.fields)
+            self.parts.setdefault(doc, {}).setdefault(item.partition, Packed()).fold(
+                slot, item.offset)
 
     def documents(self) -> dict[str, list[dict[str, Any]]]:
         """The documents per collection."""
         out: dict[str, list[dict[str, Any]]] = {c: [] for c in COLLECTIONS}
-        for (collection, _), doc in self.docs.items():
-            out[collection].append(doc)
+        for (collection, _id), fields in self.fields.items():
+            parts = {f"p{n}": pack(part) for n, part in sorted(self.parts[(collection, _id)]
+                                                                   .items())}
+            out[collection].append({"_id": _id, **fields, **parts})
         return out
 
 
