@@ -256,10 +256,15 @@ def _number(x: Any) -> bool:
 def unpack(raw: Any) -> Packed:
     """A stored partition's numbers (empty when ``raw`` is not one: nothing is counted from a
     value this code did not write)."""
-    try:
-        value = orjson.loads(raw) if isinstance(raw, str | bytes) else None
-    except orjson.JSONDecodeError:
-        value = None
+    value: Any = None
+    if isinstance(raw, str | bytes):
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            try:  # a lone surrogate escaped by :func:`pack`, which orjson refuses
+                value = json.loads(raw)
+            except ValueError:
+                value = None
     if not (isinstance(value, list) and len(value) == 2 and _number(value[0])
             and isinstance(value[1], dict)):
         return Packed()
