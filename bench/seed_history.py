@@ -181,8 +181,8 @@ class Writer:
     batch, as the sink makes them; the aggregates are folded in memory by the sink's own
     :class:`~agents.sink.aggregates.Builder` from the items the sink counts
     (:meth:`Rollups.stored_here`) and written once at the end (:func:`write_aggregates`).
-    The sink's ``$set`` writes of absolute parts converge to exactly these documents (its
-    tests compare the two), and one insert of each document costs FerretDB far less than
+    The sink's ``$set`` writes of whole partition fields converge to exactly these documents
+    (its tests compare the two), and one insert of each document costs FerretDB far less than
     thousands of upserts of thousands of paths."""
 
     def __init__(self, db: Any) -> None:
@@ -234,7 +234,9 @@ async def _seed_part(mongo_url: str, db_name: str, history: History, mine: froze
         await pending
     stats.seconds = time.monotonic() - started
     db.client.close()
-    return stats, writer.builder.docs
+    return stats, {(collection, doc["_id"]): doc
+                   for collection, documents in writer.builder.documents().items()
+                   for doc in documents}
 
 
 async def _write_step(writer: Writer, txns: list[Entry], anomalies: list[Entry]) -> None:
@@ -243,8 +245,8 @@ async def _write_step(writer: Writer, txns: list[Entry], anomalies: list[Entry])
 
 
 def merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
-    """Merge the aggregate document ``other`` into ``into``: two processes hold disjoint parts
-    (each partition has one writer) under the same labels."""
+    """Merge the aggregate document ``other`` into ``into``: two processes hold disjoint
+    partition fields (each partition has one writer) under the same plain fields."""
     for key, value in other.items():
         mine = into.get(key)
         if isinstance(mine, dict) and isinstance(value, Mapping):

@@ -60,7 +60,7 @@ def test_a_small_seed_is_what_the_sink_writes(mongo_client: Any, unique: str,
         for collection, expected_docs in index_documents(list(db.anomalies.find())).items():
             stored = {d["_id"]: _normal(d) for d in db[collection].find()}
             assert stored == {d["_id"]: _normal(d) for d in expected_docs}, collection
-        user = next(d["_id"] for d in db.user_days.find().limit(1))
+        user = next(iter(agg.totals(db.users_by_day.find_one())))
         client = TestClient(create_app(load({**os.environ, "MONGO_DB": name,
                                              "API_RATE_LIMIT": "0",
                                              "WORKER_URL": f"http://127.0.0.1:{free_port()}"}),
