@@ -40,8 +40,8 @@ DEAD_LETTER_KINDS = ("conversion", "encoding", "rejected")
 LIVE_SECONDS = 30.0
 
 WRITTEN = Counter("sink_documents_written", "Documents inserted (transactions, anomalies, dlq) "
-                  "or aggregate documents updated (user_days, merchant_days, merchant_hours, "
-                  "volume_hours, currency_days, currency_hours), per collection.",
+                  "or aggregate documents updated (merchant_days, merchant_hours, volume_hours, "
+                  "currency_days, currency_hours, users_by_day), per collection.",
                   ["collection"], registry=REGISTRY)
 DUPLICATES = Counter("sink_duplicates", "Documents already stored (a redelivery or a replay), "
                      "per collection.", ["collection"], registry=REGISTRY)

@@ -9,8 +9,9 @@ outage) and has a socket timeout, so a database that stops answering is retried 
   tried once more, then that document goes to the ``dlq`` collection as a dead-letter record
   (the rest of the batch is stored). Any other error is raised: an outage is retried
   (``retry.py``), anything else ends the process without acking the batch (``crash.py``).
-- :meth:`MongoStore.write_aggregates`: raw ``update`` commands (``$set`` of dotted paths,
-  upsert) of absolute values, so a repeated write is harmless.
+- :meth:`MongoStore.write_aggregates`: raw ``update`` commands (``$set``, upsert), one
+  statement per document, of absolute values (an aggregate's packed ``p<n>`` fields whole), so
+  a repeated write is harmless.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     docs.METRICS: [IndexModel([("collection", ASCENDING), ("at", DESCENDING)])],
 }
 
-#: An aggregate document's write: ``(collection, _id, $set paths, $unset paths)``.
+#: A document's upsert: ``(collection, _id, $set fields or paths, $unset paths)`` (the
+#: aggregates unset nothing; the anomalies' time index sets dotted paths).
 AggregateWrite = tuple[str, str, dict[str, Any], list[str]]
 #: ``(inserted, duplicates, [(entry, reason, kind)] refused)`` of one insert call; ``kind`` is
 #: "encoding" (the client could not encode the document) or "rejected" (the server refused it).
@@ -268,16 +270,18 @@ class MongoStore:
     async def aggregate_docs(self, collection: str, ids: list[str],
                              projection: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """The stored aggregate documents of ``collection`` with these ids (the ``projection``
-        fields); absent ones are left out."""
+        fields: for the rollups, ``reporting_currency`` and the ``p<n>`` of the partitions
+        they need); absent ones are left out."""
         def read() -> dict[str, dict[str, Any]]:
             return {row["_id"]: row for row in self._find_ids(collection, ids, projection)}
         return await Retry(f"{len(ids)} {collection} documents").run(
             read, executor=ROLLUP_WRITER)
 
     async def write_aggregates(self, writes: list[AggregateWrite]) -> None:
-        """Upsert aggregate documents: ``$set`` the labels and this process's changed parts by
-        their dotted paths (absolute values, so a rewrite is harmless and other processes'
-        parts are left alone), ``$unset`` the given paths."""
+        """Upsert documents by ``_id``, one statement each: ``$set`` the given fields (for the
+        aggregates, the plain fields and this process's changed ``p<n>`` fields, whole: absolute
+        values, so a rewrite is harmless and other processes' partitions are left alone),
+        ``$unset`` the given paths if any."""
         await self.ready()
         updates = [(c, {"q": {"_id": _id},
                         "u": {"$set": fields, **({"$unset": dict.fromkeys(unset, "")}

@@ -203,9 +203,10 @@ class Aggregate:
     unit: str
 
 
-#: Every aggregate the prune deletes after ``AGGREGATE_RETENTION_DAYS`` (``user_days`` keeps
-#: its own days inside each user's document). ``volume_minute`` is written by earlier versions
-#: of the sink only; its rows of the hours the sink listed go too.
+#: Every aggregate the prune deletes after ``AGGREGATE_RETENTION_DAYS``, whole documents by
+#: ``_id`` (a user's days are in ``users_by_day``, pruned by day like the others).
+#: ``volume_minute`` is written by earlier versions of the sink only; its rows of the hours the
+#: sink listed go too.
 AGGREGATES: tuple[Aggregate, ...] = (
     Aggregate(agg.MERCHANT_HOURS, "hour"),
     Aggregate(agg.VOLUME_HOURS, "hour"),

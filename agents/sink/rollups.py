@@ -1,16 +1,19 @@
-"""The aggregates the sink keeps (``aggregates.py``: ``user_days``, ``merchant_days``,
-``merchant_hours``, ``volume_hours``, ``currency_days``, ``currency_hours``), counted from the
+"""The aggregates the sink keeps (``aggregates.py``: ``merchant_days``, ``merchant_hours``,
+``volume_hours``, ``currency_days``, ``currency_hours``, ``users_by_day``), counted from the
 transactions it stored. A step after the ``transactions`` insert (:meth:`Rollups.add` is that
 writer's ``after_write``): it takes the stored batch's items and its acks, and releases the acks
 only after the aggregate documents that count those items are written.
 
-Each document is made of **parts**, one per partition of ``transactions_enriched``:
-``[a, b, c, offset]``, where ``offset`` is the source offset of the last transaction of that
-partition folded into the part. A transaction whose offset is not above its part's offset is
-already in it, so a message read again (a redelivery after a crash, a replay of the topic) is
-never counted twice. A partition is read by one sink process at a time, so each part has one
-writer, which writes it as an absolute value (``$set`` of its dotted path): a repeated write is
-harmless, and two processes writing parts of the same document never overwrite each other.
+Each document holds one **packed** field per partition of ``transactions_enriched``,
+``p<partition>``: the JSON text ``[offset, {key: [a, b, c(, label)]}]``, where ``offset`` is the
+source offset of the last transaction of that partition folded into the document. A transaction
+whose offset is not above its document's partition offset is already in it, so a message read
+again (a redelivery after a crash, a replay of the topic) is never counted twice. A partition is
+read by one sink process at a time, so each ``p<n>`` field has one writer, which rewrites it
+whole (``$set``, upsert): a repeated write is harmless, and two processes writing different
+partitions of the same document never overwrite each other. Packed, because FerretDB's cost is
+per stored value: one text per partition instead of a value per number makes a document of
+1,000 merchants one cheap read and one cheap update.
 
 Only the transactions whose document is this message's are counted (a duplicate ``txn_id``
 another message stored is not), so the aggregates count exactly the ``transactions``
@@ -24,19 +27,16 @@ import asyncio
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from agents.sink import metrics
 from agents.sink.aggregates import (
-    EMPTY_OFFSET,
     MAX_REPORTING_AMOUNT,
-    USER_DAYS,
     Countable,
-    Part,
-    as_part,
-    at_path,
-    fold,
+    Packed,
+    pack,
+    packed,
     slots,
 )
 from agents.sink.aggregates import countable as _countable
@@ -46,10 +46,10 @@ from agents.sink.mongo import AggregateWrite, InsertResult, MongoStore
 from app.settings import settings
 
 __all__ = ["CACHE_MINUTES", "FLUSH_EVENTS", "FLUSH_SECONDS", "MAX_REPORTING_AMOUNT",
-           "WRITE_SHARE", "Change", "Countable", "Part", "RollupState", "Rollups", "countable",
+           "WRITE_SHARE", "Change", "Countable", "Packed", "RollupState", "Rollups", "countable",
            "pause_after"]
 
-#: Parts whose hour or day ended this long before the newest minute seen leave the memory
+#: Documents whose hour or day ended this long before the newest minute seen leave the memory
 #: (they are read back from MongoDB if a late transaction touches them again).
 CACHE_MINUTES = 30
 #: Aggregates are written FLUSH_SECONDS after the previous write ended: each write updates
@@ -75,112 +75,98 @@ def countable(doc: Mapping[str, Any], partition: int, offset: int) -> Countable 
 
 
 _Doc = tuple[str, str]  # (collection, _id)
-_Key = tuple[str, str, str]  # (collection, _id, dotted path of a part)
+_Key = tuple[str, str, int]  # (collection, _id, partition)
 
 
 @dataclass
 class Change:
-    """What one write does to one document: ``$set`` of ``labels`` and the changed ``parts``
-    (dotted paths), ``$unset`` of ``unset`` (days of ``user_days`` past the retention)."""
+    """What one write does to one document: ``$set`` of its plain ``fields`` and of the
+    changed ``parts`` (partition: its numbers), each packed whole into its ``p<n>`` field."""
 
-    labels: dict[str, Any] = field(default_factory=dict)
-    parts: dict[str, Part] = field(default_factory=dict)
-    unset: set[str] = field(default_factory=set)
-    ends: dict[str, datetime] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+    parts: dict[int, Packed] = field(default_factory=dict)
+    ends: datetime | None = None
 
-    def update(self) -> tuple[dict[str, Any], list[str]]:
-        """The ``$set`` and ``$unset`` paths."""
-        return {**self.labels, **self.parts}, sorted(self.unset - set(self.parts))
-
-
-def _stale_days(stored: Any, wanted: Iterable[str], keep_days: int) -> set[str]:
-    """The ``days.<day>`` paths of a stored ``user_days`` map older than ``keep_days`` before
-    its newest day (stored or about to be written)."""
-    days = [d for d in stored if isinstance(d, str)] if isinstance(stored, Mapping) else []
-    newest = max([*days, *(p.removeprefix("days.") for p in wanted)], default=None)
-    if newest is None:
-        return set()
-    try:
-        cutoff = (date.fromisoformat(newest) - timedelta(days=keep_days)).isoformat()
-    except (ValueError, OverflowError):
-        return set()
-    return {f"days.{d}" for d in days if d < cutoff}
+    def update(self) -> dict[str, Any]:
+        """The ``$set`` of the document's write."""
+        return {**self.fields, **{f"p{n}": pack(part) for n, part in sorted(self.parts.items())}}
 
 
 class RollupState:
-    """The parts this process knows (a cache of MongoDB's; MongoDB is the durable copy). Pure:
-    no I/O."""
+    """The partitions of the documents this process knows (a cache of MongoDB's; MongoDB is
+    the durable copy). Pure: no I/O."""
 
-    def __init__(self, keep_days: int | None = None) -> None:
-        self.parts: dict[_Key, Part] = {}
-        self.ends: dict[_Key, datetime] = {}
-        self.stale: dict[_Doc, set[str]] = {}  # user_days days to drop at the next write
+    def __init__(self) -> None:
+        self.parts: dict[_Key, Packed] = {}
+        self.ends: dict[_Doc, datetime] = {}
         self.newest: datetime | None = None
-        self.keep_days = settings.aggregate_retention_days if keep_days is None else keep_days
 
-    def missing(self, items: Iterable[Countable]) -> dict[_Doc, dict[str, datetime]]:
-        """The parts (per document: path and the end of its bucket) ``items`` touch that the
-        cache lacks."""
-        wanted: dict[_Doc, dict[str, datetime]] = {}
+    def missing(self, items: Iterable[Countable]) -> dict[_Doc, dict[int, datetime]]:
+        """The (collection, _id, partition) ``items`` touch that the cache lacks: per
+        document, its partitions, each with the end of the document's time bucket."""
+        wanted: dict[_Doc, dict[int, datetime]] = {}
         for item in items:
             for slot in slots(item):
-                if (slot.collection, slot.id, slot.path) not in self.parts:
-                    wanted.setdefault((slot.collection, slot.id), {})[slot.path] = slot.ends
+                if (slot.collection, slot.id, item.partition) not in self.parts:
+                    wanted.setdefault((slot.collection, slot.id), {})[item.partition] = \
+                        slot.ends
         return wanted
 
-    def load(self, doc: _Doc, paths: Mapping[str, datetime],
+    def load(self, doc: _Doc, partitions: Mapping[int, datetime],
              stored: Mapping[str, Any] | None) -> None:
-        """Put the ``paths`` of a document read from MongoDB (None: no such document yet)
-        into the cache. For ``user_days`` (read whole), note the days past the retention."""
-        for path, ends in paths.items():
-            key = (*doc, path)
-            self.parts[key] = as_part(at_path(stored, path))
-            self.ends[key] = ends
-        if doc[0] == USER_DAYS and stored is not None:
-            stale = _stale_days(stored.get("days"), paths, self.keep_days)
-            if stale:
-                self.stale[doc] = stale
+        """Put the ``partitions`` of a document read from MongoDB (None: no such document
+        yet) into the cache; a partition the document lacks counted nothing yet."""
+        found = packed(stored)
+        for partition, ends in partitions.items():
+            self.parts[(*doc, partition)] = found.get(partition, Packed())
+            self.ends[doc] = ends
 
     def apply(self, items: Iterable[Countable]) -> dict[_Doc, Change]:
-        """Fold ``items`` (in partition order) into copies of their parts; returns the changed
-        documents, for the caller to write and then :meth:`commit`. Every part touched must be
-        in the cache (:meth:`missing`, :meth:`load`)."""
-        copies: dict[_Key, Part] = {}
+        """Fold ``items`` (in offset order per partition) into copies of their documents'
+        partitions; returns the changed documents, for the caller to write and then
+        :meth:`commit`. Every partition touched must be in the cache (:meth:`missing`,
+        :meth:`load`)."""
+        copies: dict[_Key, Packed] = {}
         changed: dict[_Doc, Change] = {}
         for item in items:
             for slot in slots(item):
-                key = (slot.collection, slot.id, slot.path)
+                key = (slot.collection, slot.id, item.partition)
                 part = copies.get(key)
                 if part is None:
-                    part = copies[key] = list(self.parts.get(key, [0, 0, 0, EMPTY_OFFSET]))
-                if fold(part, slot.add, item.offset):
-                    change = changed.setdefault((slot.collection, slot.id), Change())
-                    change.parts[slot.path] = part
-                    change.labels.update(slot.labels)
-                    change.ends[slot.path] = slot.ends
+                    cached = self.parts.get(key)
+                    part = copies[key] = Packed() if cached is None else cached.copy()
+                if part.fold(slot, item.offset):
+                    change = changed.get(key[:2])
+                    if change is None:
+                        change = changed[key[:2]] = Change(ends=slot.ends)
+                    change.parts[item.partition] = part
+                    change.fields.update(slot.fields)
             if self.newest is None or item.minute > self.newest:
                 self.newest = item.minute
-        for doc, change in changed.items():
-            change.unset = set(self.stale.get(doc, ()))
         return changed
 
     def commit(self, changed: Mapping[_Doc, Change]) -> None:
-        """The changed documents were written: keep their parts, forget parts long behind."""
+        """The changed documents were written: keep their partitions, forget the documents
+        long behind."""
         for doc, change in changed.items():
-            for path, part in change.parts.items():
-                self.parts[(*doc, path)] = part
-                self.ends[(*doc, path)] = change.ends[path]
-            self.stale.pop(doc, None)
+            for partition, part in change.parts.items():
+                self.parts[(*doc, partition)] = part
+            if change.ends is not None:
+                self.ends[doc] = change.ends
         if self.newest is not None and self.newest.year > 1:
             oldest = self.newest - timedelta(minutes=CACHE_MINUTES)
-            for key in [k for k, ends in self.ends.items() if ends < oldest]:
-                del self.parts[key], self.ends[key]
+            gone = {doc for doc, ends in self.ends.items() if ends < oldest}
+            if gone:
+                for doc in gone:
+                    del self.ends[doc]
+                for key in [k for k in self.parts if k[:2] in gone]:
+                    del self.parts[key]
 
     def forget(self) -> None:
-        """Drop every cached part (after a rebalance another process may have written some)."""
+        """Drop every cached partition (after a rebalance another process may have written
+        some)."""
         self.parts.clear()
         self.ends.clear()
-        self.stale.clear()
 
 
 def _shared() -> bool:
@@ -248,25 +234,26 @@ class Rollups:
                 await batch.release()
 
     async def write(self, items: list[Countable], exclusive: bool = False) -> None:
-        """Fold ``items`` into their parts and write the changed documents (absolute values).
-        (``exclusive`` changes nothing: each part has one writer whatever the number of
-        processes.)"""
+        """Fold ``items`` into their documents' partitions and write the changed documents:
+        one upsert per document, ``$set`` of its plain fields and its changed ``p<n>`` fields
+        whole. (``exclusive`` changes nothing: each partition of a document has one writer
+        whatever the number of processes.)"""
         missing = self.state.missing(items)
-        by_collection: dict[str, dict[str, dict[str, datetime]]] = {}
-        for (collection, _id), paths in missing.items():
-            by_collection.setdefault(collection, {})[_id] = paths
+        by_collection: dict[str, dict[str, dict[int, datetime]]] = {}
+        for (collection, _id), partitions in missing.items():
+            by_collection.setdefault(collection, {})[_id] = partitions
         for collection, docs in by_collection.items():
-            # user_days is read whole (its days are checked against the retention)
-            projection = {"days": 1} if collection == USER_DAYS else {
-                path: 1 for paths in docs.values() for path in paths}
+            projection = {"reporting_currency": 1, **{
+                f"p{n}": 1 for partitions in docs.values() for n in sorted(partitions)}}
             stored = await self.store.aggregate_docs(collection, list(docs), projection)
-            for _id, paths in docs.items():
-                self.state.load((collection, _id), paths, stored.get(_id))
+            for _id, partitions in docs.items():
+                self.state.load((collection, _id), partitions, stored.get(_id))
         changed = self.state.apply(items)
-        writes: list[AggregateWrite] = [(c, _id, *change.update())
+        writes: list[AggregateWrite] = [(c, _id, change.update(), [])
                                         for (c, _id), change in changed.items()]
         started = time.monotonic()
-        await self.store.write_aggregates(writes)
+        if writes:  # nothing new (a redelivery): nothing to write
+            await self.store.write_aggregates(writes)
         written: dict[str, int] = {}
         for c, *_ in writes:
             written[c] = written.get(c, 0) + 1
@@ -284,7 +271,7 @@ class Rollups:
             took = time.monotonic() - started
 
     def forget(self, revoked: Collection[int]) -> None:
-        """After a rebalance: read every part again (another process may have written some),
+        """After a rebalance: read every document again (another process may have written some),
         and drop the items of the ``revoked`` partitions (Faust commits nothing for a partition
         it revoked; the partition's next reader counts them)."""
         if revoked:

@@ -43,12 +43,30 @@ def items(partition: int, merchants: int, first_offset: int) -> list[Countable]:
             for i in range(3 * merchants)]
 
 
+def stored_docs(mongo_db: pymongo.database.Database, name: str) -> list[dict]:
+    """A collection's documents, ``p<n>`` texts read back as (offset, numbers)."""
+    return sorted((plain(d) for d in mongo_db[name].find()), key=lambda d: d["_id"])
+
+
+def plain(doc: dict) -> dict:
+    return {k: (agg.unpack(v).offset, agg.unpack(v).places)
+            if k[:1] == "p" and k[1:].isdigit() else v for k, v in doc.items()}
+
+
+def assert_built(mongo_db: pymongo.database.Database, counted: list[Countable]) -> None:
+    """Every aggregate collection holds exactly the documents built from ``counted``."""
+    expected = agg.build(counted)
+    for name in agg.COLLECTIONS:
+        assert stored_docs(mongo_db, name) == sorted(
+            (plain(d) for d in expected[name]), key=lambda d: d["_id"]), name
+
+
 async def test_two_processes_share_documents_and_replays_change_nothing(
         store: MongoStore, mongo_db: pymongo.database.Database) -> None:
-    """Two processes (partitions 0 and 1) write parts of the same documents with dotted
-    ``$set`` upserts; a restarted process reading its partition again changes nothing: the
-    stored documents equal the ones built from each transaction once."""
-    merchants = 50  # more documents than one update command holds (user_days)
+    """Two processes (partitions 0 and 1) upsert their own ``p<n>`` fields of the same
+    documents; a restarted process reading its partition again changes nothing: the stored
+    documents equal the ones built from each transaction once."""
+    merchants = 50
     a, b = Rollups(store), Rollups(store)
     await a.write(items(0, merchants, 0), exclusive=False)
     await b.write(items(1, merchants, 0), exclusive=False)
@@ -56,17 +74,33 @@ async def test_two_processes_share_documents_and_replays_change_nothing(
     # process a restarts (empty cache) and reads its partition again from the start
     await Rollups(store).write(items(0, merchants, 0), exclusive=False)
 
-    expected = agg.build(items(0, merchants, 0) + items(0, merchants, 3 * merchants)
-                         + items(1, merchants, 0))
-    for name in agg.COLLECTIONS:
-        assert sorted(mongo_db[name].find(), key=lambda d: d["_id"]) == sorted(
-            expected[name], key=lambda d: d["_id"]), name
+    assert_built(mongo_db, items(0, merchants, 0) + items(0, merchants, 3 * merchants)
+                 + items(1, merchants, 0))
     hour = mongo_db[agg.VOLUME_HOURS].find_one({"_id": "2026-11-26T01"})
-    assert hour is not None and agg.sum_parts(agg.parts_of(hour["minutes"]["00"])) == (
-        9 * merchants, merchants * (6 * 100 + 3 * 200), sum(i % 2 for i in range(3 * merchants))
-        * 3)
-    merchant = mongo_db[agg.MERCHANT_DAYS].find_one({"_id": "2026-11-26"})
-    assert merchant is not None and merchant["merchants"]["m%2E0"]["id"] == "m.0"
+    assert hour is not None and set(hour) == {"_id", "reporting_currency", "p0", "p1"}
+    minute = agg.totals(hour)["00"]
+    assert (minute.a, minute.b, minute.c) == (
+        9 * merchants, merchants * (6 * 100 + 3 * 200),
+        sum(i % 2 for i in range(3 * merchants)) * 3)
+    day = mongo_db[agg.MERCHANT_DAYS].find_one({"_id": "2026-11-26"})
+    assert day is not None
+    merchant = agg.totals(day)["m.0"]  # 6 at 1.00 (partition 0), 3 at 2.00 (partition 1)
+    assert (merchant.a, merchant.b, merchant.label) == (9, 6 * 100 + 3 * 200, "grocery")
+
+
+async def test_one_document_per_statement_whatever_the_number_of_merchants(
+        store: MongoStore, mongo_db: pymongo.database.Database) -> None:
+    """1,000 merchants in one flush: the merchant day is one document, read back whole by a
+    restarted process, and more documents than one update command holds (the user groups)
+    are written."""
+    counted = items(0, 1000, 0)
+    await Rollups(store).write(counted)
+    assert mongo_db[agg.USERS_BY_DAY].count_documents({}) == agg.USER_GROUPS
+    day = mongo_db[agg.MERCHANT_DAYS].find_one({"_id": "2026-11-26"})
+    assert day is not None and len(agg.totals(day)) == 1000
+    more = items(0, 1000, 3000)
+    await Rollups(store).write(counted + more)  # a restart and a replay
+    assert_built(mongo_db, counted + more)
 
 
 async def test_stored_txn(store: MongoStore, mongo_db: pymongo.database.Database) -> None:
@@ -112,7 +146,8 @@ async def test_a_redelivered_batch_is_stored_once_and_counted_once(
     assert all(d.keys() == {"_id", "user_id", "timestamp", "txn"} for d in stored.values())
     assert [docs.unpack_transaction(stored[e["txn_id"]]) for e in enriched] == enriched
     items = [countable(docs.transaction(raw)[1], 0, i) for i, raw in enumerate(raws)]
-    expected = agg.build([i for i in items if i is not None])
-    for name in agg.COLLECTIONS:
-        assert sorted(mongo_db[name].find(), key=lambda d: d["_id"]) == sorted(
-            expected[name], key=lambda d: d["_id"]), name
+    counted = [i for i in items if i is not None]
+    assert_built(mongo_db, counted)
+    volume = sum(t.a for d in mongo_db[agg.VOLUME_HOURS].find()
+                 for t in agg.totals(d).values())
+    assert volume == len(counted) > 250  # each stored transaction counted once

@@ -1,6 +1,6 @@
-"""``agents.sink.rollups`` and ``agents.sink.aggregates``: the aggregate documents under
-redelivery, restarts and two processes, the field names, the retention of ``user_days``, the
-cache, and the rollup step (what it counts, acks released only after its write, a rebalance,
+"""``agents.sink.rollups`` and ``agents.sink.aggregates``: the packed aggregate documents under
+redelivery, restarts and several processes, one write per document, the field names, the cache,
+and the rollup step (what it counts, acks released only after its write, a rebalance,
 back-off)."""
 
 from __future__ import annotations
@@ -63,46 +63,35 @@ def _items(stream: list) -> list[Countable]:
     return items
 
 
-def _set(doc: dict[str, Any], path: str, value: Any) -> None:
-    *parents, last = path.split(".")
-    for key in parents:
-        doc = doc.setdefault(key, {})
-    doc[last] = copy.deepcopy(value)
-
-
-def _unset(doc: dict[str, Any], path: str) -> None:
-    *parents, last = path.split(".")
-    for key in parents:
-        doc = doc.get(key, {})
-    doc.pop(last, None)
-
-
 class Store:
-    """The rollups' database calls, in memory (``$set``/``$unset`` of dotted paths, upsert);
-    records the writes."""
+    """The rollups' database calls, in memory (``$set`` of whole fields, upsert); records the
+    writes."""
 
     def __init__(self, txn: dict[str, Any] | None = None) -> None:
         self.txn = txn or {}
         self.docs: dict[tuple[str, str], dict[str, Any]] = {}
         self.writes: list[AggregateWrite] = []
+        self.reads: list[tuple[str, list[str], dict[str, Any]]] = []
         self.acked: list[object] = []
+        self.fail = False
 
     async def stored_txn(self, ids: list[str]) -> dict[str, Any]:
         return {i: self.txn[i] for i in ids if i in self.txn}
 
     async def aggregate_docs(self, collection: str, ids: list[str],
                              projection: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return {i: copy.deepcopy(self.docs[collection, i]) for i in ids
-                if (collection, i) in self.docs}
+        self.reads.append((collection, ids, projection))
+        return {i: {k: copy.deepcopy(v) for k, v in self.docs[collection, i].items()
+                    if k == "_id" or k in projection}
+                for i in ids if (collection, i) in self.docs}
 
     async def write_aggregates(self, writes: list[AggregateWrite]) -> None:
+        if self.fail:
+            raise RuntimeError("the database said no")
         for collection, _id, fields, unset in writes:
-            assert not set(fields) & set(unset)
-            doc = self.docs.setdefault((collection, _id), {"_id": _id})
-            for path, value in fields.items():
-                _set(doc, path, value)
-            for path in unset:
-                _unset(doc, path)
+            assert not unset and not any("." in f or f.startswith("$") for f in fields)
+            self.docs.setdefault((collection, _id), {"_id": _id}).update(
+                copy.deepcopy(fields))
         self.writes.extend(writes)
 
     async def ack(self, events: Any) -> None:
@@ -110,8 +99,34 @@ class Store:
         self.acked.extend(events)
 
 
+def _plain(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored aggregate document with its ``p<n>`` texts read back (as numbers)."""
+    return {k: (lambda p: (p.offset, p.places))(agg.unpack(v))
+            if k[:1] == "p" and k[1:].isdigit() else v for k, v in doc.items()}
+
+
+def _docs(store: Store) -> dict[tuple[str, str], dict[str, Any]]:
+    return {key: _plain(doc) for key, doc in store.docs.items()}
+
+
 def _expected(items: list[Countable]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(c, d["_id"]): d for c, ds in agg.build(items).items() for d in ds}
+    return {(c, d["_id"]): _plain(d) for c, ds in agg.build(items).items() for d in ds}
+
+
+def _counts(items: list[Countable]) -> dict[tuple[str, str, str], list[int]]:
+    """(collection, _id, key) -> its numbers, summed from ``items`` (each counted once)."""
+    out: dict[tuple[str, str, str], list[int]] = {}
+    for one in items:
+        for slot in agg.slots(one):
+            row = out.setdefault((slot.collection, slot.id, slot.key), [0, 0, 0])
+            for k in range(3):
+                row[k] += slot.add[k]
+    return out
+
+
+def _stored_counts(store: Store) -> dict[tuple[str, str, str], list[int]]:
+    return {(c, _id, key): [t.a, t.b, t.c] for (c, _id), doc in store.docs.items()
+            for key, t in agg.totals(doc).items()}
 
 
 @given(streams, st.lists(st.integers(0, 60), max_size=6), st.randoms())
@@ -132,13 +147,15 @@ def test_aggregates_are_exact_under_redelivery_and_restarts(stream: list, cuts: 
         await rollups.write(items[rnd.randint(0, done):])
 
     asyncio.run(run())
-    assert store.docs == _expected(items)
+    assert _docs(store) == _expected(items)
+    assert _stored_counts(store) == _counts(items)
 
 
 @given(streams, st.randoms())
 def test_one_process_per_partition_in_any_interleaving(stream: list, rnd: Any) -> None:
-    """Three processes (one per partition) write their parts of the same documents in any
-    order, each redelivering some of its own: the same documents."""
+    """Three processes (one per partition) write their ``p<n>`` fields of the same documents
+    in any order, each redelivering some of its own: none overwrites another's partition, and
+    the documents are the ones built from each transaction once."""
     items = _items(stream)
     store = Store()
     queues = {p: [i for i in items if i.partition == p] for p in range(3)}
@@ -154,7 +171,8 @@ def test_one_process_per_partition_in_any_interleaving(stream: list, rnd: Any) -
             await processes[p].write(again)
 
     asyncio.run(run())
-    assert store.docs == _expected(items)
+    assert _docs(store) == _expected(items)
+    assert _stored_counts(store) == _counts(items)
 
 
 @given(st.text(max_size=12))
@@ -186,55 +204,100 @@ def test_field_name_examples() -> None:
 def test_an_item_touches_every_aggregate() -> None:
     minute = datetime(2026, 11, 25, 23, 14, tzinfo=UTC)
     one = Countable("m.1", "grocery", minute, 1005, 1, 3, 7, "JPY", 150_000, "USD", "alice")
-    built = _expected([one])
-    assert built[agg.USER_DAYS, "alice"] == {
-        "_id": "alice", "reporting_currency": "USD", "days": {"2026-11-25": [1, 1005, 1, 7]}}
+    built = {(c, d["_id"]): d for c, ds in agg.build([one]).items() for d in ds}
+    usd = {"reporting_currency": "USD"}
     assert built[agg.MERCHANT_DAYS, "2026-11-25"] == {
-        "_id": "2026-11-25", "reporting_currency": "USD",
-        "merchants": {"m%2E1": {"id": "m.1", "category": "grocery", "p3": [1, 1005, 1, 7]}}}
-    assert built[agg.MERCHANT_HOURS, "2026-11-25T23"]["merchants"] == \
-        built[agg.MERCHANT_DAYS, "2026-11-25"]["merchants"]
+        "_id": "2026-11-25", **usd, "p3": '[7,{"m.1":[1,1005,1,"grocery"]}]'}
+    assert built[agg.MERCHANT_HOURS, "2026-11-25T23"] == {
+        "_id": "2026-11-25T23", **usd, "p3": '[7,{"m.1":[1,1005,1,"grocery"]}]'}
     assert built[agg.VOLUME_HOURS, "2026-11-25T23"] == {
-        "_id": "2026-11-25T23", "reporting_currency": "USD",
-        "minutes": {"14": {"p3": [1, 1005, 1, 7]}}}
-    # per original currency: [count, original cents, reporting cents, offset]
+        "_id": "2026-11-25T23", **usd, "p3": '[7,{"14":[1,1005,1]}]'}
+    # per original currency: count, original cents, reporting cents
     assert built[agg.CURRENCY_DAYS, "2026-11-25"] == {
-        "_id": "2026-11-25", "currencies": {"JPY": {"p3": [1, 150_000, 1005, 7]}}}
+        "_id": "2026-11-25", **usd, "p3": '[7,{"JPY":[1,150000,1005]}]'}
     assert built[agg.CURRENCY_HOURS, "2026-11-25T23"] == {
-        "_id": "2026-11-25T23", "minutes": {"14": {"JPY": {"p3": [1, 150_000, 1005, 7]}}}}
+        "_id": "2026-11-25T23", **usd, "p3": '[7,{"14/JPY":[1,150000,1005]}]'}
     group = f"2026-11-25/{zlib.crc32(b'alice') % agg.USER_GROUPS:02d}"
     assert built[agg.USERS_BY_DAY, group] == {
-        "_id": group, "reporting_currency": "USD", "day": "2026-11-25",
-        "users": {"alice": {"id": "alice", "p3": [1, 1005, 1, 7]}}}
+        "_id": group, **usd, "day": "2026-11-25", "p3": '[7,{"alice":[1,1005,1]}]'}
+    assert len(built) == 6
+    totals = agg.totals(built[agg.MERCHANT_DAYS, "2026-11-25"])
+    assert totals == {"m.1": agg.Total(1, 1005, 1, "grocery")}
 
 
 @given(streams)
-def test_users_by_day_holds_the_numbers_of_user_days(stream: list) -> None:
-    """Grouped by day, the users' numbers are those of ``user_days``, each user in one group
-    of each day."""
-    built = agg.build(_items(stream))
+def test_users_by_day_holds_each_users_days(stream: list) -> None:
+    """Each user's numbers of a day are in one document of that day, its group's, and equal
+    the sums of its transactions that day."""
+    items = _items(stream)
+    built = agg.build(items)
     by_user: dict[tuple[str, str], list[int]] = {}
     for doc in built[agg.USERS_BY_DAY]:
         day, group = doc["_id"].split("/")
         assert doc["day"] == day
-        for key, user in doc["users"].items():
-            assert agg.unfield(key) == user["id"]
-            assert agg.user_group(user["id"]) == int(group)
-            assert (user["id"], day) not in by_user
-            by_user[user["id"], day] = list(agg.sum_parts(agg.parts_of(user)))
-    assert by_user == {(doc["_id"], day): part[:3] for doc in built[agg.USER_DAYS]
-                       for day, part in doc["days"].items()}
+        for user, total in agg.totals(doc).items():
+            assert agg.user_group(user) == int(group)
+            assert (user, day) not in by_user
+            by_user[user, day] = [total.a, total.b, total.c]
+    want: dict[tuple[str, str], list[int]] = {}
+    for one in items:
+        row = want.setdefault((one.user_id or "", agg.day_id(one.minute)), [0, 0, 0])
+        for k, v in enumerate((1, one.cents, one.anomaly)):
+            row[k] += v
+    assert by_user == want
 
 
-async def test_old_days_of_a_user_are_dropped_when_the_document_is_written() -> None:
+async def test_one_flush_writes_each_document_once_whatever_the_number_of_merchants() -> None:
+    """5,000 transactions of 1,000 merchants in one hour, from two partitions: one read and
+    one upsert per document (not per merchant), each setting its packed partitions whole."""
+    items = [Countable(f"m-{i % 1000}", "grocery", MINUTES[0] + timedelta(seconds=i % 60),
+                       100 + i, int(i % 7 == 0), i % 2, i // 2, "EUR", 100 + i, "USD",
+                       f"u{i % 300}") for i in range(5000)]
     store = Store()
-    store.docs[agg.USER_DAYS, "u0"] = {"_id": "u0", "reporting_currency": "USD", "days": {
-        "2025-01-01": [1, 1, 0, 1], "2026-10-01": [1, 1, 0, 2]}}
+    await Rollups(store).write(items)
+    documents = {(s.collection, s.id) for one in items for s in agg.slots(one)}
+    assert len(store.writes) == len(documents) < 5 + agg.USER_GROUPS + 1
+    assert sorted((c, _id) for c, _id, _, _ in store.writes) == sorted(documents)
+    for _c, _id, fields, _ in store.writes:
+        assert set(fields) <= {"reporting_currency", "day", "p0", "p1"}
+        assert {"p0", "p1"} <= set(fields)
+    assert sum(len(ids) for _, ids, _ in store.reads) == len(documents)
+    merchants = agg.totals(store.docs[agg.MERCHANT_DAYS, "2026-11-25"])
+    assert len(merchants) == 1000 and sum(t.a for t in merchants.values()) == 5000
+    assert _stored_counts(store) == _counts(items)
+
+
+async def test_a_redelivery_writes_nothing_and_a_partial_one_only_the_new_items() -> None:
+    items = _items([(0, "m-a", 0, 100, False, "EUR", 0)] * 4 + [(1, "m-a", 0, 50, True,
+                                                                   "USD", 1)] * 2)
+    store = Store()
     rollups = Rollups(store)
-    rollups.state.keep_days = 100
-    await rollups.write([item("m", MINUTES[0], 100, 0, 0, 3, user="u0")])
-    assert store.docs[agg.USER_DAYS, "u0"]["days"] == {
-        "2026-10-01": [1, 1, 0, 2], "2026-11-25": [1, 100, 0, 3]}
+    await rollups.write(items[:3])
+    writes = len(store.writes)
+    await rollups.write(items[:3])  # the same again: already counted
+    await Rollups(store).write(items[:3])  # and after a restart (read back)
+    assert len(store.writes) == writes
+    await Rollups(store).write(items)  # a replay from the start after a restart
+    assert _stored_counts(store) == _counts(items)
+    day = agg.packed(store.docs[agg.MERCHANT_DAYS, "2026-11-25"])
+    assert (day[0].offset, day[1].offset) == (3, 1)
+
+
+async def test_a_failed_write_leaves_the_cache_as_it_was() -> None:
+    """The items are folded into copies: a write that fails changes no cached number, so
+    the same items written again are counted once."""
+    items = _items([(0, "m-a", 0, 100, False, "EUR", 0)] * 3)
+    store = Store()
+    rollups = Rollups(store)
+    await rollups.write(items[:1])
+    cached = {k: v.copy() for k, v in rollups.state.parts.items()}
+    store.fail = True
+    with pytest.raises(RuntimeError):
+        await rollups.write(items)
+    assert rollups.state.parts == cached
+    store.fail = False
+    await rollups.write(items)
+    assert _stored_counts(store) == _counts(items)
 
 
 def test_countable_counts_the_reporting_amount_and_the_original_one() -> None:
@@ -268,19 +331,21 @@ async def test_aggregates_at_the_ends_of_the_calendar(minute: datetime) -> None:
     store = Store()
     rollups = Rollups(store)
     await rollups.write([item("m", minute, 100, 0, 0, 0)])
-    assert rollups.state.newest == minute and store.docs == _expected(
+    assert rollups.state.newest == minute and _docs(store) == _expected(
         [item("m", minute, 100, 0, 0, 0)])
 
 
-def test_parts_far_behind_leave_the_cache() -> None:
+def test_documents_far_behind_leave_the_cache() -> None:
     state = RollupState()
     late = item("m", MINUTES[0], 100, 0, 0, 0)
     now = item("m", MINUTES[0] + timedelta(hours=24, minutes=CACHE_MINUTES + 1), 100, 0, 0, 1)
     for one in (late, now):
-        for doc, paths in state.missing([one]).items():
-            state.load(doc, paths, None)
+        for doc, partitions in state.missing([one]).items():
+            state.load(doc, partitions, None)
         state.commit(state.apply([one]))
-    assert len(state.parts) == len(agg.slots(now))  # the late day's and hour's parts left
+    # the late day's and hour's documents left (their user group's day too)
+    assert set(state.parts) == {(s.collection, s.id, 0) for s in agg.slots(now)}
+    assert set(state.ends) == {(s.collection, s.id) for s in agg.slots(now)}
     assert state.missing([late]) and not state.missing([now])
 
 
@@ -311,11 +376,10 @@ async def test_acks_are_released_only_after_the_aggregate_write() -> None:
     await rollups.flush()
     assert store.acked == ["e0", "e1", "e2"] and not rollups.items and rollups.held == 0
     items = [countable(e.fields, 1, e.offset) for e in batch if e.fields is not None]
-    assert store.docs == _expected([i for i in items if i is not None])
+    assert _docs(store) == _expected([i for i in items if i is not None])
     reporting = sum(round(ENRICHED[o]["amount_reporting"] * 100) for o in range(3))
     hours = [d for (c, _), d in store.docs.items() if c == agg.VOLUME_HOURS]
-    assert sum(agg.sum_parts(agg.parts_of(m))[1] for d in hours
-               for m in d["minutes"].values()) == reporting
+    assert sum(t.b for d in hours for t in agg.totals(d).values()) == reporting
 
 
 async def test_too_many_held_events_flush_at_once() -> None:
@@ -365,8 +429,8 @@ async def test_a_flush_during_the_read_back_of_duplicates_loses_no_item() -> Non
     await adding
     await rollups.flush()
     assert store.acked == ["e0", "e1", "e2", "e3", "e4", "e5"]
-    count = sum(agg.sum_parts(agg.parts_of(m))[0] for (c, _), d in store.docs.items()
-                if c == agg.VOLUME_HOURS for m in d["minutes"].values())
+    count = sum(t.a for (c, _), d in store.docs.items() if c == agg.VOLUME_HOURS
+                for t in agg.totals(d).values())
     assert count == 6
 
 
@@ -386,11 +450,19 @@ async def test_a_failed_rollup_write_keeps_everything_held(monkeypatch: pytest.M
     assert rollups.items == [item] and rollups.held == 1 and not store.acked
 
 
-async def test_a_rebalance_forgets_the_cached_parts_and_the_revoked_items() -> None:
-    rollups = Rollups(Store())
+async def test_a_rebalance_forgets_the_cached_documents_and_the_revoked_items() -> None:
+    store = Store()
+    rollups = Rollups(store)
     mine = item("m", MINUTES[0], 100, 0, 1, 5)
     theirs = item("m", MINUTES[0], 100, 0, 2, 5)
-    rollups.state.load((agg.VOLUME_HOURS, "x"), {"minutes.00.p1": MINUTES[0]}, None)
+    await rollups.write([mine])
+    assert rollups.state.parts
     rollups.items.extend([mine, theirs])
     rollups.forget({2})
-    assert rollups.items == [mine] and not rollups.state.parts
+    assert rollups.items == [mine] and not rollups.state.parts and not rollups.state.ends
+    # another process counted partition 1 meanwhile: it is read back, not overwritten
+    other = Rollups(store)
+    await other.write([item("m", MINUTES[0], 100, 0, 1, 6)])
+    await rollups.write([item("m", MINUTES[0], 100, 0, 1, 7)])
+    day = agg.packed(store.docs[agg.MERCHANT_DAYS, "2026-11-25"])
+    assert day[1].offset == 7 and day[1].places["m"][0] == 3
