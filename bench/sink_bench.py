@@ -86,10 +86,9 @@ def cpu_seconds(proc: Proc) -> float:
 
 
 def rolled_up(db: pymongo.database.Database) -> int:
-    """Transactions counted in ``volume_hours`` so far (every part of every minute)."""
-    return sum(aggregates.sum_parts(aggregates.parts_of(minute))[0]
-               for row in db[aggregates.VOLUME_HOURS].find({}, {"minutes": 1})
-               for minute in (row.get("minutes") or {}).values())
+    """Transactions counted in ``volume_hours`` so far (every minute of every partition)."""
+    return sum(total.a for row in db[aggregates.VOLUME_HOURS].find()
+               for total in aggregates.totals(row).values())
 
 
 def live_lag(prefix: str, db: pymongo.database.Database, tps: int,
@@ -123,10 +122,9 @@ def live_lag(prefix: str, db: pymongo.database.Database, tps: int,
                 if doc_seen is None and db[docs.TRANSACTIONS].find_one(
                         {"_id": probe[0]["txn_id"]}, {"_id": 1}):
                     doc_seen = now - sent
-                merchant = f"merchants.{aggregates.field_name(probe[0]['merchant_id'])}"
-                if rollup_seen is None and db[aggregates.MERCHANT_HOURS].find_one(
-                        {"_id": aggregates.hour_id(datetime.fromisoformat(
-                            probe[0]["timestamp"])), merchant: {"$exists": True}}, {"_id": 1}):
+                if rollup_seen is None and probe[0]["merchant_id"] in aggregates.totals(
+                        db[aggregates.MERCHANT_HOURS].find_one({"_id": aggregates.hour_id(
+                            datetime.fromisoformat(probe[0]["timestamp"]))})):
                     rollup_seen = now - sent
                 time.sleep(0.02)
             if doc_seen is not None:

@@ -12,10 +12,8 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,20 +90,12 @@ def snapshot(db: pymongo.database.Database, names: tuple[str, ...]) -> dict[str,
     return {name: {d["_id"]: d for d in db[name].find()} for name in names}
 
 
-def _flat(value: Any, path: str = "") -> Iterator[tuple[str, list[int]]]:
-    """(dotted path, part) of every part in a stored aggregate document."""
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield from _flat(inner, f"{path}.{key}" if path else key)
-    elif isinstance(value, list) and len(value) == 4:
-        yield path, value
-
-
 def check_rollups(db: pymongo.database.Database,
                   counted: list[dict[str, Any]] | None = None) -> bool:
-    """Every aggregate (user_days, merchant_days/hours, volume_hours, currency_days/hours: the
-    sums of each place's parts) equals a recomputation from the stored transactions (or from
-    ``counted``, enriched messages); merchants carry their id and category."""
+    """Every aggregate (merchant_days/hours, volume_hours, currency_days/hours, users_by_day:
+    each key's numbers summed over the document's packed partitions) equals a recomputation
+    from the stored transactions (or from ``counted``, enriched messages); merchants carry
+    their category."""
     if counted is None:
         counted = [docs.unpack_transaction(d)
                    for d in db[docs.TRANSACTIONS].find({}, {"txn": 1})]
@@ -117,18 +107,16 @@ def check_rollups(db: pymongo.database.Database,
         if item is None:  # stored, not counted (e.g. another reporting currency)
             continue
         for slot in agg.slots(item):
-            row = expected[slot.collection, slot.id, re.sub(r"\.p0$", "", slot.path)]
+            row = expected[slot.collection, slot.id, slot.key]
             for k in range(3):
                 row[k] += slot.add[k]
-    stored: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    stored: dict[tuple[str, str, str], list[int]] = {}
     for name in agg.COLLECTIONS:
         for doc in db[name].find():
-            for path, part in _flat({k: v for k, v in doc.items() if k != "_id"}):
-                row = stored[name, doc["_id"], re.sub(r"\.p\d+$", "", path)]
-                for k in range(3):
-                    row[k] += part[k]
-            for entry in (doc.get("merchants") or {}).values():
-                assert entry["id"] and entry["category"]
+            for key, total in agg.totals(doc).items():
+                stored[name, doc["_id"], key] = [total.a, total.b, total.c]
+                if name in (agg.MERCHANT_DAYS, agg.MERCHANT_HOURS):
+                    assert total.label, (name, doc["_id"], key)
     return stored == expected
 
 
