@@ -60,8 +60,8 @@ log = logging.getLogger("app.sink")
 
 SERVER_TIMEOUT_MS = 5_000
 SOCKET_TIMEOUT_MS = 60_000
-#: FerretDB 1.24 never answers an ``update`` of about 100 statements (docs/data-model.md).
-UPDATES_PER_COMMAND = 40
+#: FerretDB 1.24 can stop answering an ``update`` of 50 statements or more (docs/data-model.md).
+UPDATES_PER_COMMAND = 20
 #: Ids per ``$in`` read of the aggregates and of stored transactions (MongoDB only).
 READ_IDS_PER_QUERY = 1000
 DUPLICATE_KEY = 11000
