@@ -1,22 +1,22 @@
 """MongoDB documents as Arrow tables for the dbt plugin (:mod:`app.mongo_dbt`): a source's
-schema from its ``fields`` map, whole collections read in batches, nested maps flattened into
-rows, and the ``_id`` s of day and hour documents."""
+schema from its ``fields`` map, whole collections read in batches, the sink's packed aggregate
+documents unpacked into rows, and the ``_id`` s of day and hour documents."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agents.sink.aggregates import USER_GROUPS, users_by_day_id
+from agents.sink.aggregates import USER_GROUPS, totals, users_by_day_id
 
-__all__ = ["ARROW_TYPES", "BATCH_SIZE", "Level", "MongoPluginError", "arrow_schema",
-           "day_id", "day_range", "days_of", "docs_table", "flatten", "levels_of",
-           "load_collection", "unnest_schema", "window_ids"]
+__all__ = ["ARROW_TYPES", "BATCH_SIZE", "PACKED_VALUES", "MongoPluginError", "arrow_schema",
+           "day_id", "day_range", "days_of", "docs_table", "load_collection", "packed_schema",
+           "packed_spec", "unpack_rows", "window_ids"]
 
 #: Field types a source may declare in its ``fields`` map, and their Arrow types.
 #: Timestamps are BSON dates: UTC, naive in Arrow and DuckDB.
@@ -71,92 +71,69 @@ def load_collection(collection: Any, fields: Mapping[str, str],
     return pa.Table.from_batches(batches, schema=schema)
 
 
-# --- nested maps into rows ---------------------------------------------------------------------
-#: One ``unnest`` level: kind ("map" or "parts"), the map's field (maps only), the key column,
-#: the (name, type) fields taken from each entry, the names of the array values (last level).
-Level = tuple[str, str | None, str, list[tuple[str, str]], list[str]]
+# --- packed aggregate documents into rows -----------------------------------------------------
+#: The numbers a packed entry holds (``[a, b, c(, label)]``, agents/sink/aggregates.py).
+PACKED_VALUES = 3
 
 
-def levels_of(unnest: Sequence[Mapping[str, Any]]) -> list[Level]:
-    levels: list[Level] = []
-    for i, level in enumerate(unnest):
-        values = [str(v) for v in level.get("values") or []]
-        fields = [(str(k), str(v)) for k, v in (level.get("fields") or {}).items()]
-        if "map" in level and level.get("key"):
-            kind, field, key = "map", str(level["map"]), str(level["key"])
-        elif "parts" in level:
-            kind, field, key = "parts", None, str(level["parts"])
-        else:
-            kind = ""
-        if not kind or (values and i != len(unnest) - 1) or any(
-                t not in ARROW_TYPES for _, t in fields):
-            raise MongoPluginError(
-                f"unnest level {dict(level)}: use {{map: <field>, key: <column>, fields: "
-                "{name: type}} or {parts: <column>}, with 'values' only on the last level")
-        levels.append((kind, field, key, fields, values))
-    return levels
+def packed_spec(spec: Mapping[str, Any]) -> tuple[str, list[str], str | None]:
+    """The key column, the value columns and the label column (or None) of a ``packed`` spec
+    (``{key: merchant_id, values: [txn_count, cents, anomaly_count], label: category}``)."""
+    key, values, label = spec.get("key"), spec.get("values"), spec.get("label")
+    names = [*values] if isinstance(values, list) else []
+    columns = [key, *names] + ([label] if label is not None else [])
+    if not isinstance(key, str) or not key or not 1 <= len(names) <= PACKED_VALUES \
+            or not all(isinstance(c, str) and c for c in columns) \
+            or len(set(columns)) != len(columns) or set(spec) - {"key", "values", "label"}:
+        raise MongoPluginError(
+            f"packed {dict(spec)}: use {{key: <column>, values: [1 to {PACKED_VALUES} "
+            "columns], label: <column> (optional)}, all names distinct")
+    return key, [str(n) for n in names], label
 
 
-def unnest_schema(fields: Mapping[str, str], unnest: Sequence[Mapping[str, Any]]) -> pa.Schema:
-    """The columns of a flattened source: the top-level ``fields``, then per level its key
-    column (a map's key: string; a part's partition number: bigint), its ``fields`` and the
-    last level's ``values`` (bigint)."""
-    columns = list(arrow_schema(fields))
-    for kind, _, key, level_fields, values in levels_of(unnest):
-        columns.append(pa.field(key, pa.string() if kind == "map" else pa.int64()))
-        columns += [pa.field(name, ARROW_TYPES[t]) for name, t in level_fields]
-        columns += [pa.field(name, pa.int64()) for name in values]
-    return pa.schema(columns)
+def packed_schema(fields: Mapping[str, str], spec: Mapping[str, Any]) -> pa.Schema:
+    """The columns of a packed source: the top-level ``fields``, the key (string), the
+    ``values`` (bigint) and the ``label`` (string)."""
+    key, values, label = packed_spec(spec)
+    columns = [*arrow_schema(fields), pa.field(key, pa.string()),
+               *(pa.field(name, pa.int64()) for name in values)]
+    if label is not None:
+        columns.append(pa.field(label, pa.string()))
+    schema = pa.schema(columns)
+    if len(set(schema.names)) != len(schema.names):
+        raise MongoPluginError(f"packed {dict(spec)}: a column is also in 'fields' "
+                               f"({list(fields)})")
+    return schema
 
 
-def _walk(node: Any, levels: list[Level], depth: int) -> Iterator[tuple[Any, ...]]:
-    if depth == len(levels):
-        yield ()
-        return
-    kind, field, _, fields, values = levels[depth]
-    if not isinstance(node, Mapping):
-        return
-    if kind == "map":
-        entries: Any = (node.get(field) or {}).items()
-    else:  # the partition parts "p<n>" of the object
-        entries = ((int(k[1:]), v) for k, v in node.items() if k[:1] == "p" and k[1:].isdigit())
-    for key, value in entries:
-        if values:
-            if not isinstance(value, (list, tuple)):
-                raise MongoPluginError(f"expected an array of {values}, got {value!r}")
-            row = tuple(value[:len(values)])
-            yield (key, *row, *(None,) * (len(values) - len(row)))
-            continue
-        head = (key, *((value.get(name) if isinstance(value, Mapping) else None)
-                       for name, _ in fields))
-        for tail in _walk(value, levels, depth + 1):
-            yield head + tail
+def unpack_rows(docs: Sequence[Mapping[str, Any]], fields: Mapping[str, str],
+                spec: Mapping[str, Any], name: str = "?") -> pa.Table:
+    """Packed aggregate documents (agents/sink/aggregates.py: ``p<partition>`` fields holding
+    ``[offset, {key: [a, b, c(, label)]}]``) as rows: one per document and key, its numbers
+    summed over the partitions (:func:`~agents.sink.aggregates.totals`).
 
-
-def flatten(docs: Sequence[Mapping[str, Any]], fields: Mapping[str, str],
-            unnest: Sequence[Mapping[str, Any]], name: str = "?") -> pa.Table:
-    """Documents with nested maps as flat rows: one row per leaf of the ``unnest`` path, each
-    row repeating the document's ``fields`` and the keys and ``fields`` of the levels above.
-
-    ``{map: merchants, key: merchant_key, fields: {id: string}}`` walks the object in field
-    ``merchants``: one row per entry, the entry's key in column ``merchant_key``, its ``id`` in
-    column ``id``. ``{parts: partition, values: [txn_count, cents]}`` walks the keys ``p<n>``
-    of the current object: one row per part, ``n`` in column ``partition``, the part's array in
-    columns ``txn_count``, ``cents`` (bigint; a shorter array leaves nulls, extra items are
-    ignored). A document without the map gives no row. A value of the wrong type raises
-    :class:`MongoPluginError` naming the collection.
+    Each row repeats the document's ``fields``; the key goes in column ``spec["key"]``, the
+    sums ``a``, ``b``, ``c`` in the ``values`` columns (the first one, two or three of them),
+    the entry's label (a merchant's category) in ``label``. A partition field that is not a
+    packed text the sink wrote counts nothing; a document without one gives no row. A top
+    field or a label of the wrong type raises :class:`MongoPluginError` naming the collection.
     """
-    schema = unnest_schema(fields, unnest)
-    levels = levels_of(unnest)
+    schema = packed_schema(fields, spec)
+    _, values, label = packed_spec(spec)
     top = list(fields)
-    rows = [(*(doc.get(f) for f in top), *leaf) for doc in docs for leaf in _walk(doc, levels, 0)]
+    rows = []
+    for doc in docs:
+        head = tuple(doc.get(f) for f in top)
+        for key, total in totals(doc).items():
+            numbers = (total.a, total.b, total.c)[:len(values)]
+            rows.append((*head, key, *numbers, *((total.label,) if label else ())))
     columns: list[Any] = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
     try:
         arrays = [pa.array(list(col), type=field.type)
                   for col, field in zip(columns, schema, strict=True)]
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
         raise MongoPluginError(f"collection {name!r}: a document does not fit the source's "
-                               f"fields and unnest ({schema.names}): {exc}") from exc
+                               f"fields and packed spec ({schema.names}): {exc}") from exc
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -189,9 +166,9 @@ def days_of(table: pa.Table, column: str) -> pa.ChunkedArray:
 
 
 def docs_table(docs: Sequence[Mapping[str, Any]], fields: Mapping[str, str],
-           unnest: Sequence[Mapping[str, Any]], name: str) -> pa.Table:
-    if unnest:
-        return flatten(docs, fields, unnest, name)
+               packed: Mapping[str, Any] | None, name: str) -> pa.Table:
+    if packed:
+        return unpack_rows(docs, fields, packed, name)
     schema = arrow_schema(fields)
     try:
         array = pa.array(list(docs), type=pa.struct(list(schema)))

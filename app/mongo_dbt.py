@@ -3,17 +3,17 @@
 dbt runs on DuckDB (there is no working dbt adapter for MongoDB). This plugin is named in
 ``dbt/profiles.yml`` (``module: app.mongo_dbt``, ``alias: mongo``) and does two things:
 
-* **Sources** (``load``): a source with ``plugin: mongo`` and a ``fields`` map
-  (``name: type``) is read with a projection on those fields. A source may also ``unnest``
-  nested maps into rows (the sink's aggregate collections: one document per day holds a map of
-  merchants, each a map of partition parts ``[count, cents, anomalies, offset]``), see
-  :func:`flatten`. A source with a ``window`` is **mirrored**: the plugin keeps the rows it
-  read in a Parquet file (``state_dir``) and, on the next run, reads again only the documents
-  of the days from the last day it saw minus ``lookback_days`` on (by ``_id`` point lookups:
-  FerretDB pushes down nothing but ``_id`` equality), keeping the older rows from the mirror;
-  see :func:`read_window`. ``dbt ... --full-refresh`` reads everything again. A collection is
-  read once per dbt invocation, so every model and test of one ``dbt build`` sees the same
-  snapshot.
+* **Sources** (``load``): a source with ``plugin: mongo`` and a ``fields`` map (``name: type``)
+  is read with a projection on those fields. A source may also be ``packed``: the sink's
+  aggregate collections, whose documents hold one JSON text per partition (``p<n>``: ``[offset,
+  {key: [a, b, c(, label)]}]``); each document becomes one row per key with its numbers summed
+  over the partitions, see :func:`unpack_rows`. A source with a ``window`` is **mirrored**: the
+  plugin keeps the rows it read in a Parquet file (``state_dir``) and, on the next run, reads
+  again only the documents of the days from the last day it saw minus ``lookback_days`` on (by
+  ``_id`` point lookups: FerretDB pushes down nothing but ``_id`` equality), keeping the older
+  rows from the mirror; see :func:`read_window`. ``dbt ... --full-refresh`` reads everything
+  again. A collection is read once per dbt invocation, so every model and test of one ``dbt
+  build`` sees the same snapshot.
 * **Marts** (``store``): the mart's rows (a Parquet file written by dbt-duckdb, or by the
   project's ``mongo_store`` post-hook for incremental models) go into the MongoDB collection
   of the same name (``_id`` = the model's ``mongo_key`` columns joined by ``|``). The plugin
@@ -46,14 +46,14 @@ from app.mongo_arrow import (
     ARROW_TYPES,
     MongoPluginError,
     arrow_schema,
-    flatten,
     load_collection,
+    unpack_rows,
 )
 from app.mongo_window import Mirror, load_windowed, read_window
 
-__all__ = ["ARROW_TYPES", "Mirror", "MongoPluginError", "Plugin", "arrow_schema", "flatten",
+__all__ = ["ARROW_TYPES", "Mirror", "MongoPluginError", "Plugin", "arrow_schema",
            "load_collection", "load_windowed", "read_window", "replace_collection",
-           "supports_drop_target", "to_documents"]
+           "supports_drop_target", "to_documents", "unpack_rows"]
 
 WRITE_CHUNK = 50  # statements per update command (see _sync)
 TMP_MARK = "__tmp_"
@@ -225,7 +225,7 @@ class Plugin(BasePlugin):
             self._loaded = {cache_key: table for cache_key, table in self._loaded.items()
                             if cache_key[0] == get_invocation_id()}
             config = {"fields": fields,
-                      "unnest": source_config.get("unnest") or [],  # type: ignore[no-untyped-call]
+                      "packed": source_config.get("packed"),  # type: ignore[no-untyped-call]
                       "window": source_config.get("window")}  # type: ignore[no-untyped-call]
             if config["window"]:
                 table, read = load_windowed(self._db[name], config, self._state_dir,

@@ -8,7 +8,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,8 @@ from app.mongo_arrow import (
     day_id,
     days_of,
     docs_table,
-    levels_of,
     load_collection,
+    packed_schema,
     window_ids,
 )
 
@@ -36,7 +36,7 @@ HOW_OFTEN = ("refresh_seconds", "recent_days", "deep_refresh_seconds")
 
 def read_window(collection: Any, config: Mapping[str, Any], first: date | None,
                 last: date) -> tuple[pa.Table, int]:
-    """The rows of ``collection`` (a source's ``fields``/``unnest``) from day ``first`` to day
+    """The rows of ``collection`` (a source's ``fields``/``packed``) from day ``first`` to day
     ``last``, or all of them if ``first`` is None; and the number of documents read.
 
     How the window is read depends on ``window.by``, because FerretDB pushes down only
@@ -46,21 +46,24 @@ def read_window(collection: Any, config: Mapping[str, Any], first: date | None,
       hour / day and user group of the window (point lookups through the primary key);
     * ``since``: a ``find`` with ``{<field>: {"$gte": first}}`` (a timestamp; a server scan,
       only the matches travel);
-    * ``all``: every document (a collection not keyed by time, such as ``user_days``: there is
-      no way to find the documents that changed without reading them all).
+    * ``all``: every document (a collection not keyed by time: there is no way to find the
+      documents that changed without reading them all).
+
+    A ``packed`` source's documents are read whole (their partition fields ``p<n>`` cannot be
+    named in a projection; the sink's aggregate documents hold nothing else but a few plain
+    fields).
     """
     fields: Mapping[str, str] = config["fields"]
-    unnest: Sequence[Mapping[str, Any]] = config.get("unnest") or []
+    packed: Mapping[str, Any] | None = config.get("packed") or None
     window: Mapping[str, Any] = config.get("window") or {}
     by = window.get("by")
-    projection: dict[str, Any] = {name: 1 for name in fields}
-    projection.setdefault("_id", 0)
-    levels = levels_of(unnest)
-    if levels and levels[0][0] == "map":
-        projection[str(levels[0][1])] = 1
+    projection: dict[str, Any] | None = {"_id": 0, **{name: 1 for name in fields}}
+    if packed:
+        packed_schema(fields, packed)  # a wrong spec fails before anything is read
+        projection = None
     name = collection.full_name
     if first is None or by == "all":
-        if not unnest:
+        if not packed:
             table = load_collection(collection, fields)
             return table, table.num_rows
         docs = list(collection.find({}, projection, batch_size=BATCH_SIZE))
@@ -74,7 +77,7 @@ def read_window(collection: Any, config: Mapping[str, Any], first: date | None,
     else:
         raise MongoPluginError(f"source {name}: window.by must be day_ids, hour_ids, "
                                f"day_group_ids, since or all, not {by!r}")
-    return docs_table(docs, fields, unnest, name), len(docs)
+    return docs_table(docs, fields, packed, name), len(docs)
 
 
 class Mirror:
@@ -86,7 +89,7 @@ class Mirror:
         self.path = state_dir / f"{db}.{collection}.source.parquet"
         window = {k: v for k, v in (config.get("window") or {}).items()
                   if k not in HOW_OFTEN}  # how often to read: not what was read
-        self.config = json.dumps({"fields": config.get("fields"), "unnest": config.get("unnest"),
+        self.config = json.dumps({"fields": config.get("fields"), "packed": config.get("packed"),
                                   "window": window}, sort_keys=True, default=str)
 
     def read(self) -> tuple[pa.Table, str | None, float] | None:

@@ -1,10 +1,11 @@
 """What a `dbt build` of the marts costs over the sink's aggregate collections (needs the
 local FerretDB; uses a database of its own, dropped afterwards unless --keep).
 
-Seeds user_days, users_by_day, merchant_days, volume_hours, currency_days and anomalies for a
-history of --txns transactions (default 10M: 10,000 users x 60 days, 500 merchants, 24 h x 60 days),
-written directly in the sink's schema, with consistent totals (every aggregate counts the
-same transactions per day; converted cents follow app/fx_rates.csv), so every dbt test passes.
+Seeds users_by_day, merchant_days, volume_hours, currency_days and anomalies for a history of
+--txns transactions (default 10M: 10,000 users x 60 days, 500 merchants, 24 h x 60 days),
+written directly in the sink's packed layout (agents/sink/aggregates.py), with consistent totals
+(every aggregate counts the same transactions per day; converted cents follow
+app/fx_rates.csv), so every dbt test passes.
 Then times, each a real `dbt build` subprocess in dbt/:
 
 1. the first build (`--full-refresh`, nothing kept: every document read, marts created);
@@ -46,7 +47,16 @@ import pymongo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.sink.aggregates import user_group, users_by_day_id  # noqa: E402
+from agents.sink.aggregates import (  # noqa: E402
+    CURRENCY_DAYS,
+    MERCHANT_DAYS,
+    USERS_BY_DAY,
+    VOLUME_HOURS,
+    Packed,
+    pack,
+    user_group,
+    users_by_day_id,
+)
 from app.contract import CATEGORIES  # noqa: E402
 from app.mongo_dbt import read_window  # noqa: E402
 from app.rates import USD_PER_UNIT  # noqa: E402
@@ -55,6 +65,8 @@ DBT = str(Path(sys.executable).parent / "dbt")
 CURRENCIES = ("USD", "EUR", "GBP", "JPY", "INR", "CAD", "AUD", "CHF")
 PARTITIONS = 3
 CHUNK = 500
+#: The aggregate collections seeded: those dbt reads, and volume_hours (for the database's size).
+SEEDED = (USERS_BY_DAY, MERCHANT_DAYS, VOLUME_HOURS, CURRENCY_DAYS)
 
 
 def split(total: int, k: int, rng: random.Random, at_least: int = 0) -> list[int]:
@@ -84,7 +96,9 @@ def ratio(currency: str) -> float:
 
 
 class History:
-    """The aggregate documents of a synthetic history, in memory, with per-day totals."""
+    """The aggregate documents of a synthetic history, in memory, packed as the sink writes
+    them (agents/sink/aggregates.py: one ``[offset, {key: [a, b, c(, label)]}]`` text per
+    partition), with consistent per-day totals."""
 
     def __init__(self, txns: int, users: int, days: int, merchants: int,
                  anomaly_rate: float, seed: int = 1) -> None:
@@ -95,19 +109,26 @@ class History:
         self.merchants = [(f"m{i:04d}", CATEGORIES[i % len(CATEGORIES)]) for i in range(merchants)]
         self.anomaly_rate = anomaly_rate
         self.per_user_day = txns / (users * days)
-        self.user_days: dict[str, dict[str, Any]] = {
-            u: {"_id": u, "reporting_currency": "USD", "days": {}} for u in self.users}
-        self.merchant_days: dict[str, dict[str, Any]] = {}
-        self.volume_hours: dict[str, dict[str, Any]] = {}
-        self.currency_days: dict[str, dict[str, Any]] = {}
+        #: collection -> _id -> (plain fields, partition -> its numbers)
+        self.docs: dict[str, dict[str, tuple[dict[str, Any], dict[int, Packed]]]] = {
+            name: {} for name in SEEDED}
         self.anomalies: list[dict[str, Any]] = []
         self.offset = 0
+        self.txns = 0
         for day in self.days:
             self.add_day(day)
 
-    def next_offset(self) -> int:
+    def put(self, name: str, _id: str, fields: dict[str, Any], partition: int, key: str,
+            numbers: tuple[int, int, int], label: str | None = None) -> None:
+        """Add ``numbers`` to ``key`` of a partition of a document, as one more transaction
+        batch of that partition (its offset moves on)."""
+        doc = self.docs[name].setdefault(_id, ({"reporting_currency": "USD", **fields}, {}))
+        part = doc[1].setdefault(partition, Packed())
+        entry = part.places.setdefault(key, [0, 0, 0] if label is None else [0, 0, 0, label])
+        for i in range(3):
+            entry[i] += numbers[i]
         self.offset += 1
-        return self.offset
+        part.offset = self.offset
 
     def add(self, day: date, counts: dict[str, tuple[int, int, int]], hour: int | None = None,
             minute: int | None = None) -> None:
@@ -116,13 +137,12 @@ class History:
         ``hour``:``minute``)."""
         rng, key = self.rng, day.isoformat()
         total = [sum(v[i] for v in counts.values()) for i in range(3)]
-        for user, (n, cents, flagged) in counts.items():
-            days = self.user_days[user]["days"]
-            old = days.get(key, [0, 0, 0, -1])
-            days[key] = [old[0] + n, old[1] + cents, old[2] + flagged, self.next_offset()]
+        self.txns += total[0]
+        for user, numbers in counts.items():  # a user's transactions: one partition
+            group = user_group(user)
+            self.put(USERS_BY_DAY, users_by_day_id(key, group), {"day": key},
+                     group % PARTITIONS, user, numbers)
         # merchants x partitions
-        doc = self.merchant_days.setdefault(key, {"_id": key, "reporting_currency": "USD",
-                                                  "merchants": {}})
         k = min(len(self.merchants), max(1, total[0]))
         chosen = self.merchants if k == len(self.merchants) else rng.sample(self.merchants, k)
         parts = range(PARTITIONS) if total[0] >= k * PARTITIONS else [None]
@@ -137,9 +157,7 @@ class History:
         for (m, p), n, cents, flagged in zip(slots, n_split, c_split, a_split, strict=True):
             if not n:
                 continue
-            entry = doc["merchants"].setdefault(f"k_{m[0]}", {"id": m[0], "category": m[1]})
-            old = entry.get(f"p{p}", [0, 0, 0, -1])
-            entry[f"p{p}"] = [old[0] + n, old[1] + cents, old[2] + flagged, self.next_offset()]
+            self.put(MERCHANT_DAYS, key, {}, p, m[0], (n, cents, flagged), m[1])
             for _ in range(flagged):
                 at = ts_day + timedelta(seconds=rng.randrange(86_400) if hour is None else
                                         hour * 3600 + (minute or 0) * 60 + rng.randrange(60))
@@ -155,29 +173,19 @@ class History:
         for h, n, cents, flagged in zip(hours, split(total[0], len(hours), rng),
                                         split(total[1], len(hours), rng),
                                         split(total[2], len(hours), rng), strict=True):
-            hid = f"{key}T{h:02d}"
-            hdoc = self.volume_hours.setdefault(hid, {"_id": hid, "reporting_currency": "USD",
-                                                      "minutes": {}})
             minutes = list(range(60)) if minute is None else [minute]
             for mm, n2, c2, a2 in zip(minutes, split(n, len(minutes), rng),
                                       split(cents, len(minutes), rng),
                                       split(flagged, len(minutes), rng), strict=True):
-                parts = hdoc["minutes"].setdefault(f"{mm:02d}", {})
-                p = rng.randrange(PARTITIONS)
-                old = parts.get(f"p{p}", [0, 0, 0, -1])
-                parts[f"p{p}"] = [old[0] + n2, old[1] + c2, old[2] + a2, self.next_offset()]
+                self.put(VOLUME_HOURS, f"{key}T{h:02d}", {}, rng.randrange(PARTITIONS),
+                         f"{mm:02d}", (n2, c2, a2))
         # currencies x partitions: converted cents follow the rates
-        cdoc = self.currency_days.setdefault(key, {"_id": key, "currencies": {}})
         n_split = split(total[0], len(CURRENCIES), rng, at_least=1)
         for currency, n, cents in zip(CURRENCIES, n_split, proportional(total[1], n_split),
                                       strict=True):
-            if not n:
-                continue
-            parts = cdoc["currencies"].setdefault(currency, {})
-            p = rng.randrange(PARTITIONS)
-            old = parts.get(f"p{p}", [0, 0, 0, -1])
-            parts[f"p{p}"] = [old[0] + n, old[1] + round(cents / ratio(currency)),
-                              old[2] + cents, self.next_offset()]
+            if n:
+                self.put(CURRENCY_DAYS, key, {}, rng.randrange(PARTITIONS), currency,
+                         (n, round(cents / ratio(currency)), cents))
 
     def user_counts(self, users: list[str], txns: int) -> dict[str, tuple[int, int, int]]:
         rng = self.rng
@@ -209,38 +217,26 @@ class History:
         counts = self.user_counts(users, txns)
         self.add(self.today, counts, hour=now.hour, minute=now.minute)
         day = self.today.isoformat()
-        return {"user_days": set(counts),
-                "users_by_day": {users_by_day_id(day, user_group(u)) for u in counts},
-                "merchant_days": {day},
-                "volume_hours": {f"{day}T{now.hour:02d}"}, "currency_days": {day},
+        return {USERS_BY_DAY: {users_by_day_id(day, user_group(u)) for u in counts},
+                MERCHANT_DAYS: {day}, VOLUME_HOURS: {f"{day}T{now.hour:02d}"},
+                CURRENCY_DAYS: {day},
                 "anomalies": {a["_id"] for a in self.anomalies[before:]}}
 
-    def users_by_day(self) -> dict[str, dict[str, Any]]:
-        """user_days grouped per day and user group, as the sink writes them (one partition
-        part per user: a user's transactions come from one partition)."""
-        out: dict[str, dict[str, Any]] = {}
-        for user, doc in self.user_days.items():
-            group = user_group(user)
-            for day, part in doc["days"].items():
-                key = users_by_day_id(day, group)
-                out.setdefault(key, {"_id": key, "reporting_currency": "USD", "day": day,
-                                     "users": {}})["users"][user] = {"id": user, "p0": part}
-        return out
-
-    def collections(self) -> dict[str, dict[str, dict[str, Any]]]:
-        return {"user_days": self.user_days, "users_by_day": self.users_by_day(),
-                "merchant_days": self.merchant_days,
-                "volume_hours": self.volume_hours, "currency_days": self.currency_days}
+    def document(self, name: str, _id: str) -> dict[str, Any]:
+        """A stored document: its plain fields and a packed text per partition."""
+        fields, parts = self.docs[name][_id]
+        return {"_id": _id, **fields,
+                **{f"p{n}": pack(part) for n, part in sorted(parts.items())}}
 
     def txn_count(self) -> int:
-        return sum(v[0] for doc in self.user_days.values() for v in doc["days"].values())
+        return self.txns
 
 
 def write_all(db: Any, history: History) -> dict[str, int]:
     sizes = {}
-    for name, docs in history.collections().items():
+    for name, docs in history.docs.items():
         db.drop_collection(name)
-        values = list(docs.values())
+        values = [history.document(name, key) for key in docs]
         for start in range(0, len(values), CHUNK):
             db[name].insert_many(values[start:start + CHUNK], ordered=False)
         sizes[name] = len(values)
@@ -254,8 +250,8 @@ def write_all(db: Any, history: History) -> dict[str, int]:
 def write_touched(db: Any, history: History, touched: dict[str, set[str]]) -> int:
     """Write the documents a minute touched as the sink does (an upsert per document)."""
     n = 0
-    for name, docs in history.collections().items():
-        ops = [pymongo.ReplaceOne({"_id": key}, docs[key], upsert=True)
+    for name in history.docs:
+        ops = [pymongo.ReplaceOne({"_id": key}, history.document(name, key), upsert=True)
                for key in sorted(touched[name])]
         for start in range(0, len(ops), 50):
             db[name].bulk_write(ops[start:start + 50], ordered=False)

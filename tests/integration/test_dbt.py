@@ -1,5 +1,5 @@
-"""dbt end to end on the real FerretDB: seed the sink's aggregate collections (user_days,
-merchant_days, volume_hours, currency_days) and anomalies, made from known transactions in
+"""dbt end to end on the real FerretDB: seed the sink's aggregate collections (packed, built by
+the sink's own agents/sink/aggregates.build) and anomalies, made from known transactions in
 several currencies, run `dbt build` (a real subprocess), and check that the marts in MongoDB
 equal a plain-Python recomputation from the seeded documents; that an incremental build after
 new data equals that recomputation and a full refresh; that it reads only the recent days; that
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from agents.sink.aggregates import user_group, users_by_day_id
+from agents.sink.aggregates import COLLECTIONS, build, countable
 from agents.sink.documents import anomaly_doc, to_date
 from app.contract import ANOMALY_FIELDS, CATEGORIES, PAYMENT_METHODS, STATUSES, minute_of
 from app.mongo_dbt import TMP_MARK
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 
 DBT = str(Path(sys.executable).parent / "dbt")
 MARTS = ("daily_merchant_revenue", "top_spenders", "anomaly_summary", "daily_currency_revenue")
-AGGREGATES = ("user_days", "merchant_days", "volume_hours", "currency_days", "users_by_day")
+AGGREGATES = COLLECTIONS
 #: The seed's currencies (rows of app/fx_rates.csv) and the reporting currency (the default).
 CURRENCIES = ("EUR", "EUR", "USD", "JPY", "INR", "GBP")
 REPORTING = "USD"
@@ -91,40 +91,39 @@ def cents(amount: float) -> int:
     return round(amount * 100)
 
 
-def add(part: list[int], values: tuple[int, int, int], offset: int) -> list[int]:
-    return [part[0] + values[0], part[1] + values[1], part[2] + values[2], max(part[3], offset)]
-
-
 def aggregate_docs(txns: list[dict]) -> dict[str, dict[str, dict]]:
-    """The aggregate documents of ``txns``, in the sink's schema: {collection: {_id: doc}}."""
-    out: dict[str, dict[str, dict]] = {name: {} for name in AGGREGATES}
-    empty = [0, 0, 0, -1]
-    for t in txns:
-        ts, part, offset = t["timestamp"], f"p{t['partition']}", t["offset"]
-        day, hour, minute = ts.strftime("%Y-%m-%d"), ts.strftime("%Y-%m-%dT%H"), ts.strftime("%M")
-        numbers = (1, cents(t["amount_reporting"]), int(t["is_anomaly"]))
-        user = out["user_days"].setdefault(t["user_id"], {
-            "_id": t["user_id"], "reporting_currency": REPORTING, "days": {}})
-        user["days"][day] = add(user["days"].get(day, empty), numbers, offset)
-        group = users_by_day_id(day, user_group(t["user_id"]))
-        users = out["users_by_day"].setdefault(group, {
-            "_id": group, "day": day, "reporting_currency": REPORTING, "users": {}})["users"]
-        in_group = users.setdefault(f"k_{t['user_id']}", {"id": t["user_id"]})
-        in_group[part] = add(in_group.get(part, empty), numbers, offset)
-        merchants = out["merchant_days"].setdefault(day, {
-            "_id": day, "reporting_currency": REPORTING, "merchants": {}})["merchants"]
-        merchant = merchants.setdefault(f"k_{t['merchant_id']}", {
-            "id": t["merchant_id"], "category": t["merchant_category"]})
-        merchant[part] = add(merchant.get(part, empty), numbers, offset)
-        minutes = out["volume_hours"].setdefault(hour, {
-            "_id": hour, "reporting_currency": REPORTING, "minutes": {}})["minutes"]
-        parts = minutes.setdefault(minute, {})
-        parts[part] = add(parts.get(part, empty), numbers, offset)
-        currency = out["currency_days"].setdefault(day, {"_id": day, "currencies": {}})[
-            "currencies"].setdefault(t["currency"], {})
-        currency[part] = add(currency.get(part, empty), (
-            1, cents(t["amount"]), cents(t["amount_reporting"])), offset)
+    """The aggregate documents of ``txns`` exactly as the sink writes them
+    (agents/sink/aggregates.py): {collection: {_id: doc}}."""
+    items = [countable(t, t["partition"], t["offset"], REPORTING) for t in txns]
+    assert all(item is not None for item in items)
+    return {name: {d["_id"]: d for d in docs}
+            for name, docs in build(items).items()}  # type: ignore[arg-type]
+
+
+def sums(doc: dict) -> dict[str, list]:
+    """key -> [a, b, c] summed over the partitions ``p<n>`` of a packed document, and its label
+    if any: read with plain json, not with the code the plugin reads them with."""
+    out: dict[str, list] = {}
+    for name, text in doc.items():
+        if name[:1] == "p" and name[1:].isdigit():
+            for key, entry in json.loads(text)[1].items():
+                total = out.setdefault(key, [0, 0, 0, *entry[3:]])
+                for i in range(3):
+                    total[i] += entry[i]
     return out
+
+
+def edit_part(doc: dict, key_ok: Any, change: Any) -> str:
+    """Change, in place, the first entry of ``doc``'s first partition whose key passes
+    ``key_ok`` (``change(entry)`` edits it); return its key."""
+    for name in sorted(n for n in doc if n[:1] == "p" and n[1:].isdigit()):
+        offset, places = json.loads(doc[name])
+        for key, entry in places.items():
+            if key_ok(key):
+                change(entry)
+                doc[name] = json.dumps([offset, places])
+                return key
+    raise AssertionError("no such entry")
 
 
 def write_aggregates(db, docs: dict[str, dict[str, dict]], only_changed_from: dict | None = None
@@ -141,25 +140,24 @@ def write_aggregates(db, docs: dict[str, dict[str, dict]], only_changed_from: di
 
 
 # --- the marts, recomputed in plain Python from the aggregate documents ----------------------
-def parts_sum(parts: dict) -> list[int]:
-    return [sum(v[i] for k, v in parts.items() if k.startswith("p")) for i in range(3)]
-
-
 def recompute(docs: dict[str, dict[str, dict]], anomalies: list[dict],
               top: int = 1000) -> dict[str, dict]:
     daily, volume = {}, defaultdict(lambda: [0, 0])
     for day, doc in docs["merchant_days"].items():
-        for merchant in doc["merchants"].values():
-            count, total, flagged = parts_sum(merchant)
-            daily[f"{day}|{merchant['id']}"] = {
-                "day": day, "merchant_id": merchant["id"], "reporting_currency": REPORTING,
+        for merchant, (count, total, flagged, category) in sums(doc).items():
+            daily[f"{day}|{merchant}"] = {
+                "day": day, "merchant_id": merchant, "reporting_currency": REPORTING,
                 "revenue": round(total / 100, 2), "txn_count": count,
                 "avg_amount": total / 100 / count, "anomaly_count": flagged}
-            volume[day, merchant["category"]][0] += count
-            volume[day, merchant["category"]][1] += flagged
+            volume[day, category][0] += count
+            volume[day, category][1] += flagged
+    user_days: dict[str, dict[str, list]] = defaultdict(dict)
+    for doc in docs["users_by_day"].values():
+        for user, numbers in sums(doc).items():
+            assert doc["day"] not in user_days[user]  # a user is in one group per day
+            user_days[user][doc["day"]] = numbers
     spenders = {}
-    for user, doc in docs["user_days"].items():
-        days = doc["days"]
+    for user, days in user_days.items():
         count = sum(v[0] for v in days.values())
         total = sum(v[1] for v in days.values())
         spenders[user] = {
@@ -185,12 +183,11 @@ def recompute(docs: dict[str, dict[str, dict]], anomalies: list[dict],
         for (day, category), (count, flagged) in volume.items()}
     currencies = {}
     for day, doc in docs["currency_days"].items():
-        for currency, parts in doc["currencies"].items():
-            count = sum(v[0] for v in parts.values())
+        for currency, (count, original, reporting) in sums(doc).items():
             currencies[f"{day}|{currency}"] = {
                 "day": day, "currency": currency, "txn_count": count,
-                "revenue": round(sum(v[1] for v in parts.values()) / 100, 2),
-                "revenue_reporting": round(sum(v[2] for v in parts.values()) / 100, 2),
+                "revenue": round(original / 100, 2),
+                "revenue_reporting": round(reporting / 100, 2),
                 "reporting_currency": REPORTING}
     return {"daily_merchant_revenue": daily, "top_spenders": spenders,
             "anomaly_summary": summary, "daily_currency_revenue": currencies}
@@ -358,9 +355,12 @@ def test_dbt_build_marts_equal_recomputation_incremental_equals_full_never_parti
     oldest = min(docs2["merchant_days"])
     assert oldest < (TODAY - timedelta(days=2)).strftime("%Y-%m-%d")
     changed = json.loads(json.dumps(docs2))
-    merchant = next(iter(changed["merchant_days"][oldest]["merchants"].values()))
-    merchant["p0"] = [merchant.get("p0", [0, 0, 0, -1])[0] + 1,
-                      merchant.get("p0", [0, 0, 0, -1])[1] + 12_345, 0, 99_999]
+
+    def more(entry: list) -> None:
+        entry[0] += 1
+        entry[1] += 12_345
+
+    merchant = edit_part(changed["merchant_days"][oldest], lambda _: True, more)
     mongo_db.merchant_days.replace_one({"_id": oldest}, changed["merchant_days"][oldest])
     dbt(env, "build")
     assert read_marts(mongo_db) == second
@@ -370,9 +370,10 @@ def test_dbt_build_marts_equal_recomputation_incremental_equals_full_never_parti
     assert statuses["test.txn_analytics.assert_aggregates_agree"] == "warn"
     expected = recompute(changed, anomalies2)
     assert_marts_equal(mongo_db, expected)
-    row = expected["daily_merchant_revenue"][f"{oldest}|{merchant['id']}"]
-    assert read_marts(mongo_db)["daily_merchant_revenue"][f"{oldest}|{merchant['id']}"][
-        "txn_count"] == row["txn_count"]
+    row = expected["daily_merchant_revenue"][f"{oldest}|{merchant}"]
+    assert read_marts(mongo_db)["daily_merchant_revenue"][f"{oldest}|{merchant}"] == {
+        "_id": f"{oldest}|{merchant}", **approx_doc(row)}
+    assert row["txn_count"] == sums(docs2["merchant_days"][oldest])[merchant][0] + 1
 
     # 6. The docs site builds offline from the same project.
     dbt(env, "docs", "generate")
@@ -387,10 +388,12 @@ def test_aggregates_off_the_rates_fail_the_build(mongo_db, tmp_path) -> None:
     stays out of the money marts; the rates come from app/fx_rates.csv."""
     txns = seed(60, seed_value=3)
     docs = aggregate_docs(txns)
-    day, doc = next(iter(docs["currency_days"].items()))
-    currency, parts = next((c, p) for c, p in doc["currencies"].items() if c != "USD")
-    part = next(iter(parts.values()))
-    part[2] += 100 * part[0] + 100  # a dollar per transaction too many
+    doc = next(iter(docs["currency_days"].values()))
+
+    def off(entry: list) -> None:
+        entry[2] += 100 * entry[0] + 100  # a dollar per transaction too many
+
+    edit_part(doc, lambda currency: currency != "USD", off)
     stale_day = sorted(docs["merchant_days"])[-1]
     docs["merchant_days"][stale_day]["reporting_currency"] = "EUR"
     write_aggregates(mongo_db, docs)
@@ -438,25 +441,30 @@ def test_top_spenders_keeps_the_biggest_and_drops_who_left_the_top(mongo_db, tmp
                                             for k, v in want.items()}
 
 
-def test_seed_documents_have_the_sinks_shape() -> None:
-    """The aggregate documents these tests seed are those the sink builds from the same
-    transactions (agents/sink/aggregates.py), but for the merchants' map keys (the sink's
-    encoding of the merchant id, which the marts do not use: they read each entry's `id`)."""
-    from agents.sink.aggregates import build, countable
-
+def test_seed_documents_count_the_transactions() -> None:
+    """The documents these tests seed (the sink's own builder) hold, read back with plain
+    json, the counts of the transactions: per day and merchant, per day and user, per day and
+    currency; what the marts are compared with is what the transactions add up to."""
     txns = seed(300, seed_value=5)
-    items = [countable(t, t["partition"], t["offset"], REPORTING) for t in txns]
-    assert all(item is not None for item in items)
-    built = build(items)  # type: ignore[arg-type]
-    ours = aggregate_docs(txns)
-
-    def keyed(docs: dict) -> dict:
-        out = json.loads(json.dumps(docs))
-        for doc in out.values():
-            for key in ("merchants", "users"):
-                if key in doc:
-                    doc[key] = {m["id"]: m for m in doc[key].values()}
-        return out
-
-    for name in AGGREGATES:
-        assert keyed({d["_id"]: d for d in built[name]}) == keyed(ours[name]), name
+    docs = aggregate_docs(txns)
+    want: dict[str, dict] = {"merchant_days": defaultdict(lambda: [0, 0, 0]),
+                             "users_by_day": defaultdict(lambda: [0, 0, 0]),
+                             "currency_days": defaultdict(lambda: [0, 0, 0])}
+    for t in txns:
+        day, amount = t["day"], cents(t["amount_reporting"])
+        for name, key, add in (
+                ("merchant_days", (day, t["merchant_id"]), (1, amount, int(t["is_anomaly"]))),
+                ("users_by_day", (day, t["user_id"]), (1, amount, int(t["is_anomaly"]))),
+                ("currency_days", (day, t["currency"]), (1, cents(t["amount"]), amount))):
+            for i in range(3):
+                want[name][key][i] += add[i]
+    for name, expected in want.items():
+        got = {((doc.get("day") or doc["_id"]), key): numbers[:3]
+               for doc in docs[name].values() for key, numbers in sums(doc).items()}
+        assert got == dict(expected), name
+        assert {doc["reporting_currency"] for doc in docs[name].values()} == {REPORTING}
+    categories = {key: numbers[3] for doc in docs["merchant_days"].values()
+                  for key, numbers in sums(doc).items()}
+    assert categories == {t["merchant_id"]: t["merchant_category"] for t in txns}
+    assert {len([n for n in doc if n[:1] == "p"]) for doc in docs["merchant_days"].values()} \
+        == {PARTITIONS}

@@ -4,7 +4,7 @@ loading a collection into Arrow, turning a mart into documents, replacing a coll
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig, TargetLocation
 
+from agents.sink.aggregates import Countable, build
 from app.mongo_dbt import (
     TMP_MARK,
     MongoPluginError,
@@ -182,16 +183,19 @@ def test_a_reader_never_sees_a_replaced_collection_missing_or_partial(mongo_db) 
 # --- incremental reads (a mirror refreshed for the recent days) and changed-row writes --------
 MERCHANT_DAYS = {
     "fields": {"_id": "string", "reporting_currency": "string"},
-    "unnest": [{"map": "merchants", "key": "merchant_key",
-                "fields": {"id": "string", "category": "string"}},
-               {"parts": "partition", "values": ["txn_count", "cents", "anomaly_count",
-                                                 "last_offset"]}],
+    "packed": {"key": "merchant_id", "values": ["txn_count", "cents", "anomaly_count"],
+               "label": "merchant_category"},
     "window": {"by": "day_ids", "day_column": "_id"}}
 
 
 def merchant_day(day: date, count: int) -> dict:
-    return {"_id": day.isoformat(), "reporting_currency": "USD", "merchants": {
-        "k1": {"id": "m1", "category": "travel", "p0": [count, 100 * count, 0, count]}}}
+    """A merchant_days document as the sink writes it: ``count`` transactions of merchant m1,
+    split over two partitions."""
+    minute = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+    items = [Countable("m1", "travel", minute, 100, 0, i % 2, i, "USD", 100, "USD")
+             for i in range(count)]
+    (doc,) = build(items)["merchant_days"]
+    return doc
 
 
 def counts(table: pa.Table) -> dict[str, int]:
@@ -258,27 +262,28 @@ def test_load_windowed_recent_days_then_the_whole_lookback_when_due(mongo_db, tm
 def test_load_windowed_all_since_and_refresh_seconds(mongo_db, tmp_path) -> None:
     from app.mongo_dbt import load_windowed
 
-    users = {"fields": {"_id": "string"},
-             "unnest": [{"map": "days", "key": "day", "values": ["txn_count"]}],
+    users = {"fields": {"_id": "string", "day": "string"},
+             "packed": {"key": "user_id", "values": ["txn_count"]},
              "window": {"by": "all", "day_column": "day", "refresh_seconds": "3600"}}
-    mongo_db.user_days.insert_many([
-        {"_id": "u1", "days": {"2026-11-20": [1], "2026-11-30": [2]}},
-        {"_id": "u2", "days": {"2026-11-21": [5]}}])
+    mongo_db.users_by_day.insert_many([
+        {"_id": "2026-11-20/01", "day": "2026-11-20", "p0": '[4, {"u1": [1, 5, 0]}]'},
+        {"_id": "2026-11-30/01", "day": "2026-11-30", "p0": '[9, {"u1": [2, 5, 0]}]',
+         "p1": '[3, {"u2": [5, 50, 1]}]'}])
     today = date(2026, 11, 30)
-    table, read = load_windowed(mongo_db.user_days, users, tmp_path, 2, today=today)
+    table, read = load_windowed(mongo_db.users_by_day, users, tmp_path, 2, today=today)
     assert table.num_rows == 3 and read["first"] is None
-    mongo_db.user_days.update_one({"_id": "u2"}, {"$set": {"days.2026-11-30": [4],
-                                                           "days.2026-11-21": [9]}})
+    mongo_db.users_by_day.update_one({"_id": "2026-11-30/01"},
+                                     {"$set": {"p1": '[5, {"u2": [9, 90, 1], "u3": [4, 1, 0]}]'}})
     # Read less than refresh_seconds ago: the copy is used as it is.
-    table, read = load_windowed(mongo_db.user_days, users, tmp_path, 2, today=today)
+    table, read = load_windowed(mongo_db.users_by_day, users, tmp_path, 2, today=today)
     assert read == {"first": "kept", "docs": 0, "rows": 3}
     # Due (another interval: the same copy, since how often is not what): all read again.
     users["window"] = {**users["window"], "refresh_seconds": 0}
-    table, read = load_windowed(mongo_db.user_days, users, tmp_path, 2, today=today)
+    table, read = load_windowed(mongo_db.users_by_day, users, tmp_path, 2, today=today)
     assert read == {"first": None, "docs": 2, "rows": 4}
-    rows = {(r["_id"], r["day"]): r["txn_count"] for r in table.to_pylist()}
-    assert rows == {("u1", "2026-11-20"): 1, ("u1", "2026-11-30"): 2,
-                    ("u2", "2026-11-21"): 9, ("u2", "2026-11-30"): 4}
+    rows = {(r["day"], r["user_id"]): r["txn_count"] for r in table.to_pylist()}
+    assert rows == {("2026-11-20", "u1"): 1, ("2026-11-30", "u1"): 2,
+                    ("2026-11-30", "u2"): 9, ("2026-11-30", "u3"): 4}
 
     anomalies = {"fields": {"_id": "string", "timestamp": "timestamp"},
                  "window": {"by": "since", "field": "timestamp", "day_column": "timestamp"}}

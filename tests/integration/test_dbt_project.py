@@ -42,6 +42,22 @@ def test_source_fields_are_contract_fields() -> None:
                                                    if name != "anomalies"))
 
 
+def test_aggregate_sources_are_packed_with_valid_specs() -> None:
+    """The sink's aggregate collections are read unpacked (app/mongo_arrow.py), each with a
+    spec the plugin accepts; the anomalies are plain documents."""
+    from app.mongo_arrow import packed_schema
+
+    sources = yaml.safe_load((DBT_DIR / "models" / "staging" / "__sources.yml").read_text())
+    configs = {t["name"]: t["config"] for t in sources["sources"][0]["tables"]}
+    assert "packed" not in configs.pop("anomalies")
+    keys = {name: packed_schema(c["fields"], c["packed"]).names for name, c in configs.items()}
+    assert keys["merchant_days"][-5:] == ["merchant_id", "txn_count", "cents", "anomaly_count",
+                                          "merchant_category"]
+    assert keys["users_by_day"][-4:] == ["user_id", "txn_count", "cents", "anomaly_count"]
+    assert keys["currency_days"][-4:] == ["currency", "txn_count", "original_cents",
+                                          "reporting_cents"]
+
+
 def test_lookback_is_the_late_event_grace_with_its_default() -> None:
     """Incremental builds re-read and recompute as many days back as the stream accepts late
     events: the LATE_EVENT_GRACE_DAYS setting with its default, in the var and the plugin."""

@@ -1,5 +1,5 @@
--- One row per UTC day and original currency: the sums of the partition parts
--- (currency_days).
+-- One row per UTC day and original currency (currency_days): its numbers, summed over the
+-- partitions by the mongo plugin (`packed`).
 with
 
 source as (
@@ -14,12 +14,11 @@ renamed as (
         cast(_id as date) as day,
         currency,
         coalesce(reporting_currency, '{{ var("reporting_currency") }}') as reporting_currency,
-        sum(txn_count) as txn_count,
-        sum(original_cents) as amount_cents,
-        sum(reporting_cents) as reporting_cents
+        txn_count,
+        original_cents as amount_cents,
+        reporting_cents
 
     from source
-    group by all
 
 )
 

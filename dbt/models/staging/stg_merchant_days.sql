@@ -1,5 +1,5 @@
--- One row per UTC day and merchant: the sums of the merchant's partition parts
--- (merchant_days).
+-- One row per UTC day and merchant (merchant_days): the merchant's numbers, summed over the
+-- partitions by the mongo plugin (`packed`).
 with
 
 source as (
@@ -12,15 +12,14 @@ renamed as (
 
     select
         cast(_id as date) as day,
-        id as merchant_id,
-        category as merchant_category,
+        merchant_id,
+        merchant_category,
         coalesce(reporting_currency, '{{ var("reporting_currency") }}') as reporting_currency,
-        sum(txn_count) as txn_count,
-        sum(cents) as revenue_cents,
-        sum(anomaly_count) as anomaly_count
+        txn_count,
+        cents as revenue_cents,
+        anomaly_count
 
     from source
-    group by all
 
 )
 

@@ -1,5 +1,5 @@
--- One row per user and UTC day: the user's transactions that day, the sums of the user's
--- partition parts (users_by_day: the numbers of user_days, grouped by day).
+-- One row per user and UTC day (users_by_day): the user's transactions that day, summed over
+-- the partitions by the mongo plugin (`packed`).
 with
 
 source as (
@@ -11,15 +11,14 @@ source as (
 renamed as (
 
     select
-        id as user_id,
+        user_id,
         cast(day as date) as day,
         coalesce(reporting_currency, '{{ var("reporting_currency") }}') as reporting_currency,
-        sum(txn_count) as txn_count,
-        sum(cents) as revenue_cents,
-        sum(anomaly_count) as anomaly_count
+        txn_count,
+        cents as revenue_cents,
+        anomaly_count
 
     from source
-    group by all
 
 )
 
