@@ -156,7 +156,7 @@ def server_side(before: dict, after: dict) -> list[dict[str, Any]]:
 
 def markdown(result: dict[str, Any]) -> str:
     aggregates = ", ".join(f"{result['seed'].get(name, 0):,} {name}" for name in (
-        "user_days", "merchant_days", "merchant_hours", "volume_hours", "currency_hours"))
+        "users_by_day", "merchant_days", "merchant_hours", "volume_hours", "currency_hours"))
     lines = [f"Measured {result['when']} on {result['machine']}: {result['seed']['transactions']:,}"
              f" transactions ({result['seed']['anomalies']:,} anomalies; {aggregates} "
              f"documents; over {result['seed']['hours']} h) in a private FerretDB 1.24 "
@@ -227,7 +227,7 @@ def main() -> int:
         db = client[args.db]
         if args.no_seed:  # reuse a database seeded earlier (--mongo-url, --db)
             seeded = {name: db.command("collStats", name).get("count", 0) for name in (
-                "transactions", "anomalies", "user_days", "merchant_days", "merchant_hours",
+                "transactions", "anomalies", "users_by_day", "merchant_days", "merchant_hours",
                 "volume_hours", "currency_hours", "dlq")}
             seeded["hours"] = args.hours
         else:

@@ -1,15 +1,15 @@
 """Seed a MongoDB database with N synthetic transactions shaped like docs/data-model.md, plus
-the anomalies, the aggregates the sink keeps (user_days, merchant_days, merchant_hours,
-volume_hours, currency_days, currency_hours: ``agents/sink/aggregates.py``, built by the same
-code) and a few DLQ entries: the data of the API's load test (bench/api_load.py). Every amount is in
-US dollars, the reporting currency.
+the anomalies, the aggregates the sink keeps (users_by_day, merchant_days, merchant_hours,
+volume_hours, currency_days, currency_hours, packed as the sink packs them: built by
+``agents.sink.aggregates.Builder``) and a few DLQ entries: the data of the API's load test
+(bench/api_load.py). Every amount is in US dollars, the reporting currency.
 
     .venv/bin/python bench/seed_mongo.py --mongo-url mongodb://127.0.0.1:27017 \\
         --db bench_api --transactions 1000000 --hours 2
 
 Spread evenly over the last ``--hours`` hours; 10,000 users with log-normal activity, 1,000
 merchants, ~0.3% anomalies. Fast: numpy draws, ``insert_many`` batches of 10,000.
-The database is dropped first.
+The seed's collections are dropped first (and ``user_days``, which earlier versions wrote).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def seed(db: Any, transactions: int, hours: float, users: int = 10_000, merchant
     offsets: dict[int, int] = defaultdict(int)
     started = time.monotonic()
     for name in ("transactions", "anomalies", "merchant_minute", "volume_minute",
-                 "currency_minute", "dlq", anomaly_index.MINUTES, anomaly_index.DAYS,
-                 *COLLECTIONS):
+                 "currency_minute", "user_days", "dlq", anomaly_index.MINUTES,
+                 anomaly_index.DAYS, *COLLECTIONS):
         db[name].drop()
     written = 0
     all_anomalies: list[dict[str, Any]] = []

@@ -189,13 +189,19 @@ def make_seed(now: datetime | None = None, seed: int = 7, n_txns: int = 600) -> 
         if item is not None:
             items.append(item)
     s.aggregates = agg.build(items)
-    hour = now.strftime("%Y-%m-%dT%H")
-    # written under another REPORTING_CURRENCY: never counted
-    s.aggregates[agg.USER_DAYS].append({"_id": "stale-user", "reporting_currency": STALE,
-                                        "days": {now.date().isoformat(): [5, 500, 1, 9]}})
-    if not any(d["_id"] == hour for d in s.aggregates[agg.VOLUME_HOURS]):
-        s.aggregates[agg.VOLUME_HOURS].append({"_id": hour, "reporting_currency": STALE,
-                                               "minutes": {"00": {"p0": [9, 9, 9, 9]}}})
+    # Written under another REPORTING_CURRENCY, where the API reads: never counted. A day of
+    # alice's group without a document of the seed, and the current hour if it has none.
+    def stale(minute: datetime, user: str) -> dict[str, list[dict[str, Any]]]:
+        return agg.build([agg.Countable("m00", _category("m00"), minute, 50_000, 1, 0, 0, "EUR",
+                                        50_000, STALE, user)])
+
+    users_by_day = {d["_id"] for d in s.aggregates[agg.USERS_BY_DAY]}
+    days = [_minute(now - timedelta(days=back)) for back in range(35)]
+    free = [d for d in days if agg.users_by_day_id(agg.day_id(d), agg.user_group("alice"))
+            not in users_by_day]
+    s.aggregates[agg.USERS_BY_DAY] += stale(free[0], "alice")[agg.USERS_BY_DAY]
+    if not any(d["_id"] == agg.hour_id(now) for d in s.aggregates[agg.VOLUME_HOURS]):
+        s.aggregates[agg.VOLUME_HOURS] += stale(_minute(now), "bob")[agg.VOLUME_HOURS]
     for i in range(7):
         s.dlq.append({"_id": f"transactions:0:{i}", "reason": "not valid JSON",
                       "topic": "transactions", "partition": 0, "offset": i, "failed_at": now,

@@ -165,7 +165,8 @@ def openapi_schema(secured: bool, rate_limited: bool = False) -> dict[str, Any]:
         "/users/{user_id}/trends": _get(
             "A user's daily spend, count and anomalies, plus live statistics",
             "Per UTC day, the last `days` days up to today, oldest first (days without "
-            "transactions are zeros), from the user's `user_days` document; `spend` and `count` "
+            "transactions are zeros), from the `users_by_day` document of the user's group, "
+            "one per day; `spend` and `count` "
             "cover the transactions in the reporting currency `currency`; "
             "`live` is the Faust worker's stats "
             "view of the user, or null with `live_error` saying why.",

@@ -3,10 +3,12 @@
 Collections and fields are those of ``docs/data-model.md``. FerretDB 1.24 answers only an
 ``_id`` equality without reading the whole collection, so every endpoint reads a bounded number
 of documents by ``_id`` (``find_one({"_id": ...})``), whatever the history stored: month, day
-and minute documents of the anomalies' time index (:mod:`views.anomaly_pages`), ``user_days``
-(one), ``merchant_hours``/``merchant_days`` (2, 25 or 8), ``volume_hours`` and
-``currency_hours`` (one per hour of the window). Their parts (one per
-partition of the enriched topic) are summed here in integer cents, so sums are exact.
+and minute documents of the anomalies' time index (:mod:`views.anomaly_pages`),
+``users_by_day`` (one per day asked), ``merchant_hours``/``merchant_days`` (2, 25 or 8),
+``volume_hours`` and ``currency_hours`` (one per hour of the window). An aggregate document
+holds one packed JSON text per partition of the enriched topic
+(:mod:`agents.sink.aggregates`); :func:`agents.sink.aggregates.totals` sums them per key in
+integer cents, so sums are exact, and a field that is not such a text counts nothing.
 
 Every money figure is in one reporting currency (the ``currency`` argument, the API's
 ``REPORTING_CURRENCY``): only aggregate documents labelled with that ``reporting_currency`` are
@@ -21,8 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
-import urllib.parse
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
@@ -30,6 +30,8 @@ from typing import Any, TypeAlias
 import orjson
 from pymongo.database import Database
 
+from agents.sink import aggregates
+from agents.sink.aggregates import Total
 from app.contract import minute_of
 from app.settings import settings
 from views import anomaly_pages
@@ -81,26 +83,6 @@ def iso(value: Any) -> Any:
     return value
 
 
-def _part(raw: Any) -> tuple[int, int, int]:
-    """``(a, b, c)`` of a stored part ``[a, b, c, offset]`` (zeros when it is not one)."""
-    if isinstance(raw, list) and len(raw) == 4 and all(
-            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-            for x in raw[:3]):
-        return int(raw[0]), int(raw[1]), int(raw[2])
-    return 0, 0, 0
-
-
-def _summed(parts: Any) -> tuple[int, int, int]:
-    """The sum of the parts (``p<n>`` keys) of a stored map of parts."""
-    a = b = c = 0
-    if isinstance(parts, Mapping):
-        for key, raw in parts.items():
-            if isinstance(key, str) and key[:1] == "p" and key[1:].isdigit():
-                x, y, z = _part(raw)
-                a, b, c = a + x, b + y, c + z
-    return a, b, c
-
-
 def _cents(value: int) -> float:
     return round(value / 100, 2)
 
@@ -119,17 +101,19 @@ def trends(db: Db, user_id: str, days: int, now: datetime,
            currency: str = REPORTING) -> list[dict[str, Any]]:
     """Spend (in ``currency``: the transactions' ``amount_reporting``), count and anomalies of
     ``user_id`` per UTC day, the last ``days`` days up to ``now``'s day included, oldest first;
-    days without transactions are zeros. One read: the user's ``user_days`` document (it counts
-    the transactions in the reporting currency, as every other figure)."""
+    days without transactions are zeros. ``days`` reads: per day, the ``users_by_day``
+    document of the user's group (:func:`agents.sink.aggregates.user_group`), which counts the
+    transactions in the reporting currency, as every other figure."""
     today = now.astimezone(UTC).date()
-    keys = [(today - timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
-    doc = _doc(db, "user_days", user_id, currency)
-    stored = doc.get("days") if doc is not None else None
-    stored = stored if isinstance(stored, Mapping) else {}
+    group = aggregates.user_group(user_id)
     out = []
-    for key in keys:
-        count, spend, anomalies = _part(stored.get(key))
-        out.append({"day": key, "spend": _cents(spend), "count": count, "anomalies": anomalies})
+    for i in range(days):
+        day = (today - timedelta(days=days - 1 - i)).isoformat()
+        total = aggregates.totals(_doc(db, aggregates.USERS_BY_DAY,
+                                       aggregates.users_by_day_id(day, group), currency)
+                                  ).get(user_id) or Total()
+        out.append({"day": day, "spend": _cents(total.b), "count": total.a,
+                    "anomalies": total.c})
     return out
 
 
@@ -215,14 +199,8 @@ def _window_ids(window: str, now: datetime) -> tuple[str, list[str]]:
 
 def _merchant_sums(doc: Mapping[str, Any] | None) -> dict[str, tuple[Any, int, int, int]]:
     """merchant -> (category, count, cents, anomalies) of one merchant aggregate document."""
-    merchants = doc.get("merchants") if doc is not None else None
-    if not isinstance(merchants, Mapping):
-        return {}
-    out: dict[str, tuple[Any, int, int, int]] = {}
-    for entry in merchants.values():
-        if isinstance(entry, Mapping) and isinstance(entry.get("id"), str):
-            out[entry["id"]] = (entry.get("category"), *_summed(entry))
-    return out
+    return {merchant: (t.label, t.a, t.b, t.c)
+            for merchant, t in aggregates.totals(doc).items()}
 
 
 def merchant_totals(db: Db, window: str, now: datetime, currency: str = REPORTING,
@@ -273,21 +251,19 @@ def _hour_docs(db: Db, collection: str, first: datetime, last: datetime,
         hour += timedelta(hours=1)
 
 
-def _minute_maps(db: Db, collection: str, first: datetime, last: datetime,
-                 currency: str | None) -> Iterator[tuple[datetime, Mapping[str, Any]]]:
-    """(minute, its stored map) of the minutes ``first``..``last`` in ``collection``'s hour
-    documents."""
+def _minute_totals(db: Db, collection: str, first: datetime, last: datetime,
+                   currency: str | None) -> Iterator[tuple[datetime, str | None, Total]]:
+    """(minute, the rest of the key after ``MM/``, or None for a key ``MM``, its totals) of the
+    minutes ``first``..``last`` in ``collection``'s hour documents (an ``_id`` lookup per
+    hour)."""
     for hour, doc in _hour_docs(db, collection, first, last, currency):
-        minutes = doc.get("minutes")
-        if not isinstance(minutes, Mapping):
-            continue
-        for mm, value in minutes.items():
-            if not (isinstance(mm, str) and mm.isdigit() and int(mm) < 60
-                    and isinstance(value, Mapping)):
+        for key, total in aggregates.totals(doc).items():
+            mm, sep, rest = key.partition("/")
+            if not (len(mm) == 2 and mm.isdigit() and int(mm) < 60):
                 continue
             minute = hour + timedelta(minutes=int(mm))
             if first <= minute <= last:
-                yield minute, value
+                yield minute, rest if sep else None, total
 
 
 def _volume_rows(db: Db, first: datetime, last: datetime,
@@ -297,12 +273,14 @@ def _volume_rows(db: Db, first: datetime, last: datetime,
     for i in range(span):
         key = first + timedelta(minutes=i)
         rows[key] = {"minute": key, "count": 0, "cents": 0, "anomalies": 0}
-    for minute, parts in _minute_maps(db, "volume_hours", first, last, currency):
-        count, cents, anomalies = _summed(parts)
+    for minute, rest, total in _minute_totals(db, aggregates.VOLUME_HOURS, first, last,
+                                              currency):
+        if rest is not None:
+            continue
         row = rows[minute]
-        row["count"] += count
-        row["cents"] += cents
-        row["anomalies"] += anomalies
+        row["count"] += total.a
+        row["cents"] += total.b
+        row["anomalies"] += total.c
     return rows
 
 
@@ -319,13 +297,13 @@ def volume(db: Db, minutes: int, now: datetime,
 
 def revenue_by_currency(db: Db, first: datetime, last: datetime) -> dict[str, float]:
     """Revenue per original currency (each in its own amounts) in the minutes
-    ``first``..``last``, summed from ``currency_hours``; largest first."""
+    ``first``..``last``, summed from ``currency_hours`` (keys ``MM/<currency>``, one lookup per
+    hour); largest first."""
     totals: dict[str, int] = {}
-    for _, currencies in _minute_maps(db, "currency_hours", first, last, None):
-        for name, parts in currencies.items():
-            _, original, _ = _summed(parts)
-            code = urllib.parse.unquote(name)
-            totals[code] = totals.get(code, 0) + original
+    for _, code, total in _minute_totals(db, aggregates.CURRENCY_HOURS, first, last, None):
+        if code is None:
+            continue
+        totals[code] = totals.get(code, 0) + total.b
     return {c: _cents(v) for c, v in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 

@@ -1,7 +1,7 @@
 """Known documents for the dashboard's browser tests, written the way the sink writes them
 (docs/data-model.md): transactions (in euros and yen, with their amount in US dollars),
 anomalies and their time index (``agents.sink.anomaly_index``), the aggregates the API reads
-(user_days, merchant_days/hours, volume_hours, currency_days/hours: built from the transactions
+(users_by_day, merchant_days/hours, volume_hours, currency_days/hours: built from the transactions
 by the sink's own code, ``agents.sink.aggregates.build``) and the DLQ, so every number on the
 page can be checked."""
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from agents.sink import aggregates as agg
 from agents.sink.documents import unpack_transaction
 from app.contract import TRANSACTIONS
 from app.producer import TransactionFactory, ensure_topic, send
@@ -47,8 +48,8 @@ def test_api_reads_what_the_pipeline_writes(tmp_path: Path, unique: str, mongo_c
             valid = COUNT - summary.bad
 
             def stored() -> bool:
-                volume = sum(sum(p[0] for p in minute.values())
-                             for d in db.volume_hours.find() for minute in d["minutes"].values())
+                volume = sum(t.a for d in db.volume_hours.find()
+                             for t in agg.totals(d).values())
                 return db.transactions.count_documents({}) == valid and volume == valid
 
             wait_for(stored, timeout=240, interval=2,

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.sink import aggregates as agg
 from app.contract import minute_of
 from tests.unit.views.cursor_strategies import b64, cursors
 from views import queries
@@ -132,7 +133,10 @@ def test_merchants_top_reads_a_bounded_number_of_ids(window: str, docs: int) -> 
 def test_every_other_endpoint_reads_ids_only() -> None:
     spy = _Spy()
     queries.trends(spy, "alice", 366, NOW)  # type: ignore[arg-type]
-    assert spy.lookups == [("user_days", "alice")]
+    group = agg.user_group("alice")
+    assert len(spy.lookups) == 366
+    assert spy.lookups[0] == ("users_by_day", agg.users_by_day_id("2025-11-26", group))
+    assert spy.lookups[-1] == ("users_by_day", agg.users_by_day_id("2026-11-26", group))
     spy.lookups.clear()
     queries.summary(spy, NOW)  # type: ignore[arg-type]
     assert sorted(spy.lookups) == [("currency_hours", "2026-11-25T23"),
@@ -142,3 +146,112 @@ def test_every_other_endpoint_reads_ids_only() -> None:
     spy.lookups.clear()
     queries.volume(spy, 7 * 24 * 60, NOW)  # type: ignore[arg-type]
     assert len(spy.lookups) == 169
+
+
+class _Stored:
+    """A database holding documents by collection and ``_id``, answering only ``_id``
+    lookups."""
+
+    def __init__(self, docs: dict[str, list[dict]]) -> None:
+        self.docs = {name: {d["_id"]: d for d in found} for name, found in docs.items()}
+        self.lookups: list[tuple[str, str]] = []
+
+    def __getitem__(self, name: str) -> _Stored.Collection:
+        return _Stored.Collection(self, name)
+
+    def __getattr__(self, name: str) -> _Stored.Collection:
+        return _Stored.Collection(self, name)
+
+    class Collection:
+        def __init__(self, db: _Stored, name: str) -> None:
+            self.db, self.name = db, name
+
+        def find_one(self, query: dict, *args: object) -> dict | None:
+            assert list(query) == ["_id"] and isinstance(query["_id"], str), query
+            self.db.lookups.append((self.name, query["_id"]))
+            return self.db.docs.get(self.name, {}).get(query["_id"])
+
+        def estimated_document_count(self) -> int:
+            return 0
+
+
+def _item(user: str, minute: datetime, cents: int, offset: int, anomaly: int = 0,
+          partition: int = 0, reporting: str = "USD", merchant: str = "m1",
+          currency: str = "USD") -> agg.Countable:
+    return agg.Countable(merchant, "travel", minute, cents, anomaly, partition, offset, currency,
+                         cents * 2, reporting, user)
+
+
+def _same_group(user: str) -> str:
+    """Another user id of ``user``'s ``users_by_day`` group."""
+    return next(other for i in range(10_000) if (other := f"other{i}") != user
+                and agg.user_group(other) == agg.user_group(user))
+
+
+def test_trends_read_the_users_group_document_of_each_day() -> None:
+    """One ``users_by_day`` lookup per day, in the user's group; the user's numbers summed over
+    the partitions; another user of the same group and a document labelled with another
+    reporting currency count nothing."""
+    user = "alice"
+    neighbour = _same_group(user)
+    today, yesterday = NOW, NOW - timedelta(days=1)
+    docs = agg.build([
+        _item(user, yesterday, 1050, 0, anomaly=1),
+        _item(neighbour, yesterday, 99_999, 1, anomaly=1),
+        _item(user, today, 200, 2),
+        _item(user, today, 305, 0, partition=1),  # another partition of the same document
+        _item(neighbour, today, 77_777, 1, partition=1),
+    ])
+    stale_day = (NOW - timedelta(days=2)).date().isoformat()
+    stale = agg.build([_item(user, NOW - timedelta(days=2), 500, 0, anomaly=1,
+                             reporting="EUR")])
+    docs[agg.USERS_BY_DAY] += stale[agg.USERS_BY_DAY]
+    assert {d["reporting_currency"] for d in docs[agg.USERS_BY_DAY]} == {"USD", "EUR"}
+    db = _Stored(docs)
+    rows = queries.trends(db, user, 4, NOW)  # type: ignore[arg-type]
+    assert rows == [
+        {"day": "2026-11-23", "spend": 0.0, "count": 0, "anomalies": 0},
+        {"day": stale_day, "spend": 0.0, "count": 0, "anomalies": 0},
+        {"day": "2026-11-25", "spend": 10.5, "count": 1, "anomalies": 1},
+        {"day": "2026-11-26", "spend": 5.05, "count": 2, "anomalies": 0},
+    ]
+    group = agg.user_group(user)
+    assert db.lookups == [("users_by_day", agg.users_by_day_id(day, group))
+                          for day in ("2026-11-23", "2026-11-24", "2026-11-25", "2026-11-26")]
+    assert queries.trends(db, neighbour, 1, NOW)[0]["spend"] == 777.77  # type: ignore[arg-type]
+    assert queries.trends(db, user, 1, NOW, currency="EUR")[0]["count"] == 0  # type: ignore[arg-type]
+
+
+def test_the_aggregate_readers_sum_the_partitions_and_ignore_garbage() -> None:
+    """/volume, /summary and the merchant totals from packed documents of two partitions, a
+    document of another reporting currency left out, a field that is not a packed text counting
+    nothing."""
+    minute = NOW.replace(second=0, microsecond=0)
+    docs = agg.build([
+        _item("u1", minute, 1000, 0, anomaly=1, merchant="m1", currency="EUR"),
+        _item("u2", minute, 250, 0, partition=1, merchant="m2", currency="JPY"),
+        _item("u3", minute - timedelta(minutes=40), 125, 1, merchant="m1", currency="EUR"),
+    ])
+    for collection in (agg.VOLUME_HOURS, agg.MERCHANT_HOURS, agg.CURRENCY_HOURS):
+        for doc in docs[collection]:
+            doc["p7"] = "not JSON"
+            doc["p8"] = '[3, {"05": [1, "x", 2]}]'
+    db = _Stored(docs)
+    volume = queries.volume(db, 60, NOW)  # type: ignore[arg-type]
+    assert volume[-1] == {"minute": queries.iso(minute), "count": 2, "revenue": 12.5,
+                          "anomalies": 1}
+    assert volume[-41]["count"] == 1 and sum(r["count"] for r in volume) == 3
+    summary = queries.summary(db, NOW + timedelta(minutes=1))  # type: ignore[arg-type]
+    assert summary["count_1h"] == 3 and summary["revenue_1h"] == 13.75
+    assert summary["tps_now"] == round(2 / 60, 3) and summary["anomalies_1h"] == 1
+    assert summary["revenue_by_currency"] == {"EUR": 22.5, "JPY": 5.0}
+    totals = sorted(queries.merchant_totals(db, "1h", NOW),  # type: ignore[arg-type]
+                    key=lambda r: r["merchant_id"])
+    assert totals == [
+        {"merchant_id": "m1", "merchant_category": "travel", "revenue": 11.25, "count": 2,
+         "anomalies": 1},
+        {"merchant_id": "m2", "merchant_category": "travel", "revenue": 2.5, "count": 1,
+         "anomalies": 0}]
+    stale = _Stored({agg.VOLUME_HOURS: [dict(d, reporting_currency="EUR")
+                                        for d in docs[agg.VOLUME_HOURS]]})
+    assert sum(r["count"] for r in queries.volume(stale, 60, NOW)) == 0  # type: ignore[arg-type]
