@@ -90,37 +90,12 @@ def test_every_answer_with_money_names_its_currency() -> None:
     assert queries.REPORTING == "USD"  # the settings' default
 
 
-class _Spy:
-    """A database whose collections answer only ``find_one({"_id": <str>})`` and count the
-    lookups: any other read fails the test (on FerretDB it would scan the collection)."""
-
-    def __init__(self) -> None:
-        self.lookups: list[tuple[str, str]] = []
-
-    def __getitem__(self, name: str) -> _Spy.Collection:
-        return _Spy.Collection(self, name)
-
-    def __getattr__(self, name: str) -> _Spy.Collection:
-        return _Spy.Collection(self, name)
-
-    class Collection:
-        def __init__(self, db: _Spy, name: str) -> None:
-            self.db, self.name = db, name
-
-        def find_one(self, query: dict, *args: object) -> None:
-            assert list(query) == ["_id"] and isinstance(query["_id"], str), query
-            self.db.lookups.append((self.name, query["_id"]))
-
-        def estimated_document_count(self) -> int:
-            return 0
-
-
 NOW = datetime(2026, 11, 26, 0, 30, 5, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("window,docs", [("1h", 2), ("24h", 25), ("7d", 8)])
 def test_merchants_top_reads_a_bounded_number_of_ids(window: str, docs: int) -> None:
-    spy = _Spy()
+    spy = _Stored({})
     queries.merchants_top(spy, window, "revenue", 10, NOW)  # type: ignore[arg-type]
     assert len(spy.lookups) == docs
     assert spy.lookups[-1] == (("merchant_days", "2026-11-26") if window == "7d"
@@ -131,7 +106,7 @@ def test_merchants_top_reads_a_bounded_number_of_ids(window: str, docs: int) -> 
 
 
 def test_every_other_endpoint_reads_ids_only() -> None:
-    spy = _Spy()
+    spy = _Stored({})
     queries.trends(spy, "alice", 366, NOW)  # type: ignore[arg-type]
     group = agg.user_group("alice")
     assert len(spy.lookups) == 366  # read concurrently: in no particular order
@@ -149,8 +124,9 @@ def test_every_other_endpoint_reads_ids_only() -> None:
 
 
 class _Stored:
-    """A database holding documents by collection and ``_id``, answering only ``_id``
-    lookups."""
+    """A database holding documents by collection and ``_id`` that counts the lookups: any
+    read other than an ``_id`` lookup fails the test (on FerretDB it would scan the
+    collection)."""
 
     def __init__(self, docs: dict[str, list[dict]]) -> None:
         self.docs = {name: {d["_id"]: d for d in found} for name, found in docs.items()}
