@@ -83,9 +83,9 @@ class Change:
     """What one write does to one document: ``$set`` of its plain ``fields`` and of the
     changed ``parts`` (partition: its numbers), each packed whole into its ``p<n>`` field."""
 
+    ends: datetime  # the end of the document's time bucket
     fields: dict[str, Any] = field(default_factory=dict)
     parts: dict[int, Packed] = field(default_factory=dict)
-    ends: datetime | None = None
 
     def update(self) -> dict[str, Any]:
         """The ``$set`` of the document's write."""
@@ -151,8 +151,7 @@ class RollupState:
         for doc, change in changed.items():
             for partition, part in change.parts.items():
                 self.parts[(*doc, partition)] = part
-            if change.ends is not None:
-                self.ends[doc] = change.ends
+            self.ends[doc] = change.ends
         if self.newest is not None and self.newest.year > 1:
             oldest = self.newest - timedelta(minutes=CACHE_MINUTES)
             gone = {doc for doc, ends in self.ends.items() if ends < oldest}
