@@ -148,7 +148,8 @@ async def produce(self: Any, rate: float | None, count: int | None, duration: fl
     else:
         summary = producer.send(factory, target, rate=rate, count=count, duration=duration,
                                 first_seq=first_seq, truth=truth, progress=progress,
-                                processes=processes)
+                                processes=processes,
+                                live=start_how == "now" and time_scale == 1 and rate > 0)
     print(summary, flush=True)
     if summary.errors:
         raise SystemExit(1)

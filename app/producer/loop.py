@@ -48,15 +48,18 @@ def run(factory: TransactionFactory, deliver: Callable[[Message], None] | None,
         pending: Callable[[], int], acked: Callable[[], int], summary: Summary, *,
         first_seq: int, rate: float, count: int | None, duration: float | None,
         truth: IO[bytes] | None, progress: IO[str] | None, stop: Flag,
-        max_pending: int) -> None:
+        max_pending: int, live: bool = False,
+        wall_ms: Callable[[], float] = lambda: time.time() * 1000) -> None:
     """The loop shared by :func:`~app.producer.sender.send` and :func:`generate`: from
     ``first_seq`` on, until ``count``, ``duration`` or ``stop``; sets ``summary.next_seq``.
 
     ``deliver`` (None: generate only) gets each message; ``pending`` (messages handed over but
     not yet acknowledged) above ``max_pending`` pauses the loop; ``acked`` is what the progress
-    line counts as sent."""
-    bucket = TokenBucket(rate) if rate > 0 else None
-    chunk = 1000 if bucket is None else max(1, min(1000, int(rate // 200) or 1))
+    line counts as sent. ``live``: each message is sent when the wall clock (``wall_ms``)
+    reaches its event time, instead of at ``rate`` from the loop's start."""
+    bucket = TokenBucket(rate) if rate > 0 and not live else None
+    paced = bucket is not None or (live and rate > 0)
+    chunk = max(1, min(1000, int(rate // 200) or 1)) if paced else 1000
     seq = first_seq
     end = None if count is None else first_seq + count
     t0 = time.monotonic()
@@ -76,7 +79,14 @@ def run(factory: TransactionFactory, deliver: Callable[[Message], None] | None,
         n = chunk if end is None else min(chunk, end - seq)
         if n <= 0:
             break
-        if bucket is not None:
+        if live:
+            # Sent when its event time comes: a start-up delay or a stall is caught up at once,
+            # so event time stays the wall clock's instead of falling behind for good.
+            ahead_ms = factory.start_ms + (seq + n - 1) * factory.step_us / 1000 - wall_ms()
+            if ahead_ms > 0:
+                time.sleep(min(ahead_ms / 1000, 0.05))
+                continue
+        elif bucket is not None:
             wanted, n = n, bucket.take(n)
             if n == 0:
                 time.sleep(min(bucket.wait(wanted), 0.05))

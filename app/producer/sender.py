@@ -18,7 +18,8 @@ def send(factory: TransactionFactory, topic: str, *, bootstrap: str | None = Non
          rate: float = 0, count: int | None = None, duration: float | None = None,
          first_seq: int = 0, truth: str | None = None, progress: IO[str] | None = None,
          stop: threading.Event | None = None, partitions: int | None = None,
-         max_pending: int = 200_000, producer: Any = None, processes: int = 1) -> Summary:
+         max_pending: int = 200_000, producer: Any = None, processes: int = 1,
+         live: bool = False) -> Summary:
     """Send ``factory``'s messages to ``topic``; returns when ``count`` are delivered (or failed),
     ``duration`` has passed or the process got SIGINT/SIGTERM. Creates the topic with
     ``partitions`` (default ``TOPIC_PARTITIONS``) when it does not exist.
@@ -26,7 +27,11 @@ def send(factory: TransactionFactory, topic: str, *, bootstrap: str | None = Non
     ``processes`` > 1 forks helpers: every process walks the same sequence numbers at the same
     rate and sends only the keys of its share of the partitions (partition % processes), so each
     partition still gets its messages in order from one producer; on a stop they agree on one
-    end sequence number, so a run always covers ``first_seq .. next_seq - 1`` exactly."""
+    end sequence number, so a run always covers ``first_seq .. next_seq - 1`` exactly.
+
+    ``live``: each message goes out when the clock reaches its event time (the run started
+    "now" at the wall clock's pace), so the time the producer takes to start is caught up at
+    once instead of leaving every event that much in the past."""
     from app.settings import settings
 
     bootstrap = bootstrap or settings.kafka_bootstrap_servers
@@ -34,14 +39,14 @@ def send(factory: TransactionFactory, topic: str, *, bootstrap: str | None = Non
     if processes <= 1:
         return send_share(factory, topic, bootstrap, rate=rate, count=count, duration=duration,
                           first_seq=first_seq, truth=truth, progress=progress, stop=stop,
-                          max_pending=max_pending, producer=producer)
+                          max_pending=max_pending, producer=producer, live=live)
 
     def share(worker: int, coord: Coordinator) -> Summary:
         main = worker == 0  # the truth file and the progress lines are this process's
         return send_share(factory, topic, bootstrap, rate=rate, count=count, duration=duration,
                           first_seq=first_seq, truth=truth if main else None,
                           progress=progress if main else None, stop=coord.stop,
-                          max_pending=max_pending, worker=worker, coord=coord)
+                          max_pending=max_pending, worker=worker, coord=coord, live=live)
 
     return fork(processes, share)
 
@@ -50,7 +55,7 @@ def send_share(factory: TransactionFactory, topic: str, bootstrap: str, *, rate:
                count: int | None, duration: float | None, first_seq: int,
                truth: str | None, progress: IO[str] | None, stop: Flag | None,
                max_pending: int, producer: Any = None, worker: int = 0,
-               coord: Coordinator | None = None) -> Summary:
+               coord: Coordinator | None = None, live: bool = False) -> Summary:
     """:func:`send` in one process: all messages, or with ``coord`` those of ``worker``'s
     share of the partitions."""
     own = producer is None
@@ -109,7 +114,7 @@ def send_share(factory: TransactionFactory, topic: str, bootstrap: str, *, rate:
         with Stop(stop) as flag:
             run(factory, deliver, pending, acked, summary, first_seq=first_seq, rate=rate,
                 count=count, duration=duration, truth=truth_file, progress=progress,
-                stop=flag, max_pending=max_pending)
+                stop=flag, max_pending=max_pending, live=live)
             if coord is not None:  # go on to the end all processes agree on
                 end = coord.end_seq(worker, summary.next_seq)
                 if end > summary.next_seq:
