@@ -7,8 +7,9 @@ before the listing is written, the batch is not acked, so it is read, stored (du
 listed again.
 
 Per batch this costs one ``insert`` (the manifests) and one ``update`` per hour the batch
-touches (the directories); a calendar is written only when the hour is new to this process (or
-older than :data:`~retention.MIN_RECENT`).
+touches (the directories, one per minute of writing, so that each stays small); a calendar is
+written only when the hour is new to this process (or older than
+:data:`~retention.MIN_RECENT`).
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ class Manifests:
                          {"$addToSet": {"ids": {"$each": manifests[e["index"]]["ids"]}}})
                         for e in errors]
         directories: dict[str, list[str]] = {}
+        slot = ret.slot_of(now)
         for c, h, name in listed.manifests:
-            directories.setdefault(ret.directory_id(c, h), []).append(name)
+            directories.setdefault(ret.directory_id(c, h, slot), []).append(name)
         updates += [(d, {"$addToSet": {"manifests": {"$each": names}}})
                     for d, names in directories.items()]
         recent = ret.hour_of(now - ret.MIN_RECENT)

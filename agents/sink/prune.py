@@ -3,16 +3,16 @@ that of what it deletes, whatever the size of the collections (``retention.py`` 
 bookkeeping the sink writes).
 
 For ``transactions``, ``anomalies`` and ``dlq`` it walks the expired hours of the collection's
-calendar, oldest first; per hour it reads the directory, then each manifest, deletes the listed
-ids (``DeleteOne`` by ``_id``, :data:`DELETES_PER_CALL` per call), then the manifest. For the
-aggregates it walks the expired whole days of the ``aggregates`` calendar and deletes their
-documents by the ids made of the day and its hours. Before the anomalies, it deletes their time
-index (``anomaly_index.py``) of the anomalies' expired hours: the minute documents that each
-expired day's ``anomaly_days`` document lists, then the day (and month) document once it lists
-nothing. An hour is retired last: its
-entries are pulled from its directory and the hour from its calendar; the directory is then
-read again, and if a sink listed something there meanwhile (a late event), the hour goes back on
-the calendar for the next run, else the empty directory is deleted.
+calendar, oldest first; per hour it reads the directories (one per minute of writing), then each
+manifest, deletes the listed ids (``DeleteOne`` by ``_id``, :data:`DELETES_PER_CALL` per call), then
+the manifest. For the aggregates it walks the expired whole days of the ``aggregates`` calendar and
+deletes their documents by the ids made of the day and its hours. Before the anomalies, it deletes
+their time index (``anomaly_index.py``) of the anomalies' expired hours: the minute documents that
+each expired day's ``anomaly_days`` document lists, then the day (and month) document once it lists
+nothing. An hour is retired last: its entries are pulled from its directories and the hour from its
+calendar; the directories are then read again, and if a sink listed something there meanwhile (a
+late event), the hour goes back on the calendar for the next run, else the empty directories are
+deleted.
 
 Every step is idempotent (deleting a missing id is a no-op), so a prune that stopped half way is
 finished by the next one, two prunes at once do the same deletes, and a prune runs beside the
@@ -156,9 +156,13 @@ class Pruner:
         hours = self._calendar(collection) if calendar is None else calendar
         for hour in ret.expired_hours(hours, now, days):
             hour_started = time.monotonic()
-            directory = ret.directory_id(collection, hour)
-            names = [n for n in (self._read(directory) or {}).get("manifests") or []
-                     if isinstance(n, str)]
+            listing: dict[str, list[str]] = {}  # directory -> the manifests it lists
+            for directory in ret.directory_ids(collection, hour):
+                found = self._read(directory)
+                if found is not None:
+                    listing[directory] = [n for n in found.get("manifests") or []
+                                          if isinstance(n, str)]
+            names = list(dict.fromkeys(n for listed in listing.values() for n in listed))
             listed = deleted = 0
             for name in names:
                 manifest = self._read(name) or {}
@@ -166,7 +170,7 @@ class Pruner:
                 listed += len(ids)
                 deleted += self._delete(collection, ids)
                 self._delete(ret.COLLECTION, [name])
-            self._retire(collection, hour, {"manifests": names})
+            self._retire(collection, hour, listing)
             report.hours.append(hour)
             report.listed += listed
             report.deleted[collection] += deleted
@@ -247,26 +251,26 @@ class Pruner:
                 deleted += n
         return deleted
 
-    def _retire(self, collection: str, hour: str, done: dict[str, list[str]]) -> None:
-        """Take ``hour`` off: pull what was handled from its directory and the hour from the
-        calendar; then, if the directory lists something new (a sink wrote it meanwhile), put
-        the hour back on the calendar, else delete the directory."""
-        directory = ret.directory_id(collection, hour)
-        pulls = {k: v for k, v in done.items() if v}
-        if pulls:
-            self._update(directory, {"$pullAll": pulls})
+    def _retire(self, collection: str, hour: str, listing: dict[str, list[str]]) -> None:
+        """Take ``hour`` off: pull what was handled from its directories (``listing``) and the
+        hour from the calendar; then, if a directory lists something new (a sink wrote it
+        meanwhile), put the hour back on the calendar, else delete the empty directories."""
+        for directory, names in listing.items():
+            if names:
+                self._update(directory, {"$pullAll": {"manifests": names}})
         self._update(ret.calendar_id(collection), {"$pull": {"hours": hour}})
-        left = self._read(directory)
-        if left is None:
-            return
-        if any(left.get(k) for k in MANIFEST_FIELDS):
+        # Every slot again: a sink may have written a slot that had no directory before.
+        left = {d: doc for d in ret.directory_ids(collection, hour)
+                if (doc := self._read(d)) is not None}
+        if any(doc.get(k) for doc in left.values() for k in MANIFEST_FIELDS):
             self._update(ret.calendar_id(collection), {"$addToSet": {"hours": hour}},
                          upsert_it=True)
             self.progress(f"{collection} {hour}: listed again meanwhile, left for the next run")
             return
-        self.counts.delete_calls += 1
-        self.books.delete_one({"_id": directory,
-                               **{k: {"$in": [None, []]} for k in MANIFEST_FIELDS}})
+        for directory in left:
+            self.counts.delete_calls += 1
+            self.books.delete_one({"_id": directory,
+                                   **{k: {"$in": [None, []]} for k in MANIFEST_FIELDS}})
 
 
 def prune(db: Database[dict[str, Any]], days: dict[str, int], now: datetime | None,

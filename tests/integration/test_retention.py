@@ -220,11 +220,13 @@ async def test_cost_follows_the_expired_not_the_collection(
     assert mongo_db[docs.TRANSACTIONS].count_documents({}) == 20_000
     only_by_id(commands.filters)
     counts = prune.counts
-    # reads: 4 calendars + a directory per expired hour + each manifest + a directory re-read
-    assert counts.reads == 4 + 2 * len(expired_hours) + len(manifests)
+    # reads: 4 calendars + the directories of each expired hour (one per hour, as an earlier
+    # version wrote, and one per minute) + each manifest + the directories re-read
+    slots = len(ret.directory_ids(docs.TRANSACTIONS, "2026-01-01T00"))
+    assert counts.reads == 4 + 2 * slots * len(expired_hours) + len(manifests)
     # ids deleted: the expired transactions and their manifests, nothing else
     assert counts.delete_ids == 600 + len(manifests)
-    assert len(commands.filters) < 700 + 10 * len(expired_hours)
+    assert len(commands.filters) < 700 + (2 * slots + 10) * len(expired_hours)
 
 
 async def test_an_hour_listed_again_meanwhile_stays_on_the_calendar(
@@ -256,4 +258,26 @@ async def test_an_hour_listed_again_meanwhile_stays_on_the_calendar(
     prune._retire = retire  # type: ignore[method-assign]
     prune.run(NOW)
     assert ids(mongo_db, docs.TRANSACTIONS) == set()
-    assert mongo_db[ret.COLLECTION].find_one({"_id": "h|transactions|" + raced[0]}) is None
+    for directory in ret.directory_ids(docs.TRANSACTIONS, raced[0]):
+        assert mongo_db[ret.COLLECTION].find_one({"_id": directory}) is None
+
+
+async def test_an_earlier_versions_hourly_directory_is_still_pruned(
+        store: MongoStore, mongo_db: pymongo.database.Database,
+        pruner: tuple[Pruner, Commands]) -> None:
+    """Directories were one per hour before they were one per minute of writing: an expired
+    hour listed that way is pruned the same, its directory deleted."""
+    gone, _ = txn_entries(NOW - timedelta(days=40), 30, 12)
+    await store_all(store, docs.TRANSACTIONS, gone)
+    hour = ret.hour_of(NOW - timedelta(days=40))
+    books = mongo_db[ret.COLLECTION]
+    slotted = [d for d in books.find({"_id": {"$regex": "^h\\|transactions\\|"}})]
+    assert slotted and all(d["_id"].count("|") == 3 for d in slotted)
+    names = [n for d in slotted for n in d["manifests"]]
+    books.delete_many({"_id": {"$in": [d["_id"] for d in slotted]}})
+    books.insert_one({"_id": ret.directory_id(docs.TRANSACTIONS, hour), "manifests": names})
+    prune, _ = pruner
+    reports = {r.collection: r for r in prune.run(NOW)}
+    assert reports[docs.TRANSACTIONS].deleted[docs.TRANSACTIONS] == 30
+    assert ids(mongo_db, docs.TRANSACTIONS) == set()
+    assert books.find_one({"_id": ret.directory_id(docs.TRANSACTIONS, hour)}) is None

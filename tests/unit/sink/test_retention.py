@@ -59,6 +59,11 @@ def test_ids() -> None:
     assert ret.manifest_id("transactions", "2026-11-30T14", 3, 1200) == \
         "m|transactions|2026-11-30T14|3|1200"
     assert ret.directory_id("dlq", "2026-11-30T14") == "h|dlq|2026-11-30T14"
+    assert ret.directory_id("dlq", "2026-11-30T14", "07") == "h|dlq|2026-11-30T14|07"
+    assert ret.directory_ids("dlq", "2026-11-30T14")[:2] == ["h|dlq|2026-11-30T14",
+                                                             "h|dlq|2026-11-30T14|00"]
+    assert len(ret.directory_ids("dlq", "2026-11-30T14")) == 61
+    assert ret.slot_of(datetime(2026, 11, 30, 14, 7, 59, tzinfo=UTC)) == "07"
     assert ret.calendar_id("anomalies") == "c|anomalies"
 
 
@@ -150,11 +155,11 @@ async def test_calendars_are_written_once_per_recent_hour() -> None:
     await manifests.record(docs.TRANSACTIONS, batch, InsertResult(inserted=3), now)
     assert [d["_id"] for d in db.inserted] == ["m|transactions|2026-11-30T14|0|0"]
     assert [u["q"]["_id"] for u in db.updates] == [
-        "h|transactions|2026-11-30T14", "c|aggregates", "c|transactions"]
+        "h|transactions|2026-11-30T14|30", "c|aggregates", "c|transactions"]
     db.updates.clear()
     later = [Entry(txn(f"y{i}", now), b"", "t", 0, 3 + i) for i in range(2)]
     await manifests.record(docs.TRANSACTIONS, later, InsertResult(inserted=2), now)
-    assert [u["q"]["_id"] for u in db.updates] == ["h|transactions|2026-11-30T14"]
+    assert [u["q"]["_id"] for u in db.updates] == ["h|transactions|2026-11-30T14|30"]
     # a late event more than MIN_RECENT old: its calendar is written with every batch
     db.updates.clear()
     old = now - timedelta(days=2)
@@ -166,7 +171,7 @@ async def test_calendars_are_written_once_per_recent_hour() -> None:
     db.updates.clear()
     await manifests.record(docs.TRANSACTIONS, [Entry(None, b"", "t", 0, 20, "bad")],
                            InsertResult(), now)
-    assert [u["q"]["_id"] for u in db.updates] == ["h|dlq|2026-11-30T14", "c|dlq"]
+    assert [u["q"]["_id"] for u in db.updates] == ["h|dlq|2026-11-30T14|30", "c|dlq"]
 
 
 class Store:
