@@ -48,10 +48,15 @@ __all__ = ["Exclusive", "Sink", "flush_due_batches", "flush_rollups", "forget_ro
 log = logging.getLogger("app.sink")
 
 #: The sink's consumer hands ``transactions_enriched`` over a fetch at a time, in batches of at
-#: most FETCH_MAX messages, after waiting FETCH_SECONDS for more (the worker's values).
-read_directly(sink_app, enriched_raw.get_topic_name())
+#: most FETCH_MAX messages, after waiting FETCH_SECONDS for more (the worker's values). The
+#: broker holds its fetches until FETCH_MIN_BYTES are there or FETCH_WAIT_MS passed: the sink's
+#: batches last SINK_BATCH_SECONDS anyway, and at 1k/s a fetch as soon as anything arrived
+#: meant hundreds of tiny fetches a second, CPU for the sink and the broker.
 FETCH_MAX = 5_000
 FETCH_SECONDS = 0.005
+FETCH_WAIT_MS = 200
+FETCH_MIN_BYTES = 256 * 1024
+read_directly(sink_app, enriched_raw.get_topic_name(), FETCH_WAIT_MS, FETCH_MIN_BYTES)
 
 
 class Exclusive:

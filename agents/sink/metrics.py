@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,7 +27,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.sink.mongo import InsertResult
 
-__all__ = ["DEAD_LETTER_KINDS", "LIVE_SECONDS", "REGISTRY", "batch_written", "beat",
+__all__ = ["DEAD_LETTER_KINDS", "EVENT_LAG_WINDOW", "LIVE_SECONDS", "REGISTRY", "batch_written",
+           "beat", "event_lag",
            "health", "ready", "rollup_written", "serve", "set_lag"]
 
 log = logging.getLogger("app.sink")
@@ -59,6 +61,26 @@ ROLLUP_SECONDS = Histogram("sink_rollup_write_seconds", "Duration of a rollup wr
                            registry=REGISTRY)
 LAG = Gauge("sink_consumer_lag", "Messages of the assigned partitions not yet committed by the "
             "sink's consumer group, per topic.", ["topic"], registry=REGISTRY)
+
+#: The window of ``sink_event_lag_seconds``: longer than a scrape interval, so a scraper every
+#: few seconds sees every batch's lag.
+EVENT_LAG_WINDOW = 15.0
+EVENT_LAG = Gauge("sink_event_lag_seconds", "Worst lag, from the oldest event of a batch to "
+                  "its durable write, of the batches written in the last "
+                  f"{EVENT_LAG_WINDOW:g} s, per collection (0: none).", ["collection"],
+                  registry=REGISTRY)
+_event_lags: dict[str, deque[tuple[float, float]]] = {}
+_event_lags_lock = threading.Lock()  # written by the event loop, read by /metrics' thread
+
+
+def _worst_lag(collection: str) -> float:
+    with _event_lags_lock:
+        recent = _event_lags.get(collection, deque())
+        now = time.monotonic()
+        while recent and recent[0][0] < now - EVENT_LAG_WINDOW:
+            recent.popleft()
+        return max((lag for _, lag in recent), default=0.0)
+
 
 for _kind in DEAD_LETTER_KINDS:
     DEAD_LETTERS.labels(_kind)  # every kind is exported, 0 until it happens
@@ -93,6 +115,15 @@ def batch_written(collection: str, result: InsertResult, seconds: float) -> None
         DEAD_LETTERS.labels(kind).inc(n)
     BATCHES.labels(collection).inc()
     BATCH_SECONDS.labels(collection).observe(seconds)
+
+
+def event_lag(collection: str, seconds: float) -> None:
+    """A batch of ``collection`` was written ``seconds`` after its oldest event."""
+    with _event_lags_lock:
+        if collection not in _event_lags:
+            _event_lags[collection] = deque()
+            EVENT_LAG.labels(collection).set_function(lambda: _worst_lag(collection))
+        _event_lags[collection].append((time.monotonic(), seconds))
 
 
 def rollup_written(rows: Mapping[str, int], seconds: float) -> None:

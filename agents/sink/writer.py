@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agents.sink import metrics
@@ -113,5 +113,9 @@ class MongoSink:
             self.batch.written(len(entries), started)
             seconds = time.monotonic() - started
             metrics.batch_written(self.collection, result, seconds)
-            await self.store.record_batch(self.collection, result, seconds, _oldest(entries))
+            oldest = _oldest(entries)
+            if oldest is not None:
+                metrics.event_lag(self.collection,
+                                  (datetime.now(UTC) - oldest).total_seconds())
+            await self.store.record_batch(self.collection, result, seconds, oldest)
             await self.after_write(entries, result, Acks(self.ack, events))

@@ -28,8 +28,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import Message, TopicT
 
-__all__ = ["DIRECT", "FETCH_MAX_WAIT_MS", "BatchConsumer", "BatchConsumerThread", "BatchTransport",
-           "direct_batches", "fetched_batches", "in_flight", "read_directly"]
+__all__ = ["DIRECT", "FETCH", "FETCH_MAX_WAIT_MS", "BatchConsumer", "BatchConsumerThread",
+           "BatchTransport", "direct_batches", "fetched_batches", "in_flight", "read_directly"]
 
 #: Topic name -> the queue that receives its messages, one list per fetch.
 DIRECT: dict[str, asyncio.Queue[list[Message]]] = {}
@@ -45,12 +45,20 @@ YIELD_EVERY = 1_000
 FETCH_MAX_WAIT_MS = 20
 
 
+#: App id -> (fetch wait in ms, fetch minimum in bytes) of its consumer, when not
+#: (:data:`FETCH_MAX_WAIT_MS`, 1): set by :func:`read_directly`.
+FETCH: dict[str, tuple[int, int]] = {}
+
+
 class BatchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
-    """Faust's consumer thread, with a shorter fetch wait (:data:`FETCH_MAX_WAIT_MS`)."""
+    """Faust's consumer thread, with a shorter fetch wait (:data:`FETCH_MAX_WAIT_MS`, or the
+    app's :data:`FETCH`)."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        wait_ms, min_bytes = FETCH.get(transport.app.conf.id, (FETCH_MAX_WAIT_MS, 1))
+        consumer._fetch_max_wait_ms = wait_ms  # read when the consumer starts
+        consumer._fetch_min_bytes = min_bytes
         return consumer
 
 
@@ -184,9 +192,13 @@ def direct_batches(stream: Any, max_size: int, wait_seconds: float
     return fetched_batches(DIRECT[channel.get_topic_name()], faust_app, max_size, wait_seconds)
 
 
-def read_directly(faust_app: Any, topic: str) -> None:
+def read_directly(faust_app: Any, topic: str, fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+                  fetch_min_bytes: int = 1) -> None:
     """Have ``faust_app``'s consumer hand ``topic`` over a fetch at a time (a bounded queue:
-    back-pressure on the consumer)."""
+    back-pressure on the consumer). The broker answers a fetch of the app's consumer once it
+    has ``fetch_min_bytes`` for it or after ``fetch_max_wait_ms``."""
     DIRECT[topic] = asyncio.Queue(maxsize=4)
+    if (fetch_max_wait_ms, fetch_min_bytes) != (FETCH_MAX_WAIT_MS, 1):
+        FETCH[faust_app.conf.id] = (fetch_max_wait_ms, fetch_min_bytes)
     if not isinstance(faust_app._transport, BatchTransport):  # keep a subclass already set
         faust_app.transport = BatchTransport(faust_app.conf.broker_consumer, faust_app)

@@ -86,3 +86,23 @@ def test_the_server_answers_metrics_health_and_ready(server: str,
     # the event loop stopped running (no beat): not alive, not ready
     monkeypatch.setattr(metrics._State, "beat", metrics._State.beat - metrics.LIVE_SECONDS - 1)
     assert get(f"{server}/health")[0] == 503 and get(f"{server}/ready")[0] == 503
+
+
+def test_event_lag_is_the_worst_batch_of_the_window(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``sink_event_lag_seconds``: the worst lag of the last EVENT_LAG_WINDOW seconds, so a
+    scrape every few seconds sees every batch's; 0 once they are all older."""
+    now = [1000.0]
+    monkeypatch.setattr(metrics.time, "monotonic", lambda: now[0])
+    key = ("sink_event_lag_seconds", (("collection", "lagtest"),))
+    metrics.event_lag("lagtest", 0.8)
+    now[0] += 1
+    metrics.event_lag("lagtest", 3.5)
+    now[0] += 1
+    metrics.event_lag("lagtest", 1.2)
+    assert samples()[key] == 3.5
+    now[0] += metrics.EVENT_LAG_WINDOW - 1.5  # the 3.5 s batch is 14.5 s old: still in
+    assert samples()[key] == 3.5
+    now[0] += 1
+    assert samples()[key] == 1.2
+    now[0] += metrics.EVENT_LAG_WINDOW
+    assert samples()[key] == 0.0
