@@ -8,7 +8,7 @@ import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,7 +22,9 @@ from views.api_cache import ResultCache
 from views.api_errors import describe, log
 from views.settled import SettledDocs
 
-__all__ = ["QUERY_TIMEOUT_MS", "SUMMARY_KEY", "WORKER_TIMEOUT", "Api", "merchants_key"]
+__all__ = ["DLQ_COUNT_EVERY", "DLQ_KEY", "QUERY_TIMEOUT_MS", "SUMMARY_KEY", "TRENDS_EMPTY_SECONDS",
+           "TRENDS_KEEP_DAYS", "WORKER_CHECK_SECONDS", "WORKER_KEY", "WORKER_TIMEOUT", "Api",
+           "merchants_key"]
 
 #: Longest wait for one MongoDB answer (pymongo's socketTimeoutMS): past it, a 503.
 QUERY_TIMEOUT_MS = 60_000
@@ -33,6 +35,19 @@ WORKER_TIMEOUT = 1.0
 _WORKER_CALLS = ThreadPoolExecutor(4, thread_name_prefix="worker-calls")
 #: The cache key of ``/summary``'s answer.
 SUMMARY_KEY = ("summary",)
+#: The cache key of the dead letters' count in ``/summary``: counting costs FerretDB time per
+#: stored dead letter, so it is refreshed in the background DLQ_COUNT_EVERY times less often
+#: than the other kept answers (every 60 s with the default 2 s freshness).
+DLQ_KEY = ("dlq_count",)
+DLQ_COUNT_EVERY = 30
+#: The cache key of the worker's state in ``/health``: checked in the background every
+#: WORKER_CHECK_SECONDS, so that a probe's answer never waits for a busy worker.
+WORKER_KEY = ("worker",)
+WORKER_CHECK_SECONDS = 1.0
+#: Documents of ended days that trends keeps (views/settled.py): enough for the default 30
+#: days; an older day is read at every request. An empty day is read again after a minute.
+TRENDS_KEEP_DAYS = 31
+TRENDS_EMPTY_SECONDS = 60.0
 
 
 class Api:
@@ -45,12 +60,18 @@ class Api:
         # Merchant documents of ended hours and days, re-read now and then (views/settled.py);
         # none when the cache is off, so that every call reads everything.
         self.settled: SettledDocs[Any] | None = SettledDocs() if cache_seconds > 0 else None
+        # users_by_day documents of ended days, shared by every user of their group.
+        self.settled_days: SettledDocs[Any] | None = SettledDocs(
+            forget_after=timedelta(days=TRENDS_KEEP_DAYS),
+            empty_seconds=TRENDS_EMPTY_SECONDS) if cache_seconds > 0 else None
         # The expensive answers everybody asks for: refreshed in the background (start()),
         # never computed by a request once warm. /merchants/top ranks one window's totals per
         # request (cheap), so every `by` and `limit` share its key.
         self.cache.keep(SUMMARY_KEY, self.summary)
         for window in queries.WINDOWS:
             self.cache.keep(merchants_key(window), functools.partial(self.merchant_totals, window))
+        self.cache.keep(WORKER_KEY, self._ping_worker, every=WORKER_CHECK_SECONDS)
+        self.cache.keep(DLQ_KEY, self.dlq_count, every=DLQ_COUNT_EVERY * cache_seconds)
         self._lock = threading.Lock()
         self._client: pymongo.MongoClient[dict[str, Any]] | None = None
         self._worker: httpx.Client | None = None
@@ -133,9 +154,10 @@ class Api:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """(200 or 503, the state of each dependency): 200 when MongoDB answers a ping (the
-        worker is reported, not required). Statuses and latencies only: which host failed, and
-        why, goes to the log."""
-        worker_ping = _WORKER_CALLS.submit(self._ping_worker)
+        worker is reported, not required: its state is the last background check's, at most
+        a few seconds old). Statuses and latencies only: which host failed, and why, goes to
+        the log."""
+        worker_ping = _WORKER_CALLS.submit(self.cache.get, WORKER_KEY, self._ping_worker)
         mongo = self._ping_mongo()
         worker = worker_ping.result()
         up = mongo["status"] == "ok"
@@ -165,14 +187,19 @@ class Api:
 
     def trends(self, user_id: str, days: int) -> dict[str, Any]:
         asked = _WORKER_CALLS.submit(self.live_stats, user_id)
-        rows = queries.trends(self.db, user_id, days, datetime.now(UTC), self.currency)
+        rows = queries.trends(self.db, user_id, days, datetime.now(UTC), self.currency,
+                              self.settled_days)
         live, live_error = asked.result()
         return {"user_id": user_id, "currency": self.currency, "days": rows, "live": live,
                 "live_error": live_error}
 
     def summary(self) -> dict[str, Any]:
         """``/summary``'s answer now (its ``as_of`` is when it was computed)."""
-        return queries.summary(self.db, datetime.now(UTC), self.currency)
+        return queries.summary(self.db, datetime.now(UTC), self.currency,
+                               lambda: self.cache.get(DLQ_KEY, self.dlq_count))
+
+    def dlq_count(self) -> int:
+        return queries.dlq_count(self.db)
 
     def merchant_totals(self, window: str) -> tuple[str, tuple[str, list[dict[str, Any]]]]:
         """(as_of, (since, every merchant's totals)) of ``window`` now."""

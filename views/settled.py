@@ -18,13 +18,15 @@ from collections.abc import Callable, Hashable
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
-__all__ = ["OPEN_GRACE", "SettledDocs"]
+__all__ = ["OPEN_GRACE", "SWEEP_SECONDS", "SettledDocs"]
 
 T = TypeVar("T")
 
 #: A period counts as open this long after its end: the sink writes its aggregates a few
 #: seconds after the transactions (docs/sink.md), so the last ones of an hour land after it.
 OPEN_GRACE = timedelta(minutes=2)
+#: Forgotten periods are dropped at most this often (a sweep looks at every kept value).
+SWEEP_SECONDS = 60.0
 
 
 class SettledDocs(Generic[T]):
@@ -34,34 +36,40 @@ class SettledDocs(Generic[T]):
 
     def __init__(self, settled_seconds: float = 600.0,
                  forget_after: timedelta = timedelta(days=9),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 empty_seconds: float = 0.0) -> None:
         self.settled_seconds = settled_seconds
         self.forget_after = forget_after
+        self.empty_seconds = empty_seconds
         self.clock = clock
         # key -> (value, clock() when read, the period's end, ``now`` when read)
         self._values: dict[Hashable, tuple[T, float, datetime, datetime]] = {}
         self._lock = threading.Lock()
+        self._swept = -SWEEP_SECONDS  # clock() of the last sweep of forgotten periods
 
     def get(self, key: Hashable, ends: datetime, now: datetime, read: Callable[[], T]) -> T:
         """The value of ``key``, whose period ends at ``ends``: ``read()`` now, or the value
         read less than ``settled_seconds`` ago if the period was already over then (a value
-        read while it was open may miss its last transactions, and an empty one may be a
-        document not written yet, so neither is kept)."""
+        read while it was open may miss its last transactions, so it is not kept). An empty
+        value may be a document not written yet (a backlog being stored): it is kept only
+        ``empty_seconds``."""
         with self._lock:
             kept = self._values.get(key)
-        if kept is not None and kept[3] >= ends + OPEN_GRACE \
-                and self.clock() - kept[1] < self.settled_seconds:
+        if kept is not None and kept[3] >= ends + OPEN_GRACE and self.clock() - kept[1] < (
+                self.settled_seconds if kept[0] else self.empty_seconds):
             return kept[0]
         started = self.clock()
         value = read()
         with self._lock:
-            if not value:  # no document yet (e.g. a backlog being stored): read it next time
+            if not value and not self.empty_seconds:
                 self._values.pop(key, None)
                 return value
             self._values[key] = (value, started, ends, now)
-            for old in [k for k, (_, _, end, _) in self._values.items()
-                        if end < now - self.forget_after]:
-                del self._values[old]
+            if started - self._swept >= SWEEP_SECONDS:
+                self._swept = started
+                for old in [k for k, (_, _, end, _) in self._values.items()
+                            if end < now - self.forget_after]:
+                    del self._values[old]
         return value
 
     def __len__(self) -> int:

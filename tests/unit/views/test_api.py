@@ -252,7 +252,7 @@ def test_summary_and_merchants_top_answer_from_the_background_refresh(monkeypatc
         time.sleep(0.2)
         return answer
 
-    monkeypatch.setattr(queries, "summary", lambda db, now, currency: slow(
+    monkeypatch.setattr(queries, "summary", lambda db, now, currency, dead_letters: slow(
         {"count_1h": 1, "as_of": queries.iso(now)}))
     monkeypatch.setattr(queries, "merchant_totals", lambda db, window, now, currency, settled: slow(
         [{"merchant_id": "m1", "merchant_category": "travel", "revenue": 2.5, "count": 3,

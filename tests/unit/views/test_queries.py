@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import bson
 import pytest
@@ -13,6 +14,7 @@ from agents.sink import aggregates as agg
 from app.contract import minute_of
 from tests.unit.views.cursor_strategies import b64, cursors
 from views import queries
+from views.settled import SettledDocs
 
 
 @given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 1, 1),
@@ -150,6 +152,10 @@ class _Stored:
         def estimated_document_count(self) -> int:
             return 0
 
+    def command(self, name: str, collection: str) -> dict:
+        assert name == "collStats"
+        return {"count": len(self.docs.get(collection, {}))}
+
 
 def _item(user: str, minute: datetime, cents: int, offset: int, anomaly: int = 0,
           partition: int = 0, reporting: str = "USD", merchant: str = "m1",
@@ -232,3 +238,23 @@ def test_the_aggregate_readers_sum_the_partitions_and_ignore_garbage() -> None:
     stale = _Stored({agg.VOLUME_HOURS: [dict(d, reporting_currency="EUR")
                                         for d in docs[agg.VOLUME_HOURS]]})
     assert sum(r["count"] for r in queries.volume(stale, 60, NOW)) == 0  # type: ignore[arg-type]
+
+
+def test_trends_take_ended_days_from_the_settled_documents() -> None:
+    """With ``settled``: the first request reads every day; the next one, for another user of
+    the same group, reads only today's document (the open day), and still gets its own
+    numbers from the kept documents of the ended days."""
+    user = "alice"
+    neighbour = _same_group(user)
+    yesterday = NOW - timedelta(days=1)
+    docs = agg.build([_item(user, yesterday, 1050, 0), _item(neighbour, yesterday, 700, 1),
+                      _item(neighbour, NOW, 300, 2)])
+    db = _Stored({"users_by_day": docs["users_by_day"]})
+    settled: SettledDocs[Any] = SettledDocs(empty_seconds=60)
+    first = queries.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
+    assert len(db.lookups) == 7 and first[-2]["spend"] == 10.5
+    db.lookups.clear()
+    second = queries.trends(db, neighbour, 7, NOW, settled=settled)  # type: ignore[arg-type]
+    today_id = agg.users_by_day_id(NOW.date().isoformat(), agg.user_group(user))
+    assert db.lookups == [("users_by_day", today_id)]
+    assert [d["spend"] for d in second[-2:]] == [7.0, 3.0]

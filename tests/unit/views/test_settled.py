@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from views.settled import OPEN_GRACE, SettledDocs
+from views.settled import OPEN_GRACE, SWEEP_SECONDS, SettledDocs
 
 NOW = datetime(2026, 11, 30, 15, 30, tzinfo=UTC)
 
@@ -63,11 +63,35 @@ def test_a_value_read_while_open_is_read_again_once_ended() -> None:
     assert reads == ["partial", "final"]
 
 
-def test_old_periods_are_forgotten() -> None:
-    docs: SettledDocs[str] = SettledDocs(600, forget_after=timedelta(days=9), clock=Clock())
+def test_old_periods_are_forgotten_at_the_next_sweep() -> None:
+    clock = Clock()
+    docs: SettledDocs[str] = SettledDocs(600, forget_after=timedelta(days=9), clock=clock)
     docs.get("old", NOW - timedelta(days=10), NOW - timedelta(days=1), lambda: "x")
     docs.get("new", NOW - timedelta(hours=1), NOW, lambda: "y")
-    assert len(docs) == 1
+    assert len(docs) == 2  # swept at most every SWEEP_SECONDS
+    clock.t += SWEEP_SECONDS
+    docs.get("newer", NOW - timedelta(minutes=1), NOW, lambda: "z")
+    assert len(docs) == 2
+
+
+def test_an_empty_value_is_kept_empty_seconds_when_asked() -> None:
+    """A day without a document for a group (before the history, or no user of the group that
+    day) is read again only after ``empty_seconds``."""
+    clock = Clock()
+    docs: SettledDocs[dict[str, int]] = SettledDocs(600, clock=clock, empty_seconds=60)
+    ends = NOW - timedelta(days=3)
+    reads: list[int] = []
+
+    def read(value: dict[str, int]):  # type: ignore[no-untyped-def]
+        return lambda: reads.append(1) or value
+
+    assert docs.get("d", ends, NOW, read({})) == {}
+    assert docs.get("d", ends, NOW, read({"u": 1})) == {}
+    clock.t += 60
+    assert docs.get("d", ends, NOW, read({"u": 1})) == {"u": 1}
+    clock.t += 300
+    assert docs.get("d", ends, NOW, read({"u": 2})) == {"u": 1}
+    assert len(reads) == 2
 
 
 def test_an_empty_value_is_never_kept() -> None:
