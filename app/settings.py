@@ -80,7 +80,7 @@ class Settings:
     # Requests per second the API serves one client (IP address); more get 429. 0: no limit.
     api_rate_limit: float = 50.0
     worker_url: str = "http://localhost:6066"
-    dbt_interval_seconds: int = 60
+    dbt_interval_seconds: int = 300
 
     @property
     def app_id(self) -> str:

@@ -3,7 +3,7 @@
 Each run is a fresh `dbt build` process in dbt/ (so it reads MONGO_URL and MONGO_DB from the
 environment like `make dbt`); a failed run is reported and the loop goes on.
 
-    .venv/bin/python scripts/dbt_loop.py            # every DBT_INTERVAL_SECONDS (default 60)
+    .venv/bin/python scripts/dbt_loop.py            # every DBT_INTERVAL_SECONDS (default 300)
     .venv/bin/python scripts/dbt_loop.py --once     # one run; exit code = dbt's
 """
 

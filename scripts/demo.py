@@ -57,7 +57,7 @@ def parts() -> list[Part]:
                            "--allow-websocket-origin", f"localhost:{dash_port}"],
              f"http://localhost:{dash_port}/live"),
         Part("dbt", [py, "scripts/dbt_loop.py"],
-             f"dbt build every {os.environ.get('DBT_INTERVAL_SECONDS', '60')} s"),
+             f"dbt build every {os.environ.get('DBT_INTERVAL_SECONDS', '300')} s"),
         Part("prune", ["bash", "-c", "trap 'kill $! 2>/dev/null; exit 0' TERM; "
                        f"while true; do '{txn}' prune; sleep {prune_every} & wait $!; done"],
              f"txn prune every {prune_every} s (retention: RETENTION_DAYS...)"),
