@@ -160,7 +160,6 @@ def wait_api(url: str, seconds: float) -> bool:
 def run(args: argparse.Namespace, env: dict[str, str], seed: dict[str, Any]) -> int:
     import longrun_probe as probe
     import longrun_report as rep
-    from pymongo import MongoClient
 
     var = Path(env["TXN_VAR_DIR"])
     if services(env, "start"):
@@ -170,7 +169,6 @@ def run(args: argparse.Namespace, env: dict[str, str], seed: dict[str, Any]) -> 
     demo = subprocess.Popen([sys.executable, "scripts/demo.py"], cwd=ROOT, env=env,
                             stdout=demo_log, stderr=subprocess.STDOUT, start_new_session=True)
     api = f"http://127.0.0.1:{env['API_PORT']}"
-    client = MongoClient(env["MONGO_URL"], tz_aware=True)
     try:
         if not wait_api(api, 120):
             raise SystemExit(f"the API did not answer; see {var / 'log'}")
@@ -185,7 +183,7 @@ def run(args: argparse.Namespace, env: dict[str, str], seed: dict[str, Any]) -> 
                     pids.append(int(pid_file.read_text().strip()))
             return pids
 
-        ctx = {"api": api, "db": client[DB], "dbt_log": var / "log" / "dbt.log",
+        ctx = {"api": api, "dbt_log": var / "log" / "dbt.log",
                "roots": roots, "sink_metrics": f"http://127.0.0.1:{env['SINK_METRICS_PORT']}"}
         samples = probe.Samples()
         say(f"measuring {args.minutes} minutes: {args.rps:g} requests/s")
@@ -195,7 +193,6 @@ def run(args: argparse.Namespace, env: dict[str, str], seed: dict[str, Any]) -> 
             say(f"the pipeline stopped early (exit {demo.returncode}); see {var / 'log'}")
     finally:
         stop_demo(demo)
-        client.close()
     minutes = max(1, args.minutes)
     report = rep.build_report(samples, minutes)
     config = {"seed": seed["transactions"], "days": seed["days"],
