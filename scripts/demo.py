@@ -58,8 +58,10 @@ def parts() -> list[Part]:
              f"http://localhost:{dash_port}/live"),
         Part("dbt", [py, "scripts/dbt_loop.py"],
              f"dbt build every {os.environ.get('DBT_INTERVAL_SECONDS', '300')} s"),
+        # Batch work at a lower CPU priority than the live path (dbt_loop.py does the same).
         Part("prune", ["bash", "-c", "trap 'kill $! 2>/dev/null; exit 0' TERM; "
-                       f"while true; do '{txn}' prune; sleep {prune_every} & wait $!; done"],
+                       f"while true; do nice -n 10 '{txn}' prune; "
+                       f"sleep {prune_every} & wait $!; done"],
              f"txn prune every {prune_every} s (retention: RETENTION_DAYS...)"),
     ]
 
