@@ -57,7 +57,8 @@ def _timed(query: Callable[[datetime], Any]) -> tuple[str, Any]:
 
 
 async def health(request: Request) -> Response:
-    status, body = await run_in_threadpool(_api(request).health)
+    api = _api(request)
+    status, body = api.health_now() or await run_in_threadpool(api.health)
     return JSON(body, status_code=status)
 
 

@@ -22,9 +22,9 @@ from views.api_cache import ResultCache
 from views.api_errors import describe, log
 from views.settled import SettledDocs
 
-__all__ = ["DLQ_COUNT_EVERY", "DLQ_KEY", "QUERY_TIMEOUT_MS", "SUMMARY_KEY", "TRENDS_EMPTY_SECONDS",
-           "TRENDS_KEEP_DAYS", "WORKER_CHECK_SECONDS", "WORKER_KEY", "WORKER_TIMEOUT", "Api",
-           "merchants_key"]
+__all__ = ["DLQ_COUNT_EVERY", "DLQ_KEY", "HEALTH_CHECK_SECONDS", "MONGO_KEY", "QUERY_TIMEOUT_MS",
+           "SUMMARY_KEY", "TRENDS_EMPTY_SECONDS", "TRENDS_KEEP_DAYS", "WORKER_KEY",
+           "WORKER_TIMEOUT", "Api", "merchants_key"]
 
 #: Longest wait for one MongoDB answer (pymongo's socketTimeoutMS): past it, a 503.
 QUERY_TIMEOUT_MS = 60_000
@@ -40,10 +40,12 @@ SUMMARY_KEY = ("summary",)
 #: than the other kept answers (every 60 s with the default 2 s freshness).
 DLQ_KEY = ("dlq_count",)
 DLQ_COUNT_EVERY = 30
-#: The cache key of the worker's state in ``/health``: checked in the background every
-#: WORKER_CHECK_SECONDS, so that a probe's answer never waits for a busy worker.
+#: The cache keys of the dependencies' states in ``/health``: checked in the background every
+#: HEALTH_CHECK_SECONDS, so that a probe's answer waits neither for a busy worker nor for the
+#: database's turn on a busy machine.
 WORKER_KEY = ("worker",)
-WORKER_CHECK_SECONDS = 1.0
+MONGO_KEY = ("mongo",)
+HEALTH_CHECK_SECONDS = 1.0
 #: Documents of ended days that trends keeps (views/settled.py): enough for the default 30
 #: days; an older day is read at every request. An empty day is read again after a minute.
 TRENDS_KEEP_DAYS = 31
@@ -70,7 +72,8 @@ class Api:
         self.cache.keep(SUMMARY_KEY, self.summary)
         for window in queries.WINDOWS:
             self.cache.keep(merchants_key(window), functools.partial(self.merchant_totals, window))
-        self.cache.keep(WORKER_KEY, self._ping_worker, every=WORKER_CHECK_SECONDS)
+        self.cache.keep(WORKER_KEY, self._ping_worker, every=HEALTH_CHECK_SECONDS)
+        self.cache.keep(MONGO_KEY, self._ping_mongo, every=HEALTH_CHECK_SECONDS)
         self.cache.keep(DLQ_KEY, self.dlq_count, every=DLQ_COUNT_EVERY * cache_seconds)
         self._lock = threading.Lock()
         self._client: pymongo.MongoClient[dict[str, Any]] | None = None
@@ -152,14 +155,27 @@ class Api:
         self._report("worker", True)
         return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
+    def health_now(self) -> tuple[int, dict[str, Any]] | None:
+        """:meth:`health` from the background checks, without waiting (the event loop may call
+        it); None until both have a result (or with the cache off)."""
+        kept_mongo, mongo = self.cache.lookup(MONGO_KEY, self._ping_mongo)
+        kept_worker, worker = self.cache.lookup(WORKER_KEY, self._ping_worker)
+        if not (kept_mongo and kept_worker):
+            return None
+        return self._health(mongo, worker)
+
     def health(self) -> tuple[int, dict[str, Any]]:
         """(200 or 503, the state of each dependency): 200 when MongoDB answers a ping (the
-        worker is reported, not required: its state is the last background check's, at most
-        a few seconds old). Statuses and latencies only: which host failed, and why, goes to
-        the log."""
+        worker is reported, not required). Each state is the last background check's, at most
+        a few seconds old (``ResultCache.max_age``); until there is one, both are checked now,
+        at the same time. Statuses and latencies only: which host failed, and why, goes to the
+        log."""
         worker_ping = _WORKER_CALLS.submit(self.cache.get, WORKER_KEY, self._ping_worker)
-        mongo = self._ping_mongo()
-        worker = worker_ping.result()
+        mongo = self.cache.get(MONGO_KEY, self._ping_mongo)
+        return self._health(mongo, worker_ping.result())
+
+    @staticmethod
+    def _health(mongo: dict[str, Any], worker: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         up = mongo["status"] == "ok"
         return (200 if up else 503), {"status": "ok" if up else "unavailable",
                                       "mongo": mongo, "worker": worker}

@@ -47,6 +47,22 @@ class SettledDocs(Generic[T]):
         self._lock = threading.Lock()
         self._swept = -SWEEP_SECONDS  # clock() of the last sweep of forgotten periods
 
+    def peek(self, key: Hashable) -> tuple[bool, T | None]:
+        """(True, value) when :meth:`get` would answer ``key`` without reading, else
+        (False, None)."""
+        with self._lock:
+            kept = self._values.get(key)
+        if kept is not None and self._usable(kept):
+            return True, kept[0]
+        return False, None
+
+    def _usable(self, kept: tuple[T, float, datetime, datetime]) -> bool:
+        """Whether a kept value was read after its period ended (plus the grace) and recently
+        enough to answer without reading again."""
+        value, read_at, ends, read_now = kept
+        return read_now >= ends + OPEN_GRACE and self.clock() - read_at < (
+            self.settled_seconds if value else self.empty_seconds)
+
     def get(self, key: Hashable, ends: datetime, now: datetime, read: Callable[[], T]) -> T:
         """The value of ``key``, whose period ends at ``ends``: ``read()`` now, or the value
         read less than ``settled_seconds`` ago if the period was already over then (a value
@@ -55,8 +71,7 @@ class SettledDocs(Generic[T]):
         ``empty_seconds``."""
         with self._lock:
             kept = self._values.get(key)
-        if kept is not None and kept[3] >= ends + OPEN_GRACE and self.clock() - kept[1] < (
-                self.settled_seconds if kept[0] else self.empty_seconds):
+        if kept is not None and kept[2] == ends and self._usable(kept):
             return kept[0]
         started = self.clock()
         value = read()

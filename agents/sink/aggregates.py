@@ -54,7 +54,7 @@ __all__ = ["COLLECTIONS", "CURRENCY_DAYS", "CURRENCY_HOURS", "EMPTY_OFFSET",
            "MAX_REPORTING_AMOUNT", "MERCHANT_DAYS", "MERCHANT_HOURS", "USERS_BY_DAY",
            "USER_GROUPS", "VOLUME_HOURS", "Builder", "Countable", "Packed", "Slot", "Total",
            "build", "countable", "day_id", "field_name", "hour_id", "pack", "packed", "slots",
-           "totals", "unfield", "unpack", "user_group", "users_by_day_id"]
+           "total_of", "totals", "unfield", "unpack", "user_group", "users_by_day_id"]
 
 MERCHANT_DAYS = "merchant_days"
 MERCHANT_HOURS = "merchant_hours"
@@ -253,9 +253,9 @@ def _number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def unpack(raw: Any) -> Packed:
-    """A stored partition's numbers (empty when ``raw`` is not one: nothing is counted from a
-    value this code did not write)."""
+def _loads(raw: Any) -> tuple[int, dict[str, Any]] | None:
+    """(offset, entries) of a stored partition's text, not yet checked entry by entry; None
+    when ``raw`` is not such a text."""
     value: Any = None
     if isinstance(raw, str | bytes):
         try:
@@ -267,12 +267,28 @@ def unpack(raw: Any) -> Packed:
                 value = None
     if not (isinstance(value, list) and len(value) == 2 and _number(value[0])
             and isinstance(value[1], dict)):
+        return None
+    return int(value[0]), value[1]
+
+
+def _entry(entry: Any) -> list[Any] | None:
+    """A key's numbers as stored, checked (None: not numbers this code wrote)."""
+    if isinstance(entry, list) and len(entry) in (3, 4) and all(map(_number, entry[:3])):
+        return [int(entry[0]), int(entry[1]), int(entry[2]), *entry[3:]]
+    return None
+
+
+def unpack(raw: Any) -> Packed:
+    """A stored partition's numbers (empty when ``raw`` is not one: nothing is counted from a
+    value this code did not write)."""
+    loaded = _loads(raw)
+    if loaded is None:
         return Packed()
     places: dict[str, list[Any]] = {}
-    for key, entry in value[1].items():
-        if isinstance(entry, list) and len(entry) in (3, 4) and all(map(_number, entry[:3])):
-            places[key] = [int(entry[0]), int(entry[1]), int(entry[2]), *entry[3:]]
-    return Packed(int(value[0]), places)
+    for key, entry in loaded[1].items():
+        if (checked := _entry(entry)) is not None:
+            places[key] = checked
+    return Packed(loaded[0], places)
 
 
 def packed(doc: Mapping[str, Any] | None) -> dict[int, Packed]:
@@ -291,6 +307,24 @@ class Total:
     b: int = 0
     c: int = 0
     label: Any = None
+
+
+def total_of(doc: Mapping[str, Any] | None, key: str) -> Total:
+    """``totals(doc).get(key, Total())``, checking only ``key``'s entries: a reader that
+    wants one key of a document (a user's day in ``users_by_day``) skips the others."""
+    out = Total()
+    for name, raw in (doc or {}).items():
+        if not (isinstance(name, str) and name[:1] == "p" and name[1:].isdigit()):
+            continue
+        loaded = _loads(raw)
+        entry = None if loaded is None else _entry(loaded[1].get(key))
+        if entry is not None:
+            out.a += entry[0]
+            out.b += entry[1]
+            out.c += entry[2]
+            if out.label is None and len(entry) > 3:
+                out.label = entry[3]
+    return out
 
 
 def totals(doc: Mapping[str, Any] | None) -> dict[str, Total]:

@@ -466,3 +466,22 @@ async def test_a_rebalance_forgets_the_cached_documents_and_the_revoked_items() 
     await rollups.write([item("m", MINUTES[0], 100, 0, 1, 7)])
     day = agg.packed(store.docs[agg.MERCHANT_DAYS, "2026-11-25"])
     assert day[1].offset == 7 and day[1].places["m"][0] == 3
+
+
+_values = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=True), st.booleans(),
+                    st.text(max_size=3), st.none())
+_entries = st.one_of(st.lists(_values, min_size=0, max_size=5),
+                     st.tuples(st.integers(0, 9), st.integers(0, 10**6), st.integers(0, 3),
+                               st.sampled_from(["food", "travel"])).map(list), _values)
+_parts = st.one_of(
+    st.builds(lambda off, places: orjson.dumps([off, places]).decode(), st.integers(-1, 99),
+              st.dictionaries(st.sampled_from(["u1", "u2", "u3"]), _entries, max_size=3)),
+    st.text(max_size=8), st.integers())
+
+
+@given(st.dictionaries(st.sampled_from(["p0", "p1", "p7", "px", "day", "_id"]), _parts),
+       st.sampled_from(["u1", "u2", "u3", "nobody"]))
+def test_total_of_one_key_is_its_total(doc: dict[str, Any], key: str) -> None:
+    """What trends reads for one user is that user's entry of :func:`totals`, whatever the
+    document holds (entries of the wrong shape, texts that are not JSON, other fields)."""
+    assert agg.total_of(doc, key) == agg.totals(doc).get(key, agg.Total())

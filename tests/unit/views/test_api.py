@@ -286,3 +286,36 @@ def test_summary_and_merchants_top_answer_from_the_background_refresh(monkeypatc
     count = len(ran)
     time.sleep(0.6)
     assert len(ran) <= count + 4  # stopped with the app (a computation may have been running)
+
+
+def test_health_answers_from_the_background_checks_once_warm(monkeypatch) -> None:
+    """/health pings neither MongoDB nor the worker per request once the background checks
+    have a result: a probe's answer never waits for them (here each check takes 0.2 s)."""
+    import threading
+    import time
+
+    from views.api_service import MONGO_KEY, WORKER_KEY, Api
+
+    pings: list[str] = []
+
+    def slow_ping(self: Api) -> dict[str, Any]:
+        pings.append(threading.current_thread().name)
+        time.sleep(0.2)
+        return {"status": "ok", "latency_ms": 200.0}
+
+    monkeypatch.setattr(Api, "_ping_mongo", slow_ping)
+    monkeypatch.setattr(Api, "_ping_worker", slow_ping)
+    app = create_app(load({**NOWHERE, "API_RATE_LIMIT": "0"}), cache_seconds=0.2)
+    cache = app.state.api.cache
+    with TestClient(app) as c:
+        deadline = time.monotonic() + 10
+        while not all(cache.lookup(k, lambda: None)[0] for k in (MONGO_KEY, WORKER_KEY)):
+            assert time.monotonic() < deadline, "never warm"
+            time.sleep(0.02)
+        by_request = len([t for t in pings if not t.startswith("api-refresh-")])
+        for _ in range(20):
+            asked = time.monotonic()
+            resp = c.get("/health")
+            assert time.monotonic() - asked < 0.15
+            assert resp.status_code == 200 and resp.json()["mongo"]["status"] == "ok"
+        assert len([t for t in pings if not t.startswith("api-refresh-")]) == by_request
