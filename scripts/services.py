@@ -178,9 +178,13 @@ def kafka_config() -> Path:
     return config
 
 
-def java(jars: Path, main: str, *args: str, heap: str = "256m") -> list[str]:
+def java(jars: Path, main: str, *args: str, heap: str = "256m", fixed: bool = False
+         ) -> list[str]:
+    """``fixed``: the whole heap committed and touched at start, so the process's memory is
+    flat from then on instead of growing toward ``heap`` over the first hour (the broker)."""
+    start = [f"-Xms{heap}", "-XX:+AlwaysPreTouch"] if fixed else ["-Xms64m"]
     return [
-        "java", f"-Xmx{heap}", "-Xms64m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        "java", f"-Xmx{heap}", *start, "-XX:+UseG1GC", "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
         "-cp", f"{jars}/*", main, *args,
     ]
@@ -224,7 +228,7 @@ def start_kafka() -> None:
                  "--ignore-formatted"),
             check=True, capture_output=True, text=True,
         )
-    pid = spawn("kafka", java(jars, "kafka.Kafka", str(config), heap="1g"))
+    pid = spawn("kafka", java(jars, "kafka.Kafka", str(config), heap="1g", fixed=True))
     say(f"kafka: starting (pid {pid}), log in {LOGS / 'kafka.log'}")
     wait_until("kafka", kafka_ready)
     say(f"kafka: ready on 127.0.0.1:{KAFKA_PORT}")
