@@ -141,8 +141,9 @@ def result_markdown(config: dict[str, Any], report: dict[str, Any]) -> str:
 
 
 def write_markdown(path: Path, config: dict[str, Any], report: dict[str, Any]) -> None:
-    """Replace the text between the markers of ``path`` with the result."""
-    text = path.read_text()
+    """Replace the text between the markers of ``path`` with the result (a file that does
+    not exist yet gets only the result, between the markers)."""
+    text = path.read_text() if path.exists() else ""
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     path.write_text(f"{head}{BEGIN}\n{result_markdown(config, report)}\n{END}{tail}")
