@@ -58,7 +58,10 @@ def _timed(query: Callable[[datetime], Any]) -> tuple[str, Any]:
 
 async def health(request: Request) -> Response:
     api = _api(request)
-    status, body = api.health_now() or await run_in_threadpool(api.health)
+    answer = api.health_now()
+    if answer is None:
+        answer = await run_in_threadpool(api.health)
+    status, body = answer
     return JSON(body, status_code=status)
 
 
