@@ -22,7 +22,7 @@ from views.api_cache import ResultCache
 from views.api_errors import describe, log
 from views.settled import SettledDocs
 
-__all__ = ["DLQ_COUNT_EVERY", "DLQ_KEY", "HEALTH_CHECK_SECONDS", "MONGO_KEY", "QUERY_TIMEOUT_MS",
+__all__ = ["DLQ_KEY", "HEALTH_CHECK_SECONDS", "MONGO_KEY", "QUERY_TIMEOUT_MS",
            "SUMMARY_KEY", "TRENDS_EMPTY_SECONDS", "TRENDS_KEEP_DAYS", "WORKER_KEY",
            "WORKER_TIMEOUT", "Api", "merchants_key"]
 
@@ -36,10 +36,10 @@ _WORKER_CALLS = ThreadPoolExecutor(4, thread_name_prefix="worker-calls")
 #: The cache key of ``/summary``'s answer.
 SUMMARY_KEY = ("summary",)
 #: The cache key of the dead letters' count in ``/summary``: counting costs FerretDB time per
-#: stored dead letter, so it is refreshed in the background DLQ_COUNT_EVERY times less often
-#: than the other kept answers (every 60 s with the default 2 s freshness).
+#: stored dead letter, so it is a plain cached answer, fresh for the cache's ``ttl`` or 20
+#: times as long as it took (``ResultCache.cost_factor``), refreshed in the background: the
+#: database spends at most ~5% of its time on it however large the DLQ.
 DLQ_KEY = ("dlq_count",)
-DLQ_COUNT_EVERY = 30
 #: The cache keys of the dependencies' states in ``/health``: checked in the background every
 #: HEALTH_CHECK_SECONDS, so that a probe's answer waits neither for a busy worker nor for the
 #: database's turn on a busy machine.
@@ -74,7 +74,6 @@ class Api:
             self.cache.keep(merchants_key(window), functools.partial(self.merchant_totals, window))
         self.cache.keep(WORKER_KEY, self._ping_worker, every=HEALTH_CHECK_SECONDS)
         self.cache.keep(MONGO_KEY, self._ping_mongo, every=HEALTH_CHECK_SECONDS)
-        self.cache.keep(DLQ_KEY, self.dlq_count, every=DLQ_COUNT_EVERY * cache_seconds)
         self._lock = threading.Lock()
         self._client: pymongo.MongoClient[dict[str, Any]] | None = None
         self._worker: httpx.Client | None = None
