@@ -56,6 +56,15 @@ class SettledDocs(Generic[T]):
             return True, kept[0]
         return False, None
 
+    def kept(self, key: Hashable) -> tuple[T, bool] | None:
+        """(value, fresh) of ``key`` when a value read after its period ended is kept, fresh
+        or not (:meth:`get` would read a stale one again); None otherwise."""
+        with self._lock:
+            kept = self._values.get(key)
+        if kept is None or kept[3] < kept[2] + OPEN_GRACE:
+            return None
+        return kept[0], self._usable(kept)
+
     def _usable(self, kept: tuple[T, float, datetime, datetime]) -> bool:
         """Whether a kept value was read after its period ended (plus the grace) and recently
         enough to answer without reading again."""

@@ -258,3 +258,26 @@ def test_trends_take_ended_days_from_the_settled_documents() -> None:
     today_id = agg.users_by_day_id(NOW.date().isoformat(), agg.user_group(user))
     assert db.lookups == [("users_by_day", today_id)]
     assert [d["spend"] for d in second[-2:]] == [7.0, 3.0]
+
+
+def test_trends_reread_only_a_few_expired_days_per_request() -> None:
+    """Past ``settled_seconds`` a request reads today and TRENDS_REFRESH expired days again,
+    serving the others as kept; later requests of the group read the rest."""
+    user = "alice"
+    docs = agg.build([_item(user, NOW - timedelta(days=d), 100 * (d + 1), d) for d in range(7)])
+    db = _Stored({"users_by_day": docs["users_by_day"]})
+    clock = [0.0]
+    settled: SettledDocs[Any] = SettledDocs(600, clock=lambda: clock[0], empty_seconds=60)
+    first = queries.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
+    assert len(db.lookups) == 7
+    clock[0] += 601
+    db.lookups.clear()
+    again = queries.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
+    assert again == first
+    assert len(db.lookups) == 1 + queries.TRENDS_REFRESH
+    reads = 1 + queries.TRENDS_REFRESH
+    while len(db.lookups) < 7 + 2 * reads:  # every expired day is read again, a few at a time
+        queries.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
+    db.lookups.clear()
+    queries.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
+    assert len(db.lookups) == 1  # all fresh again: today only
