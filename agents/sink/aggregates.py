@@ -293,9 +293,14 @@ def unpack(raw: Any) -> Packed:
 
 def packed(doc: Mapping[str, Any] | None) -> dict[int, Packed]:
     """partition -> its numbers, of a stored aggregate document (the ``p<n>`` fields)."""
+    return {n: unpack(v) for n, v in _part_texts(doc).items()}
+
+
+def _part_texts(doc: Mapping[str, Any] | None) -> dict[int, Any]:
+    """partition -> the stored value of its ``p<n>`` field."""
     if doc is None:
         return {}
-    return {int(k[1:]): unpack(v) for k, v in doc.items()
+    return {int(k[1:]): v for k, v in doc.items()
             if isinstance(k, str) and k[:1] == "p" and k[1:].isdigit()}
 
 
@@ -308,22 +313,24 @@ class Total:
     c: int = 0
     label: Any = None
 
+    def add(self, entry: list[Any]) -> None:
+        """Add a checked entry's numbers; its label, if this total has none yet."""
+        self.a += entry[0]
+        self.b += entry[1]
+        self.c += entry[2]
+        if self.label is None and len(entry) > 3:
+            self.label = entry[3]
+
 
 def total_of(doc: Mapping[str, Any] | None, key: str) -> Total:
     """``totals(doc).get(key, Total())``, checking only ``key``'s entries: a reader that
     wants one key of a document (a user's day in ``users_by_day``) skips the others."""
     out = Total()
-    for name, raw in (doc or {}).items():
-        if not (isinstance(name, str) and name[:1] == "p" and name[1:].isdigit()):
-            continue
+    for raw in _part_texts(doc).values():
         loaded = _loads(raw)
         entry = None if loaded is None else _entry(loaded[1].get(key))
         if entry is not None:
-            out.a += entry[0]
-            out.b += entry[1]
-            out.c += entry[2]
-            if out.label is None and len(entry) > 3:
-                out.label = entry[3]
+            out.add(entry)
     return out
 
 
@@ -335,11 +342,7 @@ def totals(doc: Mapping[str, Any] | None) -> dict[str, Total]:
             total = out.get(key)
             if total is None:
                 total = out[key] = Total()
-            total.a += entry[0]
-            total.b += entry[1]
-            total.c += entry[2]
-            if total.label is None and len(entry) > 3:
-                total.label = entry[3]
+            total.add(entry)
     return out
 
 
