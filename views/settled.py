@@ -47,15 +47,6 @@ class SettledDocs(Generic[T]):
         self._lock = threading.Lock()
         self._swept = -SWEEP_SECONDS  # clock() of the last sweep of forgotten periods
 
-    def peek(self, key: Hashable) -> tuple[bool, T | None]:
-        """(True, value) when :meth:`get` would answer ``key`` without reading, else
-        (False, None)."""
-        with self._lock:
-            kept = self._values.get(key)
-        if kept is not None and self._usable(kept):
-            return True, kept[0]
-        return False, None
-
     def kept(self, key: Hashable) -> tuple[T, bool] | None:
         """(value, fresh) of ``key`` when a value read after its period ended is kept, fresh
         or not (:meth:`get` would read a stale one again); None otherwise."""
