@@ -139,16 +139,21 @@ def read_topic(topic: str) -> list[Any]:
         consumer.close()
 
 
-def committed_everything(group: str, topic: str) -> bool:
-    """The group's committed offsets reached the end of every partition of ``topic``."""
+def committed_and_end(group: str, topic: str) -> dict[int, tuple[int, int]]:
+    """Partition -> (the group's committed offset, the end offset) of ``topic``."""
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group,
                              enable_auto_commit=False)
     try:
         parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         end = consumer.end_offsets(parts)
-        return all((consumer.committed(tp) or 0) >= end[tp] for tp in parts)
+        return {tp.partition: (consumer.committed(tp) or 0, end[tp]) for tp in parts}
     finally:
         consumer.close()
+
+
+def committed_everything(group: str, topic: str) -> bool:
+    """The group's committed offsets reached the end of every partition of ``topic``."""
+    return all(committed >= end for committed, end in committed_and_end(group, topic).values())
 
 
 class Pipeline:
@@ -187,8 +192,16 @@ class Pipeline:
             return committed_everything(self.group, self.topic)
 
         def log() -> str:
-            last = self.workers[-1][0]
-            return f"the worker to commit every transaction; {last.name}'s log:\n{last.log(120)}"
+            last, port = self.workers[-1]
+            try:  # what the worker took in: did it stall before or after processing?
+                counts = {name: metric(port, name) for name in
+                          ("txn_processed_total", "txn_replayed_total", "txn_duplicates_total",
+                           "txn_batches_total", "txn_consumer_lag_total")}
+            except (OSError, StopIteration) as exc:
+                counts = {"metrics": repr(exc)}
+            return (f"the worker to commit every transaction; partition -> (committed, end): "
+                    f"{committed_and_end(self.group, self.topic)}; {counts}; "
+                    f"{last.name}'s log:\n{last.log(120)}")
 
         wait_for(done, timeout=timeout, interval=2, message=log)
 
