@@ -80,6 +80,9 @@ class Settings:
     # Requests per second the API serves one client (IP address); more get 429. 0: no limit.
     api_rate_limit: float = 50.0
     worker_url: str = "http://localhost:6066"
+    # How long /users/{id}/trends waits for the worker's live statistics, from its start;
+    # past it the answer goes without them (``live_error`` says so).
+    api_live_wait_ms: int = 30
     dbt_interval_seconds: int = 300
 
     @property
@@ -196,6 +199,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                               "a number >= 0 of requests per second (0 = no limit)"),
         worker_url=_parse(env, "WORKER_URL", str, d.worker_url,
                           lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
+        api_live_wait_ms=_parse(env, "API_LIVE_WAIT_MS", int, d.api_live_wait_ms,
+                                lambda v: 1 <= v <= 60_000, "milliseconds, 1 to 60000"),
         dbt_interval_seconds=_parse(env, "DBT_INTERVAL_SECONDS", int, d.dbt_interval_seconds,
                                     positive, "a positive integer"),
     )

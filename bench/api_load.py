@@ -34,7 +34,7 @@ import pymongo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.seed_mongo import seed  # noqa: E402
-from views import queries  # noqa: E402
+from views import queries, user_trends  # noqa: E402
 
 BIN = Path(sys.executable).parent
 DOC = ROOT / "docs" / "api.md"
@@ -100,7 +100,7 @@ def cold_costs(db: Any, trends_samples: int, repeat: int = 1) -> dict[str, Any]:
         timed(f"merchants/top {window}", lambda w=window: queries.merchant_totals(db, w, now))
     for i in range(trends_samples):
         timed(f"trends user_{i * 997} (30 days)",
-              lambda i=i: queries.trends(db, f"user_{i * 997}", 30, now))
+              lambda i=i: user_trends.trends(db, f"user_{i * 997}", 30, now))
     return out
 
 

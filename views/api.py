@@ -21,6 +21,7 @@ those listed below it (tests/unit/views/test_api.py checks that):
                      bodies; the details go to the log)
     api_openapi      the OpenAPI document and the /docs page
     api_cache        the result cache
+    user_trends      the reads of /users/{id}/trends (the kept ended days)
     queries          the MongoDB reads (plain pymongo)
     api_types        the JSON response, the shape of one bad parameter
 
@@ -30,6 +31,7 @@ API_RATE_LIMIT, WORKER_URL).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -44,14 +46,20 @@ from views.api_middleware import Metrics, middleware
 from views.api_openapi import openapi_schema
 from views.api_service import Api
 
-__all__ = ["CACHE_SECONDS", "app", "create_app"]
+__all__ = ["CACHE_SECONDS", "SWITCH_INTERVAL", "app", "create_app"]
 
 #: Seconds a cached answer stays fresh (see views/api_cache.py); 0 disables the cache.
 CACHE_SECONDS = 2.0
+#: The API process's GIL switch interval (Python's default: 5 ms). Its threads mostly wait for
+#: sockets while the background refreshes parse documents; a thread whose answer has arrived
+#: waits up to one interval for the GIL, several times per request.
+SWITCH_INTERVAL = 0.001
 
 
-def create_app(settings: Settings | None = None, cache_seconds: float = CACHE_SECONDS) -> Starlette:
-    """A new application reading ``settings`` (default: the process's settings)."""
+def create_app(settings: Settings | None = None, cache_seconds: float = CACHE_SECONDS,
+               warm: bool = True) -> Starlette:
+    """A new application reading ``settings`` (default: the process's settings); ``warm``:
+    read trends' ended days in the background at startup (views/api_service.py)."""
     settings = settings or default_settings
     routes = [
         Route("/health", h.health),
@@ -65,11 +73,12 @@ def create_app(settings: Settings | None = None, cache_seconds: float = CACHE_SE
         Route("/metrics", h.prometheus),
     ]
     metrics = Metrics()
-    api = Api(settings, cache_seconds)
+    api = Api(settings, cache_seconds, warm)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        api.start()  # the background refresh of /summary and /merchants/top
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        api.start()  # the background refresh of /summary and /merchants/top, the warm-up
         try:
             yield
         finally:

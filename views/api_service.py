@@ -3,12 +3,13 @@ result cache, plus the reads that need more than :mod:`views.queries` (health, l
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ import pymongo
 from pymongo.errors import PyMongoError
 
 from app.settings import Settings
-from views import queries
+from views import queries, user_trends
 from views.api_cache import ResultCache
 from views.api_errors import describe, log
 from views.settled import SettledDocs
@@ -56,8 +57,9 @@ class Api:
     """One per application (``app.state.api``); its reads block, so they run in a worker
     thread."""
 
-    def __init__(self, settings: Settings, cache_seconds: float) -> None:
+    def __init__(self, settings: Settings, cache_seconds: float, warm: bool = True) -> None:
         self.settings = settings
+        self.warm = warm  # at start, keep every group's ended days for trends (background)
         self.cache = ResultCache(ttl=cache_seconds)
         # Merchant documents of ended hours and days, re-read now and then (views/settled.py);
         # none when the cache is off, so that every call reads everything.
@@ -104,8 +106,23 @@ class Api:
             return self._worker
 
     def start(self) -> None:
-        """The app's startup: start the background refresh of the kept answers."""
+        """The app's startup: start the background refresh of the kept answers and the
+        warm-up of trends' ended days."""
         self.cache.start()
+        if self.warm and self.settled_days is not None:
+            threading.Thread(target=self._warm_trends, args=(self.settled_days,), daemon=True,
+                             name="api-warm-trends").start()
+
+    def _warm_trends(self, settled: SettledDocs[Any]) -> None:
+        started = time.monotonic()
+        try:
+            read = user_trends.warm(self.db, datetime.now(UTC), TRENDS_KEEP_DAYS,
+                                       self.currency, settled)
+        except PyMongoError as exc:  # requests read what they need; an outage shows there
+            log.info("trends warm-up stopped: %s", describe(exc))
+            return
+        log.info("trends warm-up: %d day documents kept in %.1f s", read,
+                 time.monotonic() - started)
 
     def close(self) -> None:
         self.cache.stop()
@@ -201,12 +218,29 @@ class Api:
         return self.settings.reporting_currency
 
     def trends(self, user_id: str, days: int) -> dict[str, Any]:
+        started = time.monotonic()
         asked = _WORKER_CALLS.submit(self.live_stats, user_id)
-        rows = queries.trends(self.db, user_id, days, datetime.now(UTC), self.currency,
-                              self.settled_days)
-        live, live_error = asked.result()
+        rows = user_trends.trends(self.db, user_id, days, datetime.now(UTC), self.currency,
+                              self.settled_days, today_doc=self._today_doc)
+        # The history is the answer; the live statistics are waited for until API_LIVE_WAIT_MS
+        # after the start (a busy worker answers its view late: the answer's latency would be
+        # the worker's).
+        wait = self.settings.api_live_wait_ms / 1000
+        try:
+            live, live_error = asked.result(timeout=max(0.0, started + wait - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            live, live_error = None, f"the worker did not answer within {wait * 1000:g} ms"
         return {"user_id": user_id, "currency": self.currency, "days": rows, "live": live,
                 "live_error": live_error}
+
+    def _today_doc(self, day: date, group: int) -> dict[str, Any] | None:
+        """Today's ``users_by_day`` document of a group, through the cache: every user of the
+        group shares it, and a request past its freshness gets it at once while it is read
+        again (``ResultCache``: stale-while-revalidate)."""
+        doc: dict[str, Any] | None = self.cache.get(
+            ("users_by_day", day, group),
+            lambda: user_trends.users_day(self.db, day, group, self.currency))
+        return doc
 
     def summary(self) -> dict[str, Any]:
         """``/summary``'s answer now (its ``as_of`` is when it was computed)."""

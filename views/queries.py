@@ -24,9 +24,9 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import heapq
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
 import orjson
@@ -41,13 +41,16 @@ from views import anomaly_pages
 from views.settled import SettledDocs
 
 __all__ = [
+    "REPORTING",
     "WINDOWS",
     "CursorError",
     "Db",
+    "aggregate_doc",
     "anomalies",
     "decode_cursor",
     "dlq_count",
     "encode_cursor",
+    "from_cents",
     "iso",
     "merchant_totals",
     "merchants_top",
@@ -55,7 +58,6 @@ __all__ = [
     "since",
     "summary",
     "top",
-    "trends",
     "volume",
 ]
 
@@ -87,78 +89,17 @@ def iso(value: Any) -> Any:
     return value
 
 
-def _cents(value: int) -> float:
+def from_cents(value: int) -> float:
     return round(value / 100, 2)
 
 
-def _doc(db: Db, collection: str, _id: str, currency: str | None) -> dict[str, Any] | None:
+def aggregate_doc(db: Db, collection: str, _id: str, currency: str | None) -> dict[str, Any] | None:
     """The aggregate document ``_id`` (an ``_id`` lookup); None when there is none or it is
     labelled with another reporting currency (unless ``currency`` is None)."""
     doc = db[collection].find_one({"_id": _id})
     if doc is None or (currency is not None and doc.get("reporting_currency") != currency):
         return None
     return doc
-
-
-# --- /users/{user_id}/trends ------------------------------------------------------------------
-#: Day documents one trends request reads at once: one after another, 30 lookups on a busy
-#: machine would wait 30 times for the database's turn.
-TRENDS_READERS = 8
-_trends_readers = ThreadPoolExecutor(TRENDS_READERS, thread_name_prefix="trends")
-#: Kept days past their re-read time that one trends request reads again (the others are
-#: served as kept until a later request of their group re-reads them).
-TRENDS_REFRESH = 2
-
-
-def trends(db: Db, user_id: str, days: int, now: datetime, currency: str = REPORTING,
-           settled: SettledDocs[dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
-    """Spend (in ``currency``: the transactions' ``amount_reporting``), count and anomalies of
-    ``user_id`` per UTC day, the last ``days`` days up to ``now``'s day included, oldest first;
-    days without transactions are zeros. Per day, the ``users_by_day`` document of the user's
-    group (:func:`agents.sink.aggregates.user_group`), which counts the transactions in the
-    reporting currency, as every other figure: ``days`` lookups, :data:`TRENDS_READERS` at a
-    time; with ``settled``, the documents of ended days come from it (every user of a group
-    shares them), so a warm request reads today's document only."""
-    today = now.astimezone(UTC).date()
-    group = aggregates.user_group(user_id)
-    dates = [today - timedelta(days=days - 1 - i) for i in range(days)]
-
-    def read(day: date) -> dict[str, Any] | None:
-        return _doc(db, aggregates.USERS_BY_DAY,
-                    aggregates.users_by_day_id(day.isoformat(), group), currency)
-
-    def doc_of(day: date) -> dict[str, Any] | None:
-        if settled is None:
-            return read(day)
-        ends = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
-        return settled.get((aggregates.USERS_BY_DAY, day, group, currency), ends, now,
-                           lambda: read(day))
-
-    # Kept days answer at once; only the others (today's, once warm) are read, and one read
-    # is done here: every hop to another thread may wait for the GIL on a busy API.
-    # A kept day past its re-read time is served as kept, and re-read only TRENDS_REFRESH of
-    # them per request: otherwise the request that finds a group's 29 days expired at once
-    # reads them all again (every 10 minutes for each of the 64 groups: the p99).
-    found: dict[date, dict[str, Any] | None] = {}
-    if settled is not None:
-        refresh = TRENDS_REFRESH
-        for day in dates:
-            kept = settled.kept((aggregates.USERS_BY_DAY, day, group, currency))
-            if kept is None:
-                continue
-            if kept[1] or refresh == 0:
-                found[day] = kept[0]
-            else:
-                refresh -= 1
-    missing = [day for day in dates if day not in found]
-    readers = map if len(missing) <= 1 else _trends_readers.map
-    found.update(zip(missing, readers(doc_of, missing), strict=True))
-    rows = []
-    for day in dates:
-        t = aggregates.total_of(found[day], user_id)
-        rows.append({"day": day.isoformat(), "spend": _cents(t.b), "count": t.a,
-                     "anomalies": t.c})
-    return rows
 
 
 # --- /anomalies ---------------------------------------------------------------------------------
@@ -259,7 +200,7 @@ def merchant_totals(db: Db, window: str, now: datetime, currency: str = REPORTIN
     totals: dict[str, list[Any]] = {}  # merchant -> [category, count, cents, anomalies]
     for i, _id in enumerate(ids):
         def read(_id: str = _id) -> dict[str, tuple[Any, int, int, int]]:
-            return _merchant_sums(_doc(db, collection, _id, currency))
+            return _merchant_sums(aggregate_doc(db, collection, _id, currency))
         sums = read() if settled is None else settled.get(
             (collection, _id, currency), start + step * (i + 1), now, read)
         for merchant, (category, count, cents, anomalies) in sums.items():
@@ -267,14 +208,15 @@ def merchant_totals(db: Db, window: str, now: datetime, currency: str = REPORTIN
             row[1] += count
             row[2] += cents
             row[3] += anomalies
-    return [{"merchant_id": merchant, "merchant_category": category, "revenue": _cents(cents),
+    return [{"merchant_id": merchant, "merchant_category": category, "revenue": from_cents(cents),
              "count": count, "anomalies": anomalies}
             for merchant, (category, count, cents, anomalies) in totals.items() if count]
 
 
 def top(totals: list[dict[str, Any]], by: str, limit: int) -> list[dict[str, Any]]:
     """The ``limit`` rows with the most ``by``; ties by merchant_id."""
-    return sorted(totals, key=lambda r: (-r[by], r["merchant_id"]))[:limit]
+    # A partial selection: every request ranks a window's thousands of merchants.
+    return heapq.nsmallest(limit, totals, key=lambda r: (-r[by], r["merchant_id"]))
 
 
 def merchants_top(db: Db, window: str, by: str, limit: int, now: datetime,
@@ -289,7 +231,7 @@ def _hour_docs(db: Db, collection: str, first: datetime, last: datetime,
     hour."""
     hour = _hour(first)
     while hour <= last:
-        doc = _doc(db, collection, hour.strftime("%Y-%m-%dT%H"), currency)
+        doc = aggregate_doc(db, collection, hour.strftime("%Y-%m-%dT%H"), currency)
         if doc is not None:
             yield hour, doc
         hour += timedelta(hours=1)
@@ -335,7 +277,7 @@ def volume(db: Db, minutes: int, now: datetime,
     One ``volume_hours`` lookup per hour the minutes touch."""
     last = minute_of(now)
     rows = _volume_rows(db, last - timedelta(minutes=minutes - 1), last, currency)
-    return [{"minute": iso(r["minute"]), "count": r["count"], "revenue": _cents(r["cents"]),
+    return [{"minute": iso(r["minute"]), "count": r["count"], "revenue": from_cents(r["cents"]),
              "anomalies": r["anomalies"]} for r in rows.values()]
 
 
@@ -348,7 +290,7 @@ def revenue_by_currency(db: Db, first: datetime, last: datetime) -> dict[str, fl
         if code is None:
             continue
         totals[code] = totals.get(code, 0) + total.b
-    return {c: _cents(v) for c, v in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))}
+    return {c: from_cents(v) for c, v in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
 def dlq_count(db: Db) -> int:
@@ -376,7 +318,7 @@ def summary(db: Db, now: datetime, currency: str = REPORTING,
     return {
         "tps_now": round(previous["count"] / 60, 3),
         "count_1h": sum(r["count"] for r in rows.values()),
-        "revenue_1h": _cents(sum(r["cents"] for r in rows.values())),
+        "revenue_1h": from_cents(sum(r["cents"] for r in rows.values())),
         "currency": currency,
         "revenue_by_currency": revenue_by_currency(db, first, last),
         "anomalies_1h": sum(r["anomalies"] for r in rows.values()),

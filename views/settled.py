@@ -8,6 +8,10 @@ day is over, such a document changes only when a late event arrives (up to
 its summed merchants and re-reads it at most every ``settled_seconds``, and reads the current
 period's documents every time. A late event for a closed period therefore shows within
 ``settled_seconds``; everything else as soon as the sink has written it.
+
+Trends keeps the ``users_by_day`` documents of ended days the same way, shared by the users of
+a group; a request that finds one older than ``settled_seconds`` serves it and has it read
+again in the background (:meth:`SettledDocs.refresh_later`), so it waits for today's only.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class SettledDocs(Generic[T]):
         self._values: dict[Hashable, tuple[T, float, datetime, datetime]] = {}
         self._lock = threading.Lock()
         self._swept = -SWEEP_SECONDS  # clock() of the last sweep of forgotten periods
+        self._refreshing: set[Hashable] = set()  # keys being read by refresh_later
 
     def kept(self, key: Hashable) -> tuple[T, bool] | None:
         """(value, fresh) of ``key`` when a value read after its period ended is kept, fresh
@@ -73,6 +78,28 @@ class SettledDocs(Generic[T]):
             kept = self._values.get(key)
         if kept is not None and kept[2] == ends and self._usable(kept):
             return kept[0]
+        return self._read(key, ends, now, read)
+
+    def refresh_later(self, key: Hashable, ends: datetime, now: datetime, read: Callable[[], T],
+                      submit: Callable[[Callable[[], T]], object]) -> None:
+        """Read ``key`` again through ``submit`` (an executor's), one read at a time per key,
+        and keep the result as :meth:`get` does; meanwhile callers serve the kept value. A
+        failed read leaves the kept value as it was (the next caller asks again)."""
+        with self._lock:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+
+        def refresh() -> T:
+            try:
+                return self._read(key, ends, now, read)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(key)
+
+        submit(refresh)
+
+    def _read(self, key: Hashable, ends: datetime, now: datetime, read: Callable[[], T]) -> T:
         started = self.clock()
         value = read()
         with self._lock:

@@ -42,9 +42,12 @@ pytestmark = pytest.mark.integration
 def _client(db_name: str, cache_seconds: float = 0, **env: str) -> TestClient:
     # No rate limit: these tests send hundreds of requests a second from one client
     # (tests/unit/views/test_api.py tests the limit).
+    # A generous live wait: the answer then says why the worker did not answer. No warm-up:
+    # the tests store their documents after the start.
     settings = load({**os.environ, "MONGO_DB": db_name, "API_RATE_LIMIT": "0",
-                     "WORKER_URL": f"http://127.0.0.1:{free_port()}", **env})
-    return TestClient(create_app(settings, cache_seconds=cache_seconds))
+                     "WORKER_URL": f"http://127.0.0.1:{free_port()}", "API_LIVE_WAIT_MS": "10000",
+                     **env})
+    return TestClient(create_app(settings, cache_seconds=cache_seconds, warm=False))
 
 
 #: What must not appear in an answer: a URL, a host:port, a loopback address.

@@ -49,7 +49,8 @@ def test_trends_carry_the_workers_live_stats(tmp_path: Path, unique: str, mongo_
 
         wait_for(worker_stats, timeout=120, interval=1, message="the worker's stats view")
         app = create_app(load({**os.environ, "MONGO_DB": mongo_db.name,
-                               "WORKER_URL": f"http://localhost:{port}"}), cache_seconds=0)
+                               "WORKER_URL": f"http://localhost:{port}",
+                               "API_LIVE_WAIT_MS": "10000"}), cache_seconds=0)
         with TestClient(app) as client:
             body = client.get(f"/users/{user}/trends?days=3").json()
             live = json.loads(wait_http(stats_url, proc=worker))

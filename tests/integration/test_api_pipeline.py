@@ -56,7 +56,8 @@ def test_api_reads_what_the_pipeline_writes(tmp_path: Path, unique: str, mongo_c
                      message=f"the sink to store everything:\n{sink.log()}")
             txns = [unpack_transaction(d) for d in db.transactions.find({}, {"txn": 1})]
             app = create_app(load({**os.environ, "MONGO_DB": db.name, "API_RATE_LIMIT": "0",
-                                   "WORKER_URL": f"http://localhost:{port}"}), cache_seconds=0)
+                                   "WORKER_URL": f"http://localhost:{port}",
+                                   "API_LIVE_WAIT_MS": "10000"}), cache_seconds=0)
             with TestClient(app) as client:
                 _check(client, db, txns, summary.bad)
     finally:

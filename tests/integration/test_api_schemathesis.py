@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 DB_NAME = f"test_api_st_{uuid.uuid4().hex[:10]}"
 # No rate limit: schemathesis sends requests as fast as the app answers, from one client.
 APP = create_app(load({**os.environ, "MONGO_DB": DB_NAME, "API_RATE_LIMIT": "0",
-                       "WORKER_URL": f"http://127.0.0.1:{free_port()}"}))
+                       "WORKER_URL": f"http://127.0.0.1:{free_port()}"}), warm=False)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],

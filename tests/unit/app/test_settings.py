@@ -53,6 +53,7 @@ def test_values_are_read_and_typed() -> None:
         ("DLQ_MAX_PAYLOAD_BYTES", "-1"),
         ("DLQ_MAX_PAYLOAD_BYTES", str(16 * 1024 * 1024 + 1)),
         ("DLQ_MAX_PAYLOAD_BYTES", "64k"),
+        ("API_LIVE_WAIT_MS", "0"),
     ],
 )
 def test_bad_value_names_the_variable(var: str, value: str) -> None:

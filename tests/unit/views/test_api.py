@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from app.settings import SettingsError, load
-from views import queries
+from views import queries, user_trends
 from views.api import create_app
 from views.api_middleware import UNLIMITED_PATHS, RateLimit, TokenBuckets
 
@@ -212,7 +212,7 @@ def test_the_openapi_document_describes_generic_error_and_health_bodies() -> Non
 # --- module layout ----------------------------------------------------------------------------
 #: The API's modules, each allowed to import only those after it (views/api.py's docstring).
 LAYERS = ["api", "api_handlers", "api_middleware", "api_service", "api_params", "api_errors",
-          "api_openapi", "api_cache", "queries", "api_types"]
+          "api_openapi", "api_cache", "user_trends", "queries", "api_types"]
 
 
 def _views_imports(path: Path) -> set[str]:
@@ -230,7 +230,7 @@ def _views_imports(path: Path) -> set[str]:
 
 def test_api_modules_import_one_way() -> None:
     views = Path(__file__).resolve().parents[3] / "views"
-    found = {p.stem for p in views.glob("api*.py")} | {"queries"}
+    found = {p.stem for p in views.glob("api*.py")} | {"queries", "user_trends"}
     assert found == set(LAYERS)
     for i, name in enumerate(LAYERS):
         imported = _views_imports(views / f"{name}.py") & set(LAYERS)
@@ -319,3 +319,32 @@ def test_health_answers_from_the_background_checks_once_warm(monkeypatch) -> Non
             assert time.monotonic() - asked < 0.15
             assert resp.status_code == 200 and resp.json()["mongo"]["status"] == "ok"
         assert len([t for t in pings if not t.startswith("api-refresh-")]) == by_request
+
+
+@pytest.mark.parametrize(("worker_seconds", "live"), [(0.0, {"count": 3}), (0.5, None)])
+def test_trends_wait_for_live_stats_only_api_live_wait_ms(
+        monkeypatch: pytest.MonkeyPatch, worker_seconds: float, live: Any) -> None:
+    """The history is the answer: a worker slower than API_LIVE_WAIT_MS leaves ``live`` out,
+    and ``live_error`` says why."""
+    import time
+
+    from views.api_service import Api
+
+    rows = [{"day": "2026-11-30", "spend": 1.0, "count": 1, "anomalies": 0}]
+    monkeypatch.setattr(user_trends, "trends", lambda *args, **kwargs: rows)
+
+    def live_stats(self: Api, user_id: str) -> tuple[Any, str | None]:
+        time.sleep(worker_seconds)
+        return {"count": 3}, None
+    monkeypatch.setattr(Api, "live_stats", live_stats)
+    with TestClient(create_app(load({**NOWHERE, "API_RATE_LIMIT": "0",
+                                     "API_LIVE_WAIT_MS": "200"}), warm=False)) as c:
+        started = time.monotonic()
+        body = c.get("/users/alice/trends").json()
+        took = time.monotonic() - started
+    assert body["days"] == rows and body["live"] == live
+    if live is None:
+        assert body["live_error"] == "the worker did not answer within 200 ms"
+        assert took < 0.45
+    else:
+        assert body["live_error"] is None

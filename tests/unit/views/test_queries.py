@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from agents.sink import aggregates as agg
 from app.contract import minute_of
 from tests.unit.views.cursor_strategies import b64, cursors
-from views import queries
+from views import queries, user_trends
 from views.settled import SettledDocs
 
 
@@ -109,7 +110,7 @@ def test_merchants_top_reads_a_bounded_number_of_ids(window: str, docs: int) -> 
 
 def test_every_other_endpoint_reads_ids_only() -> None:
     spy = _Stored({})
-    queries.trends(spy, "alice", 366, NOW)  # type: ignore[arg-type]
+    user_trends.trends(spy, "alice", 366, NOW)  # type: ignore[arg-type]
     group = agg.user_group("alice")
     assert len(spy.lookups) == 366  # read concurrently: in no particular order
     assert min(spy.lookups) == ("users_by_day", agg.users_by_day_id("2025-11-26", group))
@@ -190,7 +191,7 @@ def test_trends_read_the_users_group_document_of_each_day() -> None:
     docs[agg.USERS_BY_DAY] += stale[agg.USERS_BY_DAY]
     assert {d["reporting_currency"] for d in docs[agg.USERS_BY_DAY]} == {"USD", "EUR"}
     db = _Stored(docs)
-    rows = queries.trends(db, user, 4, NOW)  # type: ignore[arg-type]
+    rows = user_trends.trends(db, user, 4, NOW)  # type: ignore[arg-type]
     assert rows == [
         {"day": "2026-11-23", "spend": 0.0, "count": 0, "anomalies": 0},
         {"day": stale_day, "spend": 0.0, "count": 0, "anomalies": 0},
@@ -201,8 +202,8 @@ def test_trends_read_the_users_group_document_of_each_day() -> None:
     assert sorted(db.lookups) == [("users_by_day", agg.users_by_day_id(day, group))
                                   for day in ("2026-11-23", "2026-11-24", "2026-11-25",
                                               "2026-11-26")]
-    assert queries.trends(db, neighbour, 1, NOW)[0]["spend"] == 777.77  # type: ignore[arg-type]
-    assert queries.trends(db, user, 1, NOW, currency="EUR")[0]["count"] == 0  # type: ignore[arg-type]
+    assert user_trends.trends(db, neighbour, 1, NOW)[0]["spend"] == 777.77  # type: ignore[arg-type]
+    assert user_trends.trends(db, user, 1, NOW, currency="EUR")[0]["count"] == 0  # type: ignore[arg-type]
 
 
 def test_the_aggregate_readers_sum_the_partitions_and_ignore_garbage() -> None:
@@ -251,33 +252,67 @@ def test_trends_take_ended_days_from_the_settled_documents() -> None:
                       _item(neighbour, NOW, 300, 2)])
     db = _Stored({"users_by_day": docs["users_by_day"]})
     settled: SettledDocs[Any] = SettledDocs(empty_seconds=60)
-    first = queries.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
+    first = user_trends.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
     assert len(db.lookups) == 7 and first[-2]["spend"] == 10.5
     db.lookups.clear()
-    second = queries.trends(db, neighbour, 7, NOW, settled=settled)  # type: ignore[arg-type]
+    second = user_trends.trends(db, neighbour, 7, NOW, settled=settled)  # type: ignore[arg-type]
     today_id = agg.users_by_day_id(NOW.date().isoformat(), agg.user_group(user))
     assert db.lookups == [("users_by_day", today_id)]
     assert [d["spend"] for d in second[-2:]] == [7.0, 3.0]
 
 
-def test_trends_reread_only_a_few_expired_days_per_request() -> None:
-    """Past ``settled_seconds`` a request reads today and TRENDS_REFRESH expired days again,
-    serving the others as kept; later requests of the group read the rest."""
+def test_trends_reread_expired_days_in_the_background() -> None:
+    """Past ``settled_seconds`` a request reads today only and serves the expired days as
+    kept; each of them is read again once in the background (not again while that read is
+    under way), and a late change shows after it."""
     user = "alice"
     docs = agg.build([_item(user, NOW - timedelta(days=d), 100 * (d + 1), d) for d in range(7)])
     db = _Stored({"users_by_day": docs["users_by_day"]})
     clock = [0.0]
     settled: SettledDocs[Any] = SettledDocs(600, clock=lambda: clock[0], empty_seconds=60)
-    first = queries.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
-    assert len(db.lookups) == 7
+    pending: list[Callable[[], Any]] = []
+    first = user_trends.trends(db, user, 7, NOW, settled=settled,  # type: ignore[arg-type]
+                           background=pending.append)
+    assert len(db.lookups) == 7 and not pending
     clock[0] += 601
     db.lookups.clear()
-    again = queries.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
-    assert again == first
-    assert len(db.lookups) == 1 + queries.TRENDS_REFRESH
-    reads = 1 + queries.TRENDS_REFRESH
-    while len(db.lookups) < 7 + 2 * reads:  # every expired day is read again, a few at a time
-        queries.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
+    late = agg.build([_item(user, NOW - timedelta(days=d), 100 * (d + 1) + (d == 3), d)
+                      for d in range(7)])
+    db.docs["users_by_day"] = {d["_id"]: d for d in late["users_by_day"]}
+    for _ in range(2):
+        again = user_trends.trends(db, user, 7, NOW, settled=settled,  # type: ignore[arg-type]
+                               background=pending.append)
+        assert again[:-1] == first[:-1]  # the kept values
+    assert len(db.lookups) == 2 and len(pending) == 6  # today twice; one refresh per day
+    for refresh in pending:
+        refresh()
     db.lookups.clear()
-    queries.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
-    assert len(db.lookups) == 1  # all fresh again: today only
+    after = user_trends.trends(db, user, 7, NOW, settled=settled,  # type: ignore[arg-type]
+                           background=pending.append)
+    assert len(db.lookups) == 1 and len(pending) == 6  # all fresh again: today only
+    assert round(after[3]["spend"] - first[3]["spend"], 2) == 0.01
+
+
+
+def test_warm_trends_keeps_every_groups_ended_days() -> None:
+    """After the warm-up (the API's start), the first request of any group reads today's
+    document only, and answers as a request without the warm-up."""
+    users = [f"u{i}" for i in range(200)]
+    docs = agg.build([_item(u, NOW - timedelta(days=d), 100 + i, i) for i, u in enumerate(users)
+                      for d in range(4)])
+    db = _Stored({"users_by_day": docs["users_by_day"]})
+    settled: SettledDocs[Any] = SettledDocs(empty_seconds=60)
+    read = user_trends.warm(db, NOW, 7, "USD", settled)  # type: ignore[arg-type]
+    assert read == len(db.lookups) == 6 * agg.USER_GROUPS
+    for user in users[:20]:
+        db.lookups.clear()
+        rows = user_trends.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
+        assert len(db.lookups) == 1
+        assert rows == user_trends.trends(db, user, 7, NOW)  # type: ignore[arg-type]
+    # With today's documents from elsewhere (the API's cache), a request reads nothing.
+    today = {d["_id"]: d for d in docs["users_by_day"]}
+    db.lookups.clear()
+    shared = user_trends.trends(db, users[0], 7, NOW, settled=settled,  # type: ignore[arg-type]
+                            today_doc=lambda day, group: today.get(
+                                agg.users_by_day_id(day.isoformat(), group)))
+    assert not db.lookups and shared == user_trends.trends(db, users[0], 7, NOW)  # type: ignore[arg-type]

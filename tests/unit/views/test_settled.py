@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from views.settled import OPEN_GRACE, SWEEP_SECONDS, SettledDocs
 
 NOW = datetime(2026, 11, 30, 15, 30, tzinfo=UTC)
@@ -102,3 +104,28 @@ def test_an_empty_value_is_never_kept() -> None:
     assert docs.get("h", ends, NOW, lambda: {}) == {}
     assert docs.get("h", ends, NOW, lambda: {"m": 1}) == {"m": 1}
     assert docs.get("h", ends, NOW, lambda: {"m": 2}) == {"m": 1}
+
+
+def test_refresh_later_reads_once_at_a_time_and_keeps_the_value_on_failure() -> None:
+    clock = Clock()
+    docs: SettledDocs[str] = SettledDocs(600, clock=clock)
+    ends = NOW - timedelta(hours=3)
+    docs.get("h", ends, NOW, lambda: "a")
+    clock.t += 601
+    assert docs.kept("h") == ("a", False)
+    pending: list = []
+    docs.refresh_later("h", ends, NOW, lambda: "b", pending.append)
+    docs.refresh_later("h", ends, NOW, lambda: "c", pending.append)  # one is under way
+    assert len(pending) == 1
+
+    def fail() -> str:
+        raise OSError("database down")
+    pending[0]()
+    assert docs.kept("h") == ("b", True)
+    clock.t += 601
+    docs.refresh_later("h", ends, NOW, fail, pending.append)
+    with pytest.raises(OSError):
+        pending[1]()
+    assert docs.kept("h") == ("b", False)  # still served; the next caller asks again
+    docs.refresh_later("h", ends, NOW, lambda: "d", pending.append)
+    assert len(pending) == 3
