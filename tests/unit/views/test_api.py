@@ -348,3 +348,48 @@ def test_trends_wait_for_live_stats_only_api_live_wait_ms(
         assert took < 0.45
     else:
         assert body["live_error"] is None
+
+
+@pytest.mark.parametrize(("worker_seconds", "live"), [(0.0, {"count": 3}), (0.5, None)])
+def test_trends_answer_from_memory_in_the_event_loop(
+        monkeypatch: pytest.MonkeyPatch, worker_seconds: float, live: Any) -> None:
+    """With every ended day kept and today's document in the cache, trends answers without a
+    thread or a read (the threaded path fails here), and the live statistics asked in the
+    event loop are waited for API_LIVE_WAIT_MS."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from agents.sink import aggregates as agg
+    from views.api_service import Api
+
+    now = datetime.now(UTC)
+    if now.hour == 0 and now.minute < 3:  # yesterday's documents are not settled yet
+        pytest.skip("just after midnight UTC")
+    user, group = "alice", agg.user_group("alice")
+    item = agg.Countable("m1", "travel", now, 1234, 1, 0, 0, "USD", 1234, "USD", user)
+    today_doc = agg.build([item])["users_by_day"][0]
+
+    async def live_stats_async(self: Api, user_id: str) -> tuple[Any, str | None]:
+        await asyncio.sleep(worker_seconds)
+        return {"count": 3}, None
+
+    def no_thread(self: Api, user_id: str, days: int) -> dict[str, Any]:
+        raise AssertionError("the threaded path ran")
+    monkeypatch.setattr(Api, "live_stats_async", live_stats_async)
+    monkeypatch.setattr(Api, "trends", no_thread)
+    app = create_app(load({**NOWHERE, "API_RATE_LIMIT": "0", "API_LIVE_WAIT_MS": "200"}),
+                     warm=False)
+    api: Api = app.state.api
+    assert api.settled_days is not None
+    for back in range(1, 3):  # ended days without a document: kept empty
+        day = now.date() - timedelta(days=back)
+        ends = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+        api.settled_days.get(("users_by_day", day, group, "USD"), ends, now, lambda: None)
+    api.cache.get(("users_by_day", now.date(), group), lambda: today_doc)
+    with TestClient(app) as c:
+        body = c.get("/users/alice/trends?days=3").json()
+    assert [d["count"] for d in body["days"]] == [0, 0, 1]
+    assert body["days"][-1]["spend"] == 12.34 and body["days"][-1]["anomalies"] == 1
+    assert body["live"] == live
+    if live is None:
+        assert body["live_error"] == "the worker did not answer within 200 ms"
