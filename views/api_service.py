@@ -119,12 +119,12 @@ class Api:
     def _warm_trends(self, settled: SettledDocs[Any]) -> None:
         started = time.monotonic()
         try:
-            read = user_trends.warm(self.db, datetime.now(UTC), TRENDS_KEEP_DAYS,
+            kept = user_trends.warm(self.db, datetime.now(UTC), TRENDS_KEEP_DAYS,
                                        self.currency, settled)
         except PyMongoError as exc:  # requests read what they need; an outage shows there
             log.info("trends warm-up stopped: %s", describe(exc))
             return
-        log.info("trends warm-up: %d day documents kept in %.1f s", read,
+        log.info("trends warm-up: %d day documents kept in %.1f s", kept,
                  time.monotonic() - started)
 
     async def aclose(self) -> None:

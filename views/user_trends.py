@@ -89,23 +89,30 @@ def warm(db: queries.Db, now: datetime, days: int, currency: str,
          settled: SettledDocs[dict[str, Any] | None]) -> int:
     """Keep in ``settled`` the ``users_by_day`` documents of every group for the ``days`` - 1
     ended days before ``now``'s (the API's start, in the background), so that the first trends
-    request of a group reads today's document only, as the next ones do. Returns how many
-    documents were read."""
+    request of a group reads today's document only, as the next ones do. A day without a
+    document is not kept (a backfill written after the start shows at once). Returns how many
+    documents were kept."""
     today = now.astimezone(UTC).date()
-    read = 0
+    kept = 0
     for back in range(1, days):
         day = today - timedelta(days=back)
         for group in range(aggregates.USER_GROUPS):
-            settled.get(_users_day_key(day, group, currency), _day_end(day), now,
-                        functools.partial(users_day, db, day, group, currency))
-            read += 1
-    return read
+            doc = users_day(db, day, group, currency)
+            if doc is not None:
+                settled.get(_users_day_key(day, group, currency), _day_end(day), now,
+                            functools.partial(_same, doc))
+                kept += 1
+    return kept
 
 
 def users_day(db: queries.Db, day: date, group: int, currency: str) -> dict[str, Any] | None:
     """The ``users_by_day`` document of ``group`` on ``day`` in ``currency``, or None."""
     return queries.aggregate_doc(db, aggregates.USERS_BY_DAY,
                                  aggregates.users_by_day_id(day.isoformat(), group), currency)
+
+
+def _same(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc
 
 
 def _users_day_key(day: date, group: int, currency: str) -> tuple[str, date, int, str]:

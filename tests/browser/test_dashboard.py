@@ -132,9 +132,12 @@ def test_seeded_data_on_the_page(stack: Stack, seeded: Seed, page: Any) -> None:
     for a in seeded.anomalies:
         expect(table).to_contain_text(a["user_id"], timeout=WAIT_MS)
         expect(table).to_contain_text(f"{a['z_score']:.2f}")
-    rows = table.locator(".tabulator-row").all_inner_texts()
-    assert [next(u for u in ("user-0", "user-1", "user-2") if u in r) for r in rows] == [
-        "user-2", "user-1", "user-0"]  # newest first
+
+    def users_in_rows() -> list[str | None]:  # a row may be re-rendering: read until settled
+        rows = table.locator(".tabulator-row").all_inner_texts()
+        return [next((u for u in ("user-0", "user-1", "user-2") if u in r), None) for r in rows]
+    wait_for(lambda: users_in_rows() == ["user-2", "user-1", "user-0"], 10, 0.3,  # newest first
+             lambda: f"the anomaly rows, newest first (now {users_in_rows()})")
 
     # top merchants: the API's ranking in the chart, then the 7-day window
     top = stack.get("/merchants/top?window=1h&by=revenue&limit=10")["items"]

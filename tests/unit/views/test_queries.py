@@ -299,11 +299,13 @@ def test_warm_trends_keeps_every_groups_ended_days() -> None:
     document only, and answers as a request without the warm-up."""
     users = [f"u{i}" for i in range(200)]
     docs = agg.build([_item(u, NOW - timedelta(days=d), 100 + i, i) for i, u in enumerate(users)
-                      for d in range(4)])
+                      for d in range(7)])
     db = _Stored({"users_by_day": docs["users_by_day"]})
     settled: SettledDocs[Any] = SettledDocs(empty_seconds=60)
-    read = user_trends.warm(db, NOW, 7, "USD", settled)  # type: ignore[arg-type]
-    assert read == len(db.lookups) == 6 * agg.USER_GROUPS
+    kept = user_trends.warm(db, NOW, 7, "USD", settled)  # type: ignore[arg-type]
+    assert len(db.lookups) == 6 * agg.USER_GROUPS
+    assert kept == len(settled) == len(docs["users_by_day"]) - len(
+        {agg.user_group(u) for u in users})  # every ended day of every group with a user
     for user in users[:20]:
         db.lookups.clear()
         rows = user_trends.trends(db, user, 7, NOW, settled=settled)  # type: ignore[arg-type]
