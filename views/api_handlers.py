@@ -72,12 +72,7 @@ async def trends(request: Request) -> Response:
     p.check()
     assert user_id is not None
     api = _api(request)
-    key = ("trends", user_id, days)
-    hit, body = api.cache.lookup(key, lambda: api.trends(user_id, days))
-    if not hit:  # from memory in the event loop, else read in a thread
-        body = await api.trends_now(user_id, days)
-        if body is None:
-            body = await _cached(request, key, lambda: api.trends(user_id, days))
+    body = await _cached(request, ("trends", user_id, days), lambda: api.trends(user_id, days))
     return JSON(body)
 
 

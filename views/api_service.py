@@ -3,7 +3,6 @@ result cache, plus the reads that need more than :mod:`views.queries` (health, l
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import functools
 import threading
@@ -18,7 +17,6 @@ import orjson
 import pymongo
 from pymongo.errors import PyMongoError
 
-from agents.sink.aggregates import user_group
 from app.settings import Settings
 from views import queries, user_trends
 from views.api_cache import ResultCache
@@ -81,7 +79,6 @@ class Api:
         self._lock = threading.Lock()
         self._client: pymongo.MongoClient[dict[str, Any]] | None = None
         self._worker: httpx.Client | None = None
-        self._worker_async: httpx.AsyncClient | None = None  # the event loop's (trends_now)
         self._up: dict[str, bool] = {}  # the last state seen of each dependency
 
     # Made on first use and again after close(), so one app can be started and stopped
@@ -126,13 +123,6 @@ class Api:
             return
         log.info("trends warm-up: %d day documents kept in %.1f s", kept,
                  time.monotonic() - started)
-
-    async def aclose(self) -> None:
-        """The app's shutdown, in its event loop: :meth:`close` and the loop's client."""
-        worker, self._worker_async = self._worker_async, None
-        if worker is not None:
-            await worker.aclose()
-        self.close()
 
     def close(self) -> None:
         self.cache.stop()
@@ -209,30 +199,10 @@ class Api:
     def live_stats(self, user_id: str) -> tuple[Any, str | None]:
         """The worker's stats view of ``user_id``: (json, None) or (None, why not)."""
         try:
-            resp = self.worker.get(_stats_path(user_id))
+            resp = self.worker.get(f"/users/{urllib.parse.quote(user_id, safe='')}/stats")
         except httpx.HTTPError as exc:
-            return self._unreachable(exc)
-        return self._live_answer(resp)
-
-    async def live_stats_async(self, user_id: str) -> tuple[Any, str | None]:
-        """:meth:`live_stats` in the event loop (its client is made in the running loop and
-        closed by :meth:`aclose`)."""
-        if self._worker_async is None:
-            self._worker_async = httpx.AsyncClient(
-                base_url=self.settings.worker_url.rstrip("/"), timeout=WORKER_TIMEOUT,
-                follow_redirects=True)
-        try:
-            resp = await self._worker_async.get(_stats_path(user_id))
-        except httpx.HTTPError as exc:
-            return self._unreachable(exc)
-        return self._live_answer(resp)
-
-    def _unreachable(self, exc: Exception) -> tuple[Any, str | None]:
-        self._report("worker", False, f"{self.settings.worker_url}: {describe(exc)}")
-        return None, "the worker is not reachable"
-
-    @staticmethod
-    def _live_answer(resp: httpx.Response) -> tuple[Any, str | None]:
+            self._report("worker", False, f"{self.settings.worker_url}: {describe(exc)}")
+            return None, "the worker is not reachable"
         if resp.status_code == 404:
             return None, "the worker has no live statistics for this user (404)"
         if resp.status_code != 200:
@@ -247,64 +217,30 @@ class Api:
         """The reporting currency of every money figure (``REPORTING_CURRENCY``)."""
         return self.settings.reporting_currency
 
-    # The history is the answer; the live statistics are waited for until API_LIVE_WAIT_MS
-    # after the start (a busy worker answers its view late: the answer's latency would be the
-    # worker's).
     def trends(self, user_id: str, days: int) -> dict[str, Any]:
-        """``/users/{id}/trends``'s answer, reading what it needs (a worker thread)."""
         started = time.monotonic()
         asked = _WORKER_CALLS.submit(self.live_stats, user_id)
         rows = user_trends.trends(self.db, user_id, days, datetime.now(UTC), self.currency,
-                                  self.settled_days, today_doc=self._today_doc)
+                              self.settled_days, today_doc=self._today_doc)
+        # The history is the answer; the live statistics are waited for until API_LIVE_WAIT_MS
+        # after the start (a busy worker answers its view late: the answer's latency would be
+        # the worker's).
+        wait = self.settings.api_live_wait_ms / 1000
         try:
-            live = asked.result(timeout=max(0.0, started + self._live_wait - time.monotonic()))
+            live, live_error = asked.result(timeout=max(0.0, started + wait - time.monotonic()))
         except concurrent.futures.TimeoutError:
-            live = None, self._live_late
-        return self._trends_body(user_id, rows, live)
-
-    async def trends_now(self, user_id: str, days: int) -> dict[str, Any] | None:
-        """The same answer without a thread when the history is in memory (the ended days
-        kept, today's document in the cache), the live statistics asked in the event loop;
-        None when something must be read first (then :meth:`trends`)."""
-        now = datetime.now(UTC)
-        day, group = now.date(), user_group(user_id)
-        hit, today = self.cache.lookup(("users_by_day", day, group),
-                                       functools.partial(self._read_today, day, group))
-        if not hit or self.settled_days is None:
-            return None
-        rows = user_trends.trends(self.db, user_id, days, now, self.currency, self.settled_days,
-                                  today_doc=lambda day, group: today, blocking=False)
-        if rows is None:
-            return None
-        try:
-            live = await asyncio.wait_for(self.live_stats_async(user_id), self._live_wait)
-        except TimeoutError:
-            live = None, self._live_late
-        return self._trends_body(user_id, rows, live)
-
-    @property
-    def _live_wait(self) -> float:
-        return self.settings.api_live_wait_ms / 1000
-
-    @property
-    def _live_late(self) -> str:
-        return f"the worker did not answer within {self.settings.api_live_wait_ms} ms"
-
-    def _trends_body(self, user_id: str, rows: list[dict[str, Any]] | None,
-                     live: tuple[Any, str | None]) -> dict[str, Any]:
-        return {"user_id": user_id, "currency": self.currency, "days": rows, "live": live[0],
-                "live_error": live[1]}
+            live, live_error = None, f"the worker did not answer within {wait * 1000:g} ms"
+        return {"user_id": user_id, "currency": self.currency, "days": rows, "live": live,
+                "live_error": live_error}
 
     def _today_doc(self, day: date, group: int) -> dict[str, Any] | None:
         """Today's ``users_by_day`` document of a group, through the cache: every user of the
         group shares it, and a request past its freshness gets it at once while it is read
         again (``ResultCache``: stale-while-revalidate)."""
         doc: dict[str, Any] | None = self.cache.get(
-            ("users_by_day", day, group), functools.partial(self._read_today, day, group))
+            ("users_by_day", day, group),
+            lambda: user_trends.users_day(self.db, day, group, self.currency))
         return doc
-
-    def _read_today(self, day: date, group: int) -> dict[str, Any] | None:
-        return user_trends.users_day(self.db, day, group, self.currency)
 
     def summary(self) -> dict[str, Any]:
         """``/summary``'s answer now (its ``as_of`` is when it was computed)."""
@@ -320,10 +256,6 @@ class Api:
         return queries.iso(now), (queries.iso(queries.since(window, now)),
                                   queries.merchant_totals(self.db, window, now, self.currency,
                                                           self.settled))
-
-
-def _stats_path(user_id: str) -> str:
-    return f"/users/{urllib.parse.quote(user_id, safe='')}/stats"
 
 
 def merchants_key(window: str) -> tuple[str, str]:

@@ -31,7 +31,7 @@ def trends(db: queries.Db, user_id: str, days: int, now: datetime,
            settled: SettledDocs[dict[str, Any] | None] | None = None,
            background: Callable[[Callable[[], Any]], object] = _trends_readers.submit,
            today_doc: Callable[[date, int], dict[str, Any] | None] | None = None,
-           blocking: bool = True) -> list[dict[str, Any]] | None:
+           ) -> list[dict[str, Any]]:
     """Spend (in ``currency``: the transactions' ``amount_reporting``), count and anomalies of
     ``user_id`` per UTC day, the last ``days`` days up to ``now``'s day included, oldest first;
     days without transactions are zeros. Per day, the ``users_by_day`` document of the user's
@@ -40,8 +40,7 @@ def trends(db: queries.Db, user_id: str, days: int, now: datetime,
     time; with ``settled``, the documents of ended days come from it (every user of a group
     shares them), so a warm request reads today's document only (through ``today_doc``(day,
     group) when given: the API's cache); a kept day past its re-read time is served as kept and
-    read again through ``background``. Not ``blocking``: None instead of reading anything
-    (the event loop's answer from memory; ``today_doc`` must not block either)."""
+    read again through ``background``."""
     today = now.astimezone(UTC).date()
     group = aggregates.user_group(user_id)
     dates = [today - timedelta(days=days - 1 - i) for i in range(days)]
@@ -73,8 +72,6 @@ def trends(db: queries.Db, user_id: str, days: int, now: datetime,
                                       functools.partial(users_day, db, day, group, currency),
                                       background)
     missing = [day for day in dates if day not in found]
-    if not blocking and any(day != today or today_doc is None for day in missing):
-        return None
     readers = map if len(missing) <= 1 else _trends_readers.map
     found.update(zip(missing, readers(doc_of, missing), strict=True))
     rows = []
@@ -86,7 +83,7 @@ def trends(db: queries.Db, user_id: str, days: int, now: datetime,
 
 
 def warm(db: queries.Db, now: datetime, days: int, currency: str,
-         settled: SettledDocs[dict[str, Any] | None]) -> int:
+                settled: SettledDocs[dict[str, Any] | None]) -> int:
     """Keep in ``settled`` the ``users_by_day`` documents of every group for the ``days`` - 1
     ended days before ``now``'s (the API's start, in the background), so that the first trends
     request of a group reads today's document only, as the next ones do. A day without a
