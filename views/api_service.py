@@ -117,7 +117,7 @@ class Api:
         started = time.monotonic()
         try:
             kept = user_trends.warm(self.db, datetime.now(UTC), TRENDS_KEEP_DAYS,
-                                       self.currency, settled)
+                                    self.currency, settled)
         except PyMongoError as exc:  # requests read what they need; an outage shows there
             log.info("trends warm-up stopped: %s", describe(exc))
             return
@@ -221,15 +221,16 @@ class Api:
         started = time.monotonic()
         asked = _WORKER_CALLS.submit(self.live_stats, user_id)
         rows = user_trends.trends(self.db, user_id, days, datetime.now(UTC), self.currency,
-                              self.settled_days, today_doc=self._today_doc)
+                                  self.settled_days, today_doc=self._today_doc)
         # The history is the answer; the live statistics are waited for until API_LIVE_WAIT_MS
         # after the start (a busy worker answers its view late: the answer's latency would be
         # the worker's).
-        wait = self.settings.api_live_wait_ms / 1000
+        wait_ms = self.settings.api_live_wait_ms
         try:
-            live, live_error = asked.result(timeout=max(0.0, started + wait - time.monotonic()))
+            live, live_error = asked.result(
+                timeout=max(0.0, started + wait_ms / 1000 - time.monotonic()))
         except concurrent.futures.TimeoutError:
-            live, live_error = None, f"the worker did not answer within {wait * 1000:g} ms"
+            live, live_error = None, f"the worker did not answer within {wait_ms} ms"
         return {"user_id": user_id, "currency": self.currency, "days": rows, "live": live,
                 "live_error": live_error}
 

@@ -101,7 +101,13 @@ class SettledDocs(Generic[T]):
 
     def _read(self, key: Hashable, ends: datetime, now: datetime, read: Callable[[], T]) -> T:
         started = self.clock()
-        value = read()
+        return self.put(key, ends, now, read(), started)
+
+    def put(self, key: Hashable, ends: datetime, now: datetime, value: T,
+            read_at: float | None = None) -> T:
+        """Keep ``value``, read at ``now`` (``clock()`` ``read_at``, default: now), as
+        :meth:`get` keeps what it reads; returns it."""
+        started = self.clock() if read_at is None else read_at
         with self._lock:
             if not value and not self.empty_seconds:
                 self._values.pop(key, None)

@@ -68,8 +68,7 @@ def trends(db: queries.Db, user_id: str, days: int, now: datetime,
                 continue
             found[day] = kept[0]
             if not kept[1]:
-                settled.refresh_later(key, _day_end(day), now,
-                                      functools.partial(users_day, db, day, group, currency),
+                settled.refresh_later(key, _day_end(day), now, functools.partial(read, day),
                                       background)
     missing = [day for day in dates if day not in found]
     readers = map if len(missing) <= 1 else _trends_readers.map
@@ -83,7 +82,7 @@ def trends(db: queries.Db, user_id: str, days: int, now: datetime,
 
 
 def warm(db: queries.Db, now: datetime, days: int, currency: str,
-                settled: SettledDocs[dict[str, Any] | None]) -> int:
+         settled: SettledDocs[dict[str, Any] | None]) -> int:
     """Keep in ``settled`` the ``users_by_day`` documents of every group for the ``days`` - 1
     ended days before ``now``'s (the API's start, in the background), so that the first trends
     request of a group reads today's document only, as the next ones do. A day without a
@@ -96,8 +95,7 @@ def warm(db: queries.Db, now: datetime, days: int, currency: str,
         for group in range(aggregates.USER_GROUPS):
             doc = users_day(db, day, group, currency)
             if doc is not None:
-                settled.get(_users_day_key(day, group, currency), _day_end(day), now,
-                            functools.partial(_same, doc))
+                settled.put(_users_day_key(day, group, currency), _day_end(day), now, doc)
                 kept += 1
     return kept
 
@@ -106,10 +104,6 @@ def users_day(db: queries.Db, day: date, group: int, currency: str) -> dict[str,
     """The ``users_by_day`` document of ``group`` on ``day`` in ``currency``, or None."""
     return queries.aggregate_doc(db, aggregates.USERS_BY_DAY,
                                  aggregates.users_by_day_id(day.isoformat(), group), currency)
-
-
-def _same(doc: dict[str, Any]) -> dict[str, Any]:
-    return doc
 
 
 def _users_day_key(day: date, group: int, currency: str) -> tuple[str, date, int, str]:
