@@ -54,7 +54,7 @@ from app.settings import settings
 from app.topics import anomalies_topic, dlq_topic, enriched_topic, transactions_topic
 from tables import txn_ids, user_tables, windows
 from tables.changelog import Change, changes_persisted
-from tables.records import UserState
+from tables.records import NO_OFFSET, UserState
 
 __all__ = ["BATCH_MAX", "BATCH_SECONDS", "Counters", "Folded", "Out", "UserWrites", "batches",
            "counters", "process", "process_batch", "start_batch", "stream_batches"]
@@ -113,16 +113,24 @@ def _fold_user(user_id: str, items: list[tuple[Message, dict[str, Any], float]],
         offset = msg.offset
         id_key = txn_ids.key_of(txn["txn_id"], event_time)
         first = folded[id_key] if id_key in folded else txn_ids.folded_at(id_key, partition)
-        if first is not None and first != offset:
-            counters.duplicates += 1  # the same offset is a redelivery: the guard below
-            continue
-        folded[id_key] = offset  # written again on a redelivery, in case it was lost
         if offset <= user.offset:
-            # Redelivered after a crash: the value already holds it, so it was published.
-            # Write the value back anyway, in case the local store was ahead of the changelog.
+            # Redelivered (after a crash or a rebalance): the value already holds it, folded or
+            # skipped as a duplicate, so it was published. Write the value and the id back
+            # anyway, in case the local store was ahead of the changelog.
             counters.replayed += 1
             rewrite_user = True
+            if first is None or first == offset:
+                folded[id_key] = offset
             continue
+        if first is not None and first != offset:
+            # Another message folded this id. The value remembers the offset, so a redelivery
+            # of this message is a replay above, not a second duplicate (a user with nothing
+            # folded gets no value: it stays unknown).
+            counters.duplicates += 1
+            if user.offset != NO_OFFSET:
+                user = user._replace(offset=offset)
+            continue
+        folded[id_key] = offset
         day = windows.day_of(event_time)
         day_cents, day_count = days.get(day, (0, 0))
         done = enrich(txn, user.stats, day_cents, now, threshold, min_history)

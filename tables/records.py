@@ -3,8 +3,9 @@
 A user's value holds everything the worker knows about them: the running statistics, the
 z-score of the last transaction, the spend of each open UTC day (:mod:`tables.windows`), and
 ``offset``: the source offset (in the user's partition of ``transactions``) of the last
-transaction folded into it. A transaction whose offset is not above it is already in the
-value, so replaying a message after a crash never applies it twice (docs/stream-processing.md
+transaction handled: folded into it, or skipped as a duplicate of another message's
+``txn_id``. A transaction whose offset is not above it is already done, so replaying a message
+after a crash never applies or counts it twice (docs/stream-processing.md
 explains the whole guarantee). Amounts are in the reporting currency (``amount_reporting``).
 """
 

@@ -106,7 +106,9 @@ def test_topic_config_keeps_a_backfill_that_time_retention_deletes(
                         sent.append(ts + i)
                 producer.flush(30)
         assert offsets(consumer, kept) == (0, 2 * BATCH)
-        assert offsets(consumer, control) == (0, 2 * BATCH)
+        # The control's start may already have moved: the broker checks every 2 s, and it rolls
+        # and deletes even the active segment once its records are older than retention.ms.
+        assert offsets(consumer, control)[1] == 2 * BATCH
 
         interval = check_interval_s(admin)
         deadline = time.monotonic() + 2 * interval + 60

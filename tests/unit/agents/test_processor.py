@@ -288,6 +288,24 @@ async def test_a_replayed_txn_id_changes_nothing(recorder: Recorder) -> None:
     assert ids[first["txn_id"]] == 0 and ids[second["txn_id"]] == 2
 
 
+async def test_a_redelivered_duplicate_is_counted_once(recorder: Recorder) -> None:
+    """A rebalance or a crash hands out a batch of duplicates again: the user's value
+    remembers the last offset it handled, so the redelivery is a replay, not new duplicates."""
+    first = txn("nia", 10.0)
+    async with processor.process.test_context() as agent:
+        await put_all(agent, recorder, [encoded(first), encoded(first), encoded(first)],
+                      expect=1)
+        assert UserState.decode(user_tables.user_state.data["nia"]).offset == 2
+        assert (processor.counters.duplicates, processor.counters.replayed) == (2, 0)
+        agent.sent_offset = 1  # the broker hands out offsets 1 and 2 again, then 3
+        await put_all(agent, recorder, [encoded(first), encoded(first), encoded(txn("nia", 4.0))],
+                      expect=2)
+    assert (processor.counters.duplicates, processor.counters.replayed) == (2, 2)
+    assert [e["amount"] for e in recorder.values(processor.ENRICHED)] == [10.0, 4.0]
+    ids = {k[4:].hex(): int.from_bytes(v, "big") for k, v in txn_ids.txn_ids.data.items()}
+    assert ids[first["txn_id"]] == 0  # the message that folded it, not a redelivered copy
+
+
 async def test_a_redelivery_is_not_a_duplicate(recorder: Recorder) -> None:
     """After a crash the same message comes again at the same offset: the offset guard decides,
     so a message whose id was recorded but whose statistics were lost is still folded."""
