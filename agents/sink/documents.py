@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
+from agents.sink.aggregates import day_id
 from agents.sink.exceptions import PoisonMessage
 from app.contract import (
     DLQ_FAILED_AT,
@@ -85,7 +86,11 @@ def to_date(value: Any, field: str = "timestamp") -> datetime:
         ts = parse_timestamp(value).astimezone(UTC)
     except InvalidTransaction as exc:
         raise PoisonMessage(f"{field}: {exc}") from None
-    return ts.replace(microsecond=ts.microsecond // 1000 * 1000)
+    below_ms = ts.microsecond % 1000
+    return ts - _MICROSECOND * below_ms if below_ms else ts  # replace() costs 3x as much
+
+
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def minute_id(minute: datetime) -> str:
@@ -110,21 +115,27 @@ def _check_reporting(value: Mapping[str, Any]) -> None:
         raise PoisonMessage("reporting_currency is missing or not an ISO 4217 code")
 
 
-def _with_buckets(value: dict[str, Any], dates: Iterable[str]) -> dict[str, Any]:
+def _with_buckets(value: dict[str, Any], dates: Iterable[str],
+                  in_place: bool = False) -> dict[str, Any]:
+    """``value`` with ``_id``, ``dates`` as dates, ``day`` and ``minute``: a copy, or ``value``
+    itself when the caller owns it (``in_place``: the sink's copy per message cost more than
+    parsing it)."""
     txn_id = value.get("txn_id")
     if not isinstance(txn_id, str) or not txn_id:
         raise PoisonMessage("txn_id is missing or not a string")
     _check_reporting(value)
-    doc = {**value, "_id": txn_id}
+    doc = value if in_place else {**value}
+    doc["_id"] = txn_id
     for field in dates:
         doc[field] = to_date(value.get(field), field)
-    doc["day"] = doc["timestamp"].strftime("%Y-%m-%d")
+    doc["day"] = day_id(doc["timestamp"])
     doc["minute"] = minute_of(doc["timestamp"])
     return doc
 
 
-def _transaction(value: dict[str, Any], text: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    fields = _with_buckets(value, ("timestamp", "processed_at"))
+def _transaction(value: dict[str, Any], text: str,
+                 in_place: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    fields = _with_buckets(value, ("timestamp", "processed_at"), in_place)
     doc = {"_id": fields["_id"], "user_id": value.get("user_id"),
            "timestamp": fields["timestamp"], "txn": text}
     return doc, fields
@@ -136,7 +147,7 @@ def transaction(raw: bytes | str) -> tuple[dict[str, Any], dict[str, Any]]:
     dates, ``day`` and ``minute`` (the checks of :func:`transaction_doc`)."""
     value = parse_json(raw)
     # orjson accepted the bytes, so they are valid UTF-8: the text is the message, byte for byte.
-    return _transaction(value, raw if isinstance(raw, str) else raw.decode("utf-8"))
+    return _transaction(value, raw if isinstance(raw, str) else raw.decode("utf-8"), True)
 
 
 def transaction_doc(value: dict[str, Any], text: str | None = None) -> dict[str, Any]:

@@ -83,8 +83,8 @@ MIN_RECENT = timedelta(hours=23)
 
 # --- hours ------------------------------------------------------------------------------------
 def hour_of(when: datetime) -> str:
-    """The UTC hour of ``when`` as text: ``2026-11-30T14``."""
-    return when.astimezone(UTC).strftime(HOUR_FORMAT)
+    """The UTC hour of ``when`` (aware) as text: ``2026-11-30T14``."""
+    return agg.hour_id(when)
 
 
 def hour_start(hour: str) -> datetime:

@@ -348,3 +348,21 @@ def test_trends_wait_for_live_stats_only_api_live_wait_ms(
         assert took < 0.45
     else:
         assert body["live_error"] is None
+
+
+def test_the_served_app_tunes_the_garbage_collector_and_a_test_app_does_not() -> None:
+    """The served API freezes its start-up objects and collects less often (GC_THRESHOLDS);
+    an application made by a test leaves the process's collector alone."""
+    import gc
+
+    from views.api import GC_THRESHOLDS
+    before = gc.get_threshold()
+    assert before != GC_THRESHOLDS
+    try:
+        with TestClient(create_app(load(NOWHERE), warm=False)):
+            assert gc.get_threshold() == before
+        with TestClient(create_app(load(NOWHERE), warm=False, tune_gc=True)):
+            assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
