@@ -42,13 +42,14 @@ import math
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple, TypeGuard
 from urllib.parse import unquote
 
 import orjson
 
+from agents.sink.buckets import buckets, day_id, hour_id
 from app.contract import MAX_AMOUNT, cents
 
 __all__ = ["COLLECTIONS", "CURRENCY_DAYS", "CURRENCY_HOURS", "EMPTY_OFFSET",
@@ -101,26 +102,6 @@ def _unsafe(ch: str) -> bool:
 def unfield(name: str) -> str:
     """The value :func:`field_name` made ``name`` from."""
     return "" if name == "%" else unquote(name, errors="strict")
-
-
-def day_id(ts: datetime) -> str:
-    """``YYYY-MM-DD``: the UTC day of ``ts`` (aware)."""
-    return hour_id(ts)[:10]
-
-
-def hour_id(ts: datetime) -> str:
-    """``YYYY-MM-DDTHH``: the UTC hour of ``ts`` (aware)."""
-    return _hour_text(int(ts.timestamp() // 3600))
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@lru_cache(maxsize=4096)
-def _hour_text(hours: int) -> str:
-    """The text of the ``hours``-th hour since 1970: cached, because the sink formats several
-    per stored transaction and a batch's transactions share a few hours."""
-    return (_EPOCH + timedelta(hours=hours)).strftime("%Y-%m-%dT%H")
 
 
 def user_group(user_id: str) -> int:
@@ -193,34 +174,6 @@ class Slot(NamedTuple):
     ends: datetime
 
 
-def _end(start: datetime, step: timedelta) -> datetime:
-    try:
-        return start + step
-    except OverflowError:  # the last hour or day of year 9999
-        return datetime.max.replace(tzinfo=UTC)
-
-
-class _Buckets(NamedTuple):
-    """The time buckets of one UTC minute."""
-
-    day: str
-    hour: str
-    mm: str
-    day_end: datetime
-    hour_end: datetime
-
-
-@lru_cache(maxsize=4096)
-def _buckets(minute: datetime) -> _Buckets:
-    """The buckets of ``minute``: cached, because a flush's transactions share a few minutes
-    and formatting them was a third of the sink's aggregate CPU."""
-    minute = minute.astimezone(UTC)
-    hour_start = minute.replace(minute=0, second=0, microsecond=0)
-    return _Buckets(day_id(minute), hour_id(minute), minute.strftime("%M"),
-                    _end(hour_start.replace(hour=0), timedelta(days=1)),
-                    _end(hour_start, timedelta(hours=1)))
-
-
 @lru_cache(maxsize=8)
 def _reporting(currency: str) -> tuple[tuple[str, Any], ...]:
     return (("reporting_currency", currency),)
@@ -228,7 +181,7 @@ def _reporting(currency: str) -> tuple[tuple[str, Any], ...]:
 
 def slots(item: Countable) -> list[Slot]:
     """Every place ``item`` adds to."""
-    b = _buckets(item.minute)
+    b = buckets(item.minute)
     reporting = _reporting(item.reporting_currency)
     counts = (1, item.cents, item.anomaly)
     money = (1, item.amount_cents, item.cents)

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from agents.sink.aggregates import day_id
+from agents.sink.buckets import day_id
 from agents.sink.exceptions import PoisonMessage
 from app.contract import (
     DLQ_FAILED_AT,

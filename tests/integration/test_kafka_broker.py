@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 pytestmark = pytest.mark.integration
 N = 500
+PARTITIONS = 3
 
 
-def make_topic(bootstrap: str, name: str, partitions: int = 3) -> None:
+def make_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
@@ -32,12 +33,14 @@ async def test_kafka_python_to_aiokafka_lz4(bootstrap: str, unique: str) -> None
     producer.flush()
     producer.close()
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"g-{unique}",
-                                auto_offset_reset="earliest")
+    # The partitions are assigned, not joined through a group: the test is about the records,
+    # and a group's join can outlast the deadline on a busy broker.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
+    consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     got: dict[bytes, bytes] = {}
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(60):
             while len(got) < N:
                 for records in (await consumer.getmany(timeout_ms=1000)).values():
                     for r in records:
