@@ -40,9 +40,15 @@ dlq_topic = app.topic(
     settings.topic(contract.DLQ), value_type=bytes, value_serializer="raw", **_common
 )
 
-# The sink app's view of the worker's outputs: keys and values as they came.
+# The sink app's view of the worker's outputs: keys and values as they came. internal=True:
+# the sink creates them (with the worker's partitions and config) before subscribing, so a
+# sink that starts before the worker does not wait for a metadata refresh to see them.
 _raw: dict[str, Any] = dict(partitions=settings.topic_partitions, key_type=bytes,
-                            key_serializer="raw", value_type=bytes, value_serializer="raw")
-enriched_raw = sink_app.topic(settings.topic(contract.ENRICHED), **_raw)
-anomalies_raw = sink_app.topic(settings.topic(contract.ANOMALIES), **_raw)
-dlq_raw = sink_app.topic(settings.topic(contract.DLQ), **_raw)
+                            key_serializer="raw", value_type=bytes, value_serializer="raw",
+                            internal=True)
+enriched_raw = sink_app.topic(settings.topic(contract.ENRICHED), config=contract.TOPIC_CONFIG,
+                              **_raw)
+anomalies_raw = sink_app.topic(settings.topic(contract.ANOMALIES), config=contract.TOPIC_CONFIG,
+                               **_raw)
+dlq_raw = sink_app.topic(settings.topic(contract.DLQ),
+                         config=contract.dlq_topic_config(settings.dlq_max_payload_bytes), **_raw)
