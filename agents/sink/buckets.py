@@ -8,7 +8,10 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple
 
-__all__ = ["Buckets", "buckets", "day_id", "hour_id"]
+__all__ = ["HOUR_FORMAT", "Buckets", "buckets", "day_id", "hour_id"]
+
+#: The text of a UTC hour: the ``_id`` of an hour's aggregates and retention manifests.
+HOUR_FORMAT = "%Y-%m-%dT%H"
 
 
 def day_id(ts: datetime) -> str:
@@ -28,7 +31,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def _hour_text(hours: int) -> str:
     """The text of the ``hours``-th hour since 1970: cached, because the sink formats several
     per stored transaction and a batch's transactions share a few hours."""
-    return (_EPOCH + timedelta(hours=hours)).strftime("%Y-%m-%dT%H")
+    return (_EPOCH + timedelta(hours=hours)).strftime(HOUR_FORMAT)
 
 
 def _end(start: datetime, step: timedelta) -> datetime:

@@ -32,6 +32,7 @@ from typing import Any
 
 from agents.sink import aggregates as agg
 from agents.sink import documents as docs
+from agents.sink.buckets import HOUR_FORMAT
 from agents.sink.documents import Entry
 
 __all__ = [
@@ -71,7 +72,6 @@ SLOTS = tuple(f"{m:02d}" for m in range(60))
 STATE_ID = "prune"
 #: The calendar of the hours of the aggregates (of the transactions stored).
 AGGREGATE_KEYS = "aggregates"
-HOUR_FORMAT = "%Y-%m-%dT%H"
 #: Ids per manifest at most (about 400 kB; a document may not exceed 16 MB): a larger batch's
 #: ids of one hour and partition are split, the parts named ``<manifest id>+<n>``.
 MAX_IDS = 10_000
