@@ -15,6 +15,9 @@ rebalances, the consumer generation, read offsets and gaps, acks and commits. Th
 messages of an earlier generation and tracks the others before it processes them, exactly as
 Faust's stream iterator does (:func:`in_flight`). Other topics go through
 Faust's path unchanged.
+
+One more change, in the seek to the committed offsets after a rebalance
+(:meth:`BatchConsumer.perform_seek`): it never sets a partition's committed offset back.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import AsyncIterator
 from time import monotonic
 from typing import Any
 
-from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import Message, TopicT
 
@@ -67,6 +70,25 @@ class BatchConsumer(aiokafka_driver.Consumer):
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        """Faust's seek of every assigned partition to its committed offset, except that a
+        committed offset this consumer knows to be further than the one read is kept.
+
+        Faust resumes the stream partitions just before this seek, so records fetched then can
+        be processed, acked and committed while the committed offsets are being read. Faust
+        set the older one, and commits only up to the first offset not acked after it: those
+        acks had been removed when they were committed, so the partition was never committed
+        again while the worker went on processing (a restart's replays showed it)."""
+        committed = self._committed_offset
+        for tp, offset in (await self.seek_to_committed()).items():
+            tp = ensure_TP(tp)
+            self._read_offset[tp] = offset if offset is not None and offset >= 0 else None
+            if offset is None:
+                continue
+            known = committed.get(tp)
+            if known is None or offset > known:
+                committed[tp] = offset if offset else None  # as Faust: 0 is "none yet"
 
     async def _drain_messages(self, fetcher: Any) -> None:  # the loop of Faust's Consumer
         callback = self.callback
