@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None, cache_seconds: float = CACHE_SE
         try:
             yield
         finally:
-            api.close()
+            await api.aclose()
 
     application = Starlette(routes=routes, middleware=middleware(settings, metrics, routes),
                             exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
