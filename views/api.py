@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None, cache_seconds: float = CACHE_SE
         try:
             yield
         finally:
-            await api.aclose()
+            api.close()
 
     application = Starlette(routes=routes, middleware=middleware(settings, metrics, routes),
                             exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

@@ -140,11 +140,11 @@ class ResultCache:
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
 
-    def lookup(self, key: Hashable, compute: Callable[[], Any] | None,
+    def lookup(self, key: Hashable, compute: Callable[[], Any],
                ttl: float | None = None) -> tuple[bool, Any]:
         """(True, value) when ``key`` can be answered from the cache right now (fresh, or stale
-        with a refresh by ``compute`` started; without ``compute``, fresh only), else (False,
-        None): never waits for the database, so the event loop may call it directly."""
+        with a refresh started), else (False, None): never waits for the database, so the
+        event loop may call it directly."""
         if self.ttl <= 0:
             return False, None
         now = time.monotonic()
@@ -152,10 +152,8 @@ class ResultCache:
             entry = self._entries.get(key)
             if entry is None or now >= entry.stale_until:
                 return False, None
-            if compute is None and now >= entry.fresh_until:
-                return False, None
             self._entries.move_to_end(key)
-            if compute is not None and now >= entry.fresh_until and not entry.refreshing:
+            if now >= entry.fresh_until and not entry.refreshing:
                 entry.refreshing = True
                 self.refreshes += 1
                 self._pool.submit(self._refresh, key, compute, ttl)
@@ -185,22 +183,11 @@ class ResultCache:
                     if key not in self._kept:  # a kept key's lock is shared with its refresh
                         self._key_locks.pop(key, None)
 
-    def put(self, key: Hashable, value: Any, took: float, ttl: float | None = None) -> None:
-        """Keep ``value`` of ``key``, computed elsewhere in ``took`` seconds (an answer the
-        event loop put together: :meth:`get` computes in the caller's thread)."""
-        if self.ttl > 0:
-            done = time.monotonic()
-            self._store(key, value, done - took, done, ttl)
-
     def _compute(self, key: Hashable, compute: Callable[[], Any],
                  ttl: float | None = None) -> Any:
         started = time.monotonic()
         value = compute()
-        self._store(key, value, started, time.monotonic(), ttl)
-        return value
-
-    def _store(self, key: Hashable, value: Any, started: float, done: float,
-               ttl: float | None) -> None:
+        done = time.monotonic()
         fresh = max(self.ttl if ttl is None else ttl, self.cost_factor * (done - started))
         with self._lock:
             kept = self._kept.get(key)
@@ -218,6 +205,7 @@ class ResultCache:
                 if victim is None:
                     break
                 del self._entries[victim]
+        return value
 
     def _refresh(self, key: Hashable, compute: Callable[[], Any], ttl: float | None) -> None:
         try:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Any
@@ -73,12 +72,7 @@ async def trends(request: Request) -> Response:
     p.check()
     assert user_id is not None
     api = _api(request)
-    key = ("trends", user_id, days)
-    hit, body = api.cache.lookup(key, None)  # fresh only: it is computed here, not in a thread
-    if not hit:
-        started = time.monotonic()
-        body = await api.trends(user_id, days)
-        api.cache.put(key, body, time.monotonic() - started)
+    body = await _cached(request, ("trends", user_id, days), lambda: api.trends(user_id, days))
     return JSON(body)
 
 

@@ -3,7 +3,7 @@ result cache, plus the reads that need more than :mod:`views.queries` (health, l
 
 from __future__ import annotations
 
-import asyncio
+import concurrent.futures
 import functools
 import threading
 import time
@@ -16,7 +16,6 @@ import httpx
 import orjson
 import pymongo
 from pymongo.errors import PyMongoError
-from starlette.concurrency import run_in_threadpool
 
 from app.settings import Settings
 from views import queries, user_trends
@@ -32,7 +31,7 @@ __all__ = ["DLQ_KEY", "HEALTH_CHECK_SECONDS", "MONGO_KEY", "QUERY_TIMEOUT_MS",
 QUERY_TIMEOUT_MS = 60_000
 #: Seconds to wait for the worker's web server.
 WORKER_TIMEOUT = 1.0
-#: /health asks the worker beside the database, not after it: it waits for the slower of
+#: The worker is asked beside the database, not after it: an answer waits for the slower of
 #: the two, not their sum.
 _WORKER_CALLS = ThreadPoolExecutor(4, thread_name_prefix="worker-calls")
 #: The cache key of ``/summary``'s answer.
@@ -80,8 +79,6 @@ class Api:
         self._lock = threading.Lock()
         self._client: pymongo.MongoClient[dict[str, Any]] | None = None
         self._worker: httpx.Client | None = None
-        # The live statistics are asked from the event loop: one hop to a thread less.
-        self._live: httpx.AsyncClient | None = None
         self._up: dict[str, bool] = {}  # the last state seen of each dependency
 
     # Made on first use and again after close(), so one app can be started and stopped
@@ -107,21 +104,6 @@ class Api:
                 self._worker = httpx.Client(base_url=self.settings.worker_url.rstrip("/"),
                                             timeout=WORKER_TIMEOUT, follow_redirects=True)
             return self._worker
-
-    @property
-    def live(self) -> httpx.AsyncClient:
-        """The worker's client for the event loop (made in it, closed by :meth:`aclose`)."""
-        if self._live is None:
-            self._live = httpx.AsyncClient(base_url=self.settings.worker_url.rstrip("/"),
-                                           timeout=WORKER_TIMEOUT, follow_redirects=True)
-        return self._live
-
-    async def aclose(self) -> None:
-        """:meth:`close`, and the event loop's worker client."""
-        live, self._live = self._live, None
-        if live is not None:
-            await live.aclose()
-        self.close()
 
     def start(self) -> None:
         """The app's startup: start the background refresh of the kept answers and the
@@ -214,10 +196,10 @@ class Api:
         return (200 if up else 503), {"status": "ok" if up else "unavailable",
                                       "mongo": mongo, "worker": worker}
 
-    async def live_stats(self, user_id: str) -> tuple[Any, str | None]:
+    def live_stats(self, user_id: str) -> tuple[Any, str | None]:
         """The worker's stats view of ``user_id``: (json, None) or (None, why not)."""
         try:
-            resp = await self.live.get(f"/users/{urllib.parse.quote(user_id, safe='')}/stats")
+            resp = self.worker.get(f"/users/{urllib.parse.quote(user_id, safe='')}/stats")
         except httpx.HTTPError as exc:
             self._report("worker", False, f"{self.settings.worker_url}: {describe(exc)}")
             return None, "the worker is not reachable"
@@ -235,34 +217,19 @@ class Api:
         """The reporting currency of every money figure (``REPORTING_CURRENCY``)."""
         return self.settings.reporting_currency
 
-    async def trends(self, user_id: str, days: int) -> dict[str, Any]:
-        """``/users/{id}/trends``' answer: the history, from memory when it is at hand
-        (:func:`views.user_trends.trends_now`) or read in a thread, and the worker's live
-        statistics, asked at the same time."""
+    def trends(self, user_id: str, days: int) -> dict[str, Any]:
         started = time.monotonic()
-        asked = asyncio.ensure_future(self.live_stats(user_id))
-        now = datetime.now(UTC)
-        rows = None
-        if self.settled_days is not None:
-            rows = user_trends.trends_now(
-                user_id, days, now, self.currency, self.settled_days,
-                lambda day, group: self.cache.lookup(("users_by_day", day, group),
-                                                     functools.partial(self._users_day, day,
-                                                                       group)),
-                self._users_day)
-        if rows is None:
-            rows = await run_in_threadpool(
-                user_trends.trends, self.db, user_id, days, now, self.currency,
-                self.settled_days, today_doc=self._today_doc)
+        asked = _WORKER_CALLS.submit(self.live_stats, user_id)
+        rows = user_trends.trends(self.db, user_id, days, datetime.now(UTC), self.currency,
+                                  self.settled_days, today_doc=self._today_doc)
         # The history is the answer; the live statistics are waited for until API_LIVE_WAIT_MS
         # after the start (a busy worker answers its view late: the answer's latency would be
         # the worker's).
         wait_ms = self.settings.api_live_wait_ms
-        done, _ = await asyncio.wait(
-            {asked}, timeout=max(0.0, started + wait_ms / 1000 - time.monotonic()))
-        if done:
-            live, live_error = asked.result()
-        else:  # left to finish: cancelling would close the connection to the worker
+        try:
+            live, live_error = asked.result(
+                timeout=max(0.0, started + wait_ms / 1000 - time.monotonic()))
+        except concurrent.futures.TimeoutError:
             live, live_error = None, f"the worker did not answer within {wait_ms} ms"
         return {"user_id": user_id, "currency": self.currency, "days": rows, "live": live,
                 "live_error": live_error}
@@ -271,13 +238,10 @@ class Api:
         """Today's ``users_by_day`` document of a group, through the cache: every user of the
         group shares it, and a request past its freshness gets it at once while it is read
         again (``ResultCache``: stale-while-revalidate)."""
-        doc: dict[str, Any] | None = self.cache.get(("users_by_day", day, group),
-                                                    functools.partial(self._users_day, day,
-                                                                      group))
+        doc: dict[str, Any] | None = self.cache.get(
+            ("users_by_day", day, group),
+            lambda: user_trends.users_day(self.db, day, group, self.currency))
         return doc
-
-    def _users_day(self, day: date, group: int) -> dict[str, Any] | None:
-        return user_trends.users_day(self.db, day, group, self.currency)
 
     def summary(self) -> dict[str, Any]:
         """``/summary``'s answer now (its ``as_of`` is when it was computed)."""

@@ -18,7 +18,7 @@ from agents.sink import aggregates
 from views import queries
 from views.settled import SettledDocs
 
-__all__ = ["TRENDS_READERS", "trends", "trends_now", "users_day", "warm"]
+__all__ = ["TRENDS_READERS", "trends", "users_day", "warm"]
 
 #: Day documents one trends request reads at once: one after another, 30 lookups on a busy
 #: machine would wait 30 times for the database's turn.
@@ -56,63 +56,23 @@ def trends(db: queries.Db, user_id: str, days: int, now: datetime,
         return settled.get(_users_day_key(day, group, currency), _day_end(day), now,
                            lambda: read(day))
 
-    found = _kept_days(dates, group, currency, now, settled, read, background)
+    # Kept days answer at once, even past their re-read time: those are read again in the
+    # background, so a warm request reads today's document only, here (every hop to another
+    # thread may wait for the GIL on a busy API).
+    found: dict[date, dict[str, Any] | None] = {}
+    if settled is not None:
+        for day in dates:
+            key = _users_day_key(day, group, currency)
+            kept = settled.kept(key)
+            if kept is None:
+                continue
+            found[day] = kept[0]
+            if not kept[1]:
+                settled.refresh_later(key, _day_end(day), now, functools.partial(read, day),
+                                      background)
     missing = [day for day in dates if day not in found]
     readers = map if len(missing) <= 1 else _trends_readers.map
     found.update(zip(missing, readers(doc_of, missing), strict=True))
-    return _rows(found, dates, user_id)
-
-
-def trends_now(user_id: str, days: int, now: datetime, currency: str,
-               settled: SettledDocs[dict[str, Any] | None],
-               today_now: Callable[[date, int], tuple[bool, dict[str, Any] | None]],
-               read: Callable[[date, int], dict[str, Any] | None],
-               background: Callable[[Callable[[], Any]], object] = _trends_readers.submit,
-               ) -> list[dict[str, Any]] | None:
-    """:func:`trends` without waiting for the database, or None when a document is needed
-    that is not at hand: the ended days from ``settled``, today's from ``today_now``(day,
-    group) -> (at hand, document). A warm request is about a millisecond of CPU, so the API's
-    event loop answers it itself rather than handing it to a thread that waits for the GIL;
-    ``read``(day, group) reads a kept day past its re-read time again in ``background``."""
-    today = now.astimezone(UTC).date()
-    group = aggregates.user_group(user_id)
-    dates = [today - timedelta(days=days - 1 - i) for i in range(days)]
-    found = _kept_days(dates, group, currency, now, settled,
-                       lambda day: read(day, group), background)
-    if any(day not in found for day in dates if day != today):
-        return None
-    at_hand, doc = today_now(today, group)
-    if not at_hand:
-        return None
-    found[today] = doc
-    return _rows(found, dates, user_id)
-
-
-def _kept_days(dates: list[date], group: int, currency: str, now: datetime,
-               settled: SettledDocs[dict[str, Any] | None] | None,
-               read: Callable[[date], dict[str, Any] | None],
-               background: Callable[[Callable[[], Any]], object],
-               ) -> dict[date, dict[str, Any] | None]:
-    """The documents of ``dates`` kept in ``settled``. Kept days answer at once, even past
-    their re-read time: those are read again in the background, so a warm request reads
-    today's document only (every hop to another thread may wait for the GIL on a busy API)."""
-    found: dict[date, dict[str, Any] | None] = {}
-    if settled is None:
-        return found
-    for day in dates:
-        key = _users_day_key(day, group, currency)
-        kept = settled.kept(key)
-        if kept is None:
-            continue
-        found[day] = kept[0]
-        if not kept[1]:
-            settled.refresh_later(key, _day_end(day), now, functools.partial(read, day),
-                                  background)
-    return found
-
-
-def _rows(found: dict[date, dict[str, Any] | None], dates: list[date],
-          user_id: str) -> list[dict[str, Any]]:
     rows = []
     for day in dates:
         t = aggregates.total_of(found[day], user_id)

@@ -326,7 +326,6 @@ def test_trends_wait_for_live_stats_only_api_live_wait_ms(
         monkeypatch: pytest.MonkeyPatch, worker_seconds: float, live: Any) -> None:
     """The history is the answer: a worker slower than API_LIVE_WAIT_MS leaves ``live`` out,
     and ``live_error`` says why."""
-    import asyncio
     import time
 
     from views.api_service import Api
@@ -334,8 +333,8 @@ def test_trends_wait_for_live_stats_only_api_live_wait_ms(
     rows = [{"day": "2026-11-30", "spend": 1.0, "count": 1, "anomalies": 0}]
     monkeypatch.setattr(user_trends, "trends", lambda *args, **kwargs: rows)
 
-    async def live_stats(self: Api, user_id: str) -> tuple[Any, str | None]:
-        await asyncio.sleep(worker_seconds)
+    def live_stats(self: Api, user_id: str) -> tuple[Any, str | None]:
+        time.sleep(worker_seconds)
         return {"count": 3}, None
     monkeypatch.setattr(Api, "live_stats", live_stats)
     with TestClient(create_app(load({**NOWHERE, "API_RATE_LIMIT": "0",

@@ -36,20 +36,6 @@ def test_cache_single_flight_and_freshness() -> None:
     assert cache.get("k", compute) == 3
 
 
-def test_an_answer_put_from_elsewhere_is_served_fresh_only() -> None:
-    """``put`` keeps an answer computed outside the cache (the event loop's trends); a lookup
-    without ``compute`` serves it while fresh and never refreshes it in the background."""
-    cache = ResultCache(ttl=0.2, stale_seconds=5, cost_factor=0)
-    cache.put("k", {"n": 1}, took=0.001)
-    assert cache.lookup("k", None) == (True, {"n": 1})
-    time.sleep(0.25)  # stale: a lookup with compute would serve it and refresh
-    assert cache.lookup("k", None) == (False, None)
-    assert cache.refreshes == 0
-    assert cache.lookup("k", lambda: {"n": 2}) == (True, {"n": 1})
-    ResultCache(ttl=0).put("k", 1, took=0)  # a disabled cache keeps nothing
-    assert ResultCache(ttl=0).lookup("k", None) == (False, None)
-
-
 def test_cache_failures_propagate_and_are_not_cached() -> None:
     cache = ResultCache(ttl=10)
 

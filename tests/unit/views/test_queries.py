@@ -318,32 +318,3 @@ def test_warm_trends_keeps_every_groups_ended_days() -> None:
                             today_doc=lambda day, group: today.get(
                                 agg.users_by_day_id(day.isoformat(), group)))
     assert not db.lookups and shared == user_trends.trends(db, users[0], 7, NOW)  # type: ignore[arg-type]
-
-
-def test_trends_now_answers_from_memory_or_not_at_all() -> None:
-    """``trends_now`` (the API's event loop) answers as ``trends`` without a lookup when every
-    ended day is kept and today's document is at hand, and gives None when either is not."""
-    users = [f"u{i}" for i in range(50)]
-    docs = agg.build([_item(u, NOW - timedelta(days=d), 100 + i, i) for i, u in enumerate(users)
-                      for d in range(7)])
-    db = _Stored({"users_by_day": docs["users_by_day"]})
-    today = {d["_id"]: d for d in docs["users_by_day"]}
-
-    def at_hand(day: Any, group: int) -> tuple[bool, Any]:
-        return True, today.get(agg.users_by_day_id(day.isoformat(), group))
-
-    def read(day: Any, group: int) -> Any:
-        return user_trends.users_day(db, day, group, "USD")  # type: ignore[arg-type]
-
-    settled: SettledDocs[Any] = SettledDocs(empty_seconds=60)
-    assert user_trends.trends_now(users[0], 7, NOW, "USD", settled, at_hand, read) is None
-    user_trends.warm(db, NOW, 7, "USD", settled)  # type: ignore[arg-type]
-    db.lookups.clear()
-    for user in users[:10]:
-        rows = user_trends.trends_now(user, 7, NOW, "USD", settled, at_hand, read)
-        assert not db.lookups
-        assert rows == user_trends.trends(db, user, 7, NOW)  # type: ignore[arg-type]
-        db.lookups.clear()
-    assert user_trends.trends_now(users[0], 7, NOW, "USD", settled,
-                                  lambda day, group: (False, None), read) is None
-    assert user_trends.trends_now(users[0], 8, NOW, "USD", settled, at_hand, read) is None
