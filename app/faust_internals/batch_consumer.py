@@ -79,7 +79,7 @@ class BatchConsumer(aiokafka_driver.Consumer):
         be processed, acked and committed while the committed offsets are being read. Faust
         set the older one, and commits only up to the first offset not acked after it: those
         acks had been removed when they were committed, so the partition was never committed
-        again while the worker went on processing (a restart's replays showed it)."""
+        again while the worker went on processing (seen after restarts in CI)."""
         committed = self._committed_offset
         for tp, offset in (await self.seek_to_committed()).items():
             tp = ensure_TP(tp)
