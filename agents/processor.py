@@ -44,14 +44,14 @@ from faust.types import EventT, Message
 from agents.admit import Clock, Out, dlq_message, valid
 from agents.counters import Counters, dlq_kind
 from agents.enrich import enrich
-from app.contract import TOPIC_CONFIG, InvalidTransaction, dlq_topic_config
+from app.contract import TOPIC_CONFIG, InvalidTransaction
 from app.faust_internals.batch_consumer import direct_batches, in_flight, read_directly
 from app.faust_internals.idempotent_producer import produce_idempotently
 from app.faust_internals.record_batches import KafkaOutput, Sent, acknowledged
 from app.main import app
 from app.producer.kafka import set_topic_configs
 from app.settings import settings
-from app.topics import anomalies_topic, dlq_topic, enriched_topic, transactions_topic
+from app.topics import DLQ_CONFIG, anomalies_topic, dlq_topic, enriched_topic, transactions_topic
 from tables import txn_ids, user_tables, windows
 from tables.changelog import Change, changes_persisted
 from tables.records import NO_OFFSET, UserState
@@ -286,11 +286,10 @@ async def declare_outputs() -> None:
     retention, which would delete a backfill's old-dated records before they are read)."""
     for topic in (enriched_topic, anomalies_topic):
         await topic.derive(config=TOPIC_CONFIG).maybe_declare()
-    dlq_config = dlq_topic_config(settings.dlq_max_payload_bytes)
-    await dlq_topic.derive(config=dlq_config).maybe_declare()
+    await dlq_topic.derive(config=DLQ_CONFIG).maybe_declare()
     if isinstance(output, KafkaOutput):  # not in unit tests, which have no broker
         configs = {TRANSACTIONS: TOPIC_CONFIG, ENRICHED: TOPIC_CONFIG, ANOMALIES: TOPIC_CONFIG,
-                   DLQ: dlq_config}
+                   DLQ: DLQ_CONFIG}
         await asyncio.to_thread(set_topic_configs, settings.kafka_bootstrap_servers, configs)
 
 

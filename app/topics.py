@@ -17,7 +17,7 @@ from app import contract
 from app.main import app, sink_app
 from app.settings import settings
 
-__all__ = ["anomalies_raw", "anomalies_topic", "dlq_raw", "dlq_topic", "enriched_raw",
+__all__ = ["DLQ_CONFIG", "anomalies_raw", "anomalies_topic", "dlq_raw", "dlq_topic", "enriched_raw",
            "enriched_topic", "transactions_topic"]
 
 _common: dict[str, Any] = dict(partitions=settings.topic_partitions, key_type=str,
@@ -40,6 +40,10 @@ dlq_topic = app.topic(
     settings.topic(contract.DLQ), value_type=bytes, value_serializer="raw", **_common
 )
 
+#: The DLQ topic's config (its records may be larger than the broker's default limit), set by
+#: the worker and by the sink, whichever creates the topic.
+DLQ_CONFIG = contract.dlq_topic_config(settings.dlq_max_payload_bytes)
+
 # The sink app's view of the worker's outputs: keys and values as they came. internal=True:
 # the sink creates them (with the worker's partitions and config) before subscribing, so a
 # sink that starts before the worker does not wait for a metadata refresh to see them.
@@ -50,5 +54,4 @@ enriched_raw = sink_app.topic(settings.topic(contract.ENRICHED), config=contract
                               **_raw)
 anomalies_raw = sink_app.topic(settings.topic(contract.ANOMALIES), config=contract.TOPIC_CONFIG,
                                **_raw)
-dlq_raw = sink_app.topic(settings.topic(contract.DLQ),
-                         config=contract.dlq_topic_config(settings.dlq_max_payload_bytes), **_raw)
+dlq_raw = sink_app.topic(settings.topic(contract.DLQ), config=DLQ_CONFIG, **_raw)
